@@ -239,19 +239,16 @@ NVFP4KV_HD uint8_t ue8m0_up(float v) {
   const uint32_t a = float_bits(v) & 0x7FFFFFFFu;
   if (a == 0) return 0;
   if (a >= 0x7F800000u) return 254;
-  int e = static_cast<int>(a >> 23);
+  const uint32_t e = a >> 23;
   const uint32_t man = a & 0x7FFFFFu;
-  int log2_ceil;
   if (e == 0) {
-    // Subnormal: v = man · 2^-149, below 2^-126, so the code clamps to 0 anyway.
-    log2_ceil = -127;
-  } else {
-    log2_ceil = e - 127 + (man != 0 ? 1 : 0);
+    // Subnormal v = man · 2^-149 < 2^-126: ceil(log2 v) is -126 (code 1) for v in
+    // (2^-127, 2^-126) and ≤ -127 (code 0 after the clamp) for v ≤ 2^-127 = man 0x400000.
+    return man > 0x400000u ? 1 : 0;
   }
-  int code = log2_ceil + 127;
-  if (code < 0) code = 0;
-  if (code > 254) code = 254;
-  return static_cast<uint8_t>(code);
+  // Normal v = 1.man · 2^(e-127): ceil(log2 v) = e - 127, plus 1 unless v is a power of two.
+  const uint32_t code = e + (man != 0 ? 1u : 0u);
+  return static_cast<uint8_t>(code > 254u ? 254u : code);
 }
 
 /// UE8M0 byte → 2^(code−127) (exact, 2^-127 is subnormal); 255 → NaN.
@@ -273,6 +270,14 @@ NVFP4KV_HD float global_encode_scale(float amax, float numerator) {
 
 /// rn(1 / s): decode scale from encode scale and back (SPEC.md §3.1).
 NVFP4KV_HD float reciprocal_rn(float s) { return fdiv_rn(1.0f, s); }
+
+/// Encode scale from a caller-given decode scale (GlobalScaleMode::kGiven): rn(1 / S_dec),
+/// clamped to FLT_MAX like the computed scale. The clamp only matters for S_dec < ~2.9e-39
+/// (subnormal), where rn(1 / S_dec) is +Inf and an all-zero block would otherwise get
+/// sf_hp = rn(0 · Inf) = NaN and store the NaN scale byte 0x7F.
+NVFP4KV_HD float encode_scale_from_decode(float s_dec) {
+  return min_f(fdiv_rn(1.0f, s_dec), kFltMax);
+}
 
 /// Per-element encode multiplier for a block with stored scale value `sf` (decoded):
 /// v == 0 ? 0 : min(rn(1 / rn(sf · S_dec)), FLT_MAX).
