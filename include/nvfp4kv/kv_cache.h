@@ -52,6 +52,96 @@ struct KvCacheView {
   const float* v_scale = nullptr;
 };
 
+/// Options of append_kv().
+struct AppendOptions {
+  /// nvfp4 only: pick each 16-element block's scale with the "Four Over Six" rule (SPEC.md
+  /// §3.2, map the block max to 6 or to 4, keep the smaller error). The decode scale should
+  /// then come from calibrate_kv_scale(..., four_over_six = true, ...) (amax / 1536): that
+  /// calibration is the caller's job; append_kv uses whatever k_scale/v_scale hold.
+  bool four_over_six = false;
+  /// Error the 4over6 choice minimises (ignored unless four_over_six).
+  ErrorMetric metric = ErrorMetric::kMse;
+};
+
+/// Writes new keys and values into their cache slots, quantizing them to the cache format.
+///
+/// Token `t` goes to slot `s = slot_mapping[t]`: page `s / page_size`, offset `s % page_size`
+/// (vLLM's slot_mapping); a negative slot skips the token. Per format (SPEC.md §5):
+/// - bf16/f16: the value, converted to the cache type with round-to-nearest-even when the input
+///   type differs (f16 keys into a bf16 cache round; same type is a bit copy);
+/// - fp8_e4m3: e4m3(rn(x / scale)), scale = *k_scale (keys) or *v_scale (values);
+/// - nvfp4: SPEC.md §3.1 blocks of 16 along head_dim with the decode scale given
+///   (S_enc = rn(1 / scale)), or §3.2 when options.four_over_six;
+/// - fp4_block16: SPEC.md §3.4 (UE8M0 scale per 16, no global scale).
+/// Only the bytes of the written slots change (data and, for FP4, their scale bytes).
+///
+/// @param cache        validated as described at KvCacheView; all views on one device.
+/// @param keys         `[num_tokens, num_kv_heads, head_dim]` bf16 or f16, any token and head
+///                     stride, last dimension contiguous.
+/// @param values       like keys (same dtype and shape, its own strides).
+/// @param slot_mapping `[num_tokens]` i64, any stride. Slots must be distinct (a repeated slot is
+///                     rejected on the CPU; on the GPU which token lands there is unspecified).
+///                     On the CPU a slot ≥ num_pages · page_size returns kOutOfRange before
+///                     anything is written; on the GPU (device memory, not readable without a
+///                     sync) such a token is skipped: the kernel never writes outside the cache.
+/// @param options      4over6 choice and metric (nvfp4 only).
+/// @param stream       CUDA stream; one kernel launch, asynchronous, no host synchronisation, no
+///                     allocation: safe to capture in a CUDA graph. k_scale/v_scale and the slots
+///                     are read by the kernel, so a graph replay sees their current values.
+/// Scales: on the CPU *k_scale/*v_scale must be > 0 and finite (checked); on the GPU they are
+/// device memory and not checked: 0, negative, NaN or Inf there give defined but useless codes.
+Status append_kv(const KvCacheView& cache, const TensorView& keys, const TensorView& values,
+                 const TensorView& slot_mapping, const AppendOptions& options = AppendOptions(),
+                 Stream stream = nullptr);
+
+/// Checks everything append_kv() checks before it launches (slots are not read), without running.
+Status can_run_append_kv(const KvCacheView& cache, const TensorView& keys,
+                         const TensorView& values, const TensorView& slot_mapping,
+                         const AppendOptions& options = AppendOptions());
+
+/// Gathers a batch of sequences from the paged cache back to dense tensors.
+///
+/// Sequence `b` owns tokens 0..seq_lens[b)-1; token `p` lives in page
+/// `block_tables[b, p / page_size]` at offset `p % page_size`. The output rows are the sequences
+/// one after another (row of token p of sequence b = seq_lens[0] + … + seq_lens[b-1] + p).
+/// Values: bf16/f16 exactly; fp8 rn(e4m3 · scale); nvfp4 rn(rn(e2m1 · sf) · scale) (SPEC.md
+/// §3.1); fp4_block16 rn(e2m1 · 2^(code−127)); then rounded (RNE) to the output type.
+///
+/// @param block_tables `[batch, max_pages]` i32, any strides (entries past a sequence unused).
+/// @param seq_lens     `[batch]` i32, any stride; batch ≤ kMaxDequantizeKvBatch on the GPU.
+/// @param out_k, out_v `[total_tokens, num_kv_heads, head_dim]` f32/bf16/f16 (both the same
+///                     dtype), any token/head stride, last dimension contiguous.
+/// On the CPU, negative lengths, Σ seq_lens ≠ total_tokens, a length beyond max_pages pages and a
+/// page index outside [0, num_pages) are errors (kInvalidArgument / kOutOfRange). On the GPU
+/// (device memory, not checked): negative lengths count as 0, rows of tokens whose page index is
+/// outside [0, num_pages) or beyond max_pages are written as zeros, rows past Σ seq_lens are
+/// zeros, tokens past total_tokens are dropped. One launch, no sync: CUDA-graph safe.
+Status dequantize_kv(const KvCacheView& cache, const TensorView& block_tables,
+                     const TensorView& seq_lens, const TensorView& out_k, const TensorView& out_v,
+                     Stream stream = nullptr);
+
+/// Largest batch dequantize_kv() accepts for device views (its kernel keeps the prefix sums of
+/// seq_lens in 48 KiB of shared memory).
+inline constexpr int64_t kMaxDequantizeKvBatch = 12288;
+
+/// The standard per-layer decode scale for a tensor of keys or values (SPEC.md §5):
+/// amax / 2688 (nvfp4), amax / 1536 (nvfp4 with four_over_six), amax / 448 (fp8_e4m3), each one
+/// rn() division; amax = max |x| with NaN ignored; amax 0 → 1; a result below FLT_MIN is raised
+/// to FLT_MIN so the scale is always a valid (positive, normal) decode scale. Formats without a
+/// global scale (bf16, f16, fp4_block16) get 1.
+///
+/// @param x   any shape (rank ≥ 1), f32/f16/bf16, any strides, CPU or CUDA. For CUDA views this
+///            call launches a reduction on `stream` and waits for it (not graph-capturable).
+/// @param decode_scale_host  where the scale is written (host memory).
+/// Returns kInvalidArgument if x contains ±Inf (no finite scale covers it).
+Status calibrate_kv_scale(const TensorView& x, KvFormat format, bool four_over_six,
+                          float* decode_scale_host, Stream stream = nullptr);
+
+/// Cache bytes one token occupies in one layer: K and V, data plus FP4 block scales.
+/// bf16/f16: 4·H·D; fp8_e4m3: 2·H·D; nvfp4/fp4_block16: 2·H·(D/2 + D/16). (H = num_kv_heads,
+/// D = head_dim; D must be a multiple of 16 for FP4 formats, else 0 is returned.)
+int64_t kv_bytes_per_token(KvFormat format, int64_t num_kv_heads, int64_t head_dim);
+
 /// Canonical name: "bf16", "f16", "fp8_e4m3", "nvfp4", "fp4_block16".
 const char* kv_format_name(KvFormat format);
 /// Parses a canonical KV format name; false if unknown.

@@ -1,0 +1,147 @@
+// nvfp4kv — KV-cache element rules of SPEC.md §5, per 16-element chunk of one (token, head) row,
+// shared by the CPU reference (src/ref/kv_cache.cpp) and the kernels (src/cuda/kv/*.cu) so both
+// produce the same bits. Only composes the primitives of format.h; no format math of its own.
+//
+// A chunk is 16 consecutive elements of head_dim: one FP4 block (8 packed bytes + 1 scale byte),
+// 16 fp8 bytes or 16 bf16/f16 values.
+#pragma once
+
+#include <cstdint>
+
+#include "common/format.h"
+
+// Unrolling hint for the kernels; host compilers ignore it (and would warn on the pragma).
+#if defined(__CUDACC__)
+#define NVFP4KV_KV_UNROLL _Pragma("unroll")
+#else
+#define NVFP4KV_KV_UNROLL
+#endif
+
+namespace nvfp4kv::kvfmt {
+
+/// Elements per chunk (= FP4 block size of nvfp4 and fp4_block16).
+inline constexpr int kChunk = 16;
+
+/// Cache format codes usable in device code (same order as nvfp4kv::KvFormat).
+enum Format : int { kBF16 = 0, kF16 = 1, kFP8 = 2, kNvfp4 = 3, kFp4Block16 = 4 };
+
+/// Block choice of the nvfp4 format: plain (§3.1) or 4over6 with MSE / MAE (§3.2).
+enum Fp4Mode : int { kModePlain = 0, kModeFourOverSixMse = 1, kModeFourOverSixMae = 2 };
+
+/// 16-bit storage (f16 when `is_f16`, else bf16) → fp32, exact.
+NVFP4KV_HD float half_to_float(uint16_t bits, bool is_f16) {
+  return is_f16 ? fmt::f16_bits_to_float(bits) : fmt::bf16_bits_to_float(bits);
+}
+
+/// fp32 → 16-bit storage, RNE.
+NVFP4KV_HD uint16_t float_to_half(float x, bool is_f16) {
+  return is_f16 ? fmt::float_to_f16_bits(x) : fmt::float_to_bf16_bits(x);
+}
+
+/// Plain-format element: the input bits when the types match, else an RNE conversion (so NaN
+/// payloads of same-type copies survive).
+NVFP4KV_HD uint16_t plain_element(uint16_t in_bits, bool in_f16, bool cache_f16) {
+  if (in_f16 == cache_f16) return in_bits;
+  return float_to_half(half_to_float(in_bits, in_f16), cache_f16);
+}
+
+/// fp8_e4m3 element: e4m3(rn(x / scale)) (SPEC.md §5).
+NVFP4KV_HD uint8_t fp8_element(float x, float decode_scale) {
+  return fmt::float_to_e4m3(fmt::fdiv_rn(x, decode_scale));
+}
+
+/// Block maximum max |x_i| with NaN ignored (SPEC.md §3.1); exact for widened bf16/f16 inputs.
+NVFP4KV_HD float block_amax(const float* x) {
+  float v = 0.0f;
+NVFP4KV_KV_UNROLL
+  for (int i = 0; i < kChunk; ++i) v = fmt::max_f(v, fmt::abs_f(x[i]));
+  return v;
+}
+
+/// Packs 16 E2M1 codes into 8 bytes held as two little-endian words (byte j = c[2j] | c[2j+1]<<4).
+NVFP4KV_HD void pack_codes(const uint32_t* codes, uint32_t* words) {
+NVFP4KV_KV_UNROLL
+  for (int w = 0; w < 2; ++w) {
+    uint32_t word = 0;
+NVFP4KV_KV_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      word |= static_cast<uint32_t>(fmt::pack_e2m1(codes[8 * w + 2 * j], codes[8 * w + 2 * j + 1]))
+              << (8 * j);
+    }
+    words[w] = word;
+  }
+}
+
+/// Per-layer constants of the nvfp4 format derived once from the decode scale.
+struct Nvfp4Scales {
+  float s_dec;    ///< decode scale as stored (k_scale / v_scale)
+  float s_enc;    ///< rn(1 / s_dec), clamped to FLT_MAX (format.h encode_scale_from_decode)
+  float sf_mult;  ///< rn(s_enc · (1/6)f) (SPEC.md §3.1)
+};
+
+NVFP4KV_HD Nvfp4Scales nvfp4_scales(float s_dec) {
+  const float s_enc = fmt::encode_scale_from_decode(s_dec);
+  return {s_dec, s_enc, fmt::nvfp4_sf_multiplier(s_enc)};
+}
+
+/// One nvfp4 chunk: SPEC.md §3.1 (mode plain) or §3.2 (4over6). Writes 8 packed bytes as two
+/// words and returns the E4M3 scale byte.
+NVFP4KV_HD uint8_t nvfp4_chunk(const float* x, const Nvfp4Scales& s, int mode, uint32_t* words) {
+  const float v = block_amax(x);
+  uint32_t codes[kChunk];
+  uint8_t sf;
+  if (mode == kModePlain) {
+    const fmt::BlockScale bs = fmt::nvfp4_block_scale(v, s.sf_mult, s.s_dec);
+    sf = bs.sf_byte;
+NVFP4KV_KV_UNROLL
+    for (int i = 0; i < kChunk; ++i) codes[i] = fmt::float_to_e2m1(fmt::fmul_rn(x[i], bs.encode));
+  } else {
+    const bool mae = mode == kModeFourOverSixMae;
+    const fmt::FourOverSixCandidates cand = fmt::four_over_six_candidates(v, s.s_enc);
+    uint32_t codes4[kChunk];
+    const float err6 = fmt::four_over_six_candidate_error(x, kChunk, v, cand.sf6, s.s_dec, mae, codes);
+    const float err4 = fmt::four_over_six_candidate_error(x, kChunk, v, cand.sf4, s.s_dec, mae, codes4);
+    sf = cand.sf6;
+    // Ties (and NaN errors) keep the map-to-6 candidate (SPEC.md §3.2).
+    if (err4 < err6) {
+      sf = cand.sf4;
+NVFP4KV_KV_UNROLL
+      for (int i = 0; i < kChunk; ++i) codes[i] = codes4[i];
+    }
+  }
+  pack_codes(codes, words);
+  return sf;
+}
+
+/// One fp4_block16 chunk (SPEC.md §3.4 = §3.3 rule with 16-element blocks): returns the UE8M0
+/// byte and writes 8 packed bytes as two words.
+NVFP4KV_HD uint8_t fp4_block16_chunk(const float* x, uint32_t* words) {
+  const fmt::MxBlockScale bs = fmt::mx_block_scale(block_amax(x));
+  uint32_t codes[kChunk];
+NVFP4KV_KV_UNROLL
+  for (int i = 0; i < kChunk; ++i) codes[i] = fmt::float_to_e2m1(fmt::fmul_rn(x[i], bs.encode));
+  pack_codes(codes, words);
+  return bs.code;
+}
+
+/// Nibble `i` (0..15) of a chunk held as two words.
+NVFP4KV_HD uint32_t chunk_code(const uint32_t* words, int i) {
+  return (words[i >> 3] >> (4 * (i & 7))) & 0xFu;
+}
+
+/// Dequantized nvfp4 element: rn(rn(e2m1 · sf) · s_dec) (SPEC.md §3.1).
+NVFP4KV_HD float nvfp4_value(uint32_t code, uint8_t sf_byte, float s_dec) {
+  return fmt::nvfp4_dequant(code, fmt::e4m3_to_float(sf_byte), s_dec);
+}
+
+/// Dequantized fp4_block16 element: rn(e2m1 · 2^(code − 127)).
+NVFP4KV_HD float fp4_block16_value(uint32_t code, uint8_t scale_byte) {
+  return fmt::mx_dequant(code, scale_byte);
+}
+
+/// Dequantized fp8 element: rn(e4m3 · scale).
+NVFP4KV_HD float fp8_value(uint8_t byte, float decode_scale) {
+  return fmt::fmul_rn(fmt::e4m3_to_float(byte), decode_scale);
+}
+
+}  // namespace nvfp4kv::kvfmt

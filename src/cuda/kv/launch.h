@@ -1,0 +1,22 @@
+// nvfp4kv — CUDA-free entry points of the KV-cache kernels (src/cuda/kv/*.cu). Called by
+// src/api/kv_cache.cpp after it has validated every view; all views are on the device.
+#pragma once
+
+#include "nvfp4kv/kv_cache.h"
+
+namespace nvfp4kv::cuda {
+
+/// append_kv() on validated device views (src/cuda/kv/append.cu).
+Status launch_append_kv(const KvCacheView& cache, const TensorView& keys, const TensorView& values,
+                        const TensorView& slot_mapping, const AppendOptions& options, Stream stream);
+
+/// dequantize_kv() on validated device views (src/cuda/kv/dequantize.cu).
+Status launch_dequantize_kv(const KvCacheView& cache, const TensorView& block_tables,
+                            const TensorView& seq_lens, const TensorView& out_k,
+                            const TensorView& out_v, Stream stream);
+
+/// max |x| (NaN ignored) of a device f32/f16/bf16 view into `amax_device` (one f32, device
+/// memory, overwritten) (src/cuda/kv/amax.cu). Two launches on `stream`: a zero fill, a reduction.
+Status launch_kv_amax(const TensorView& x, float* amax_device, Stream stream);
+
+}  // namespace nvfp4kv::cuda
