@@ -121,7 +121,7 @@ Status dequantize_kv(const KvCacheView& cache, const TensorView& block_tables,
                      Stream stream = nullptr);
 
 /// Largest batch dequantize_kv() accepts for device views (its kernel keeps the prefix sums of
-/// seq_lens in 48 KiB of shared memory).
+/// seq_lens, 8 bytes each, in shared memory: 96 KiB at this batch).
 inline constexpr int64_t kMaxDequantizeKvBatch = 12288;
 
 /// The standard per-layer decode scale for a tensor of keys or values (SPEC.md §5):

@@ -1,0 +1,243 @@
+// nvfp4kv — append_kv kernel: writes new K/V rows into their paged-cache slots, quantizing them
+// to the cache format (SPEC.md §5; nvfp4 §3.1/§3.2, fp4_block16 §3.4, fp8 e4m3(rn(x / scale))).
+//
+// In:  keys, values [num_tokens, num_kv_heads, head_dim] bf16/f16, any token/head stride;
+//      slot_mapping [num_tokens] i64 (slot = page · page_size + offset; < 0 skip; ≥ capacity skip:
+//      the kernel never writes outside the cache); per-layer fp32 decode scales by pointer.
+// Out: the cache's data (and FP4 scale) views, NHD or HND, strides from the views.
+// Mapping: one thread per (token, head, 16-element chunk), doing that chunk of both K and V:
+//      consecutive threads take consecutive chunks of a row, so a warp reads and writes
+//      contiguous runs (32 B of input per thread with two 16-byte loads when aligned). The
+//      chunk is exactly one FP4 block, so no cross-thread reduction is needed.
+// One launch, no host synchronisation, no allocation: CUDA-graph safe (slots and scales are
+// read on the device at run time).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "api/check.h"
+#include "common/kv_format.h"
+#include "cuda/kv/launch.h"
+
+namespace nvfp4kv::cuda {
+namespace {
+
+/// Strides (elements of the view) of the page, in-page token and head dimensions.
+struct RowStrides {
+  int64_t page, token, head;
+};
+
+struct AppendParams {
+  const uint16_t* keys;    // [num_tokens, num_kv_heads, head_dim] bf16/f16 bits
+  const uint16_t* values;  // same shape, own strides
+  int64_t key_token_stride, key_head_stride, value_token_stride, value_head_stride;
+  const int64_t* slots;    // [num_tokens] i64, stride slot_stride
+  int64_t slot_stride;
+  uint8_t* k_data;         // cache data, element size data_elem_bytes
+  uint8_t* v_data;
+  RowStrides kd, vd;
+  uint8_t* k_sf;           // FP4 scales [.., head_dim/16] u8 (null otherwise)
+  uint8_t* v_sf;
+  RowStrides ks, vs;
+  const float* k_scale;    // fp32 decode scales (fp8, nvfp4)
+  const float* v_scale;
+  int64_t num_items;       // num_tokens · num_kv_heads · chunks
+  int64_t page_size;
+  int64_t capacity;        // num_pages · page_size
+  int num_kv_heads;
+  int chunks;              // head_dim / 16
+  int fp4_mode;            // kvfmt::Fp4Mode
+  bool in_f16;
+  bool vec_in;             // 16-byte loads possible for both inputs
+  bool vec_out;            // full-width stores possible for the data views
+};
+
+/// 16 input elements as raw bits (two 16-byte loads when aligned).
+__device__ __forceinline__ void load_bits(const uint16_t* p, bool vec, uint16_t* bits) {
+  if (vec) {
+    const uint4 a = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint4 b = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+    const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      bits[2 * i] = static_cast<uint16_t>(w[i]);
+      bits[2 * i + 1] = static_cast<uint16_t>(w[i] >> 16);
+    }
+  } else {
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 16; ++i) bits[i] = __ldg(p + i);
+  }
+}
+
+/// Quantizes and stores one chunk of K or V (format F) at data/scale element offsets.
+template <int F>
+__device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_t* bits, uint8_t* data,
+                                            uint8_t* sf, float s_dec) {
+  if constexpr (F == kvfmt::kBF16 || F == kvfmt::kF16) {
+    uint32_t w[8];
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t lo = kvfmt::plain_element(bits[2 * i], p.in_f16, F == kvfmt::kF16);
+      const uint32_t hi = kvfmt::plain_element(bits[2 * i + 1], p.in_f16, F == kvfmt::kF16);
+      w[i] = lo | (hi << 16);
+    }
+    if (p.vec_out) {
+      reinterpret_cast<uint4*>(data)[0] = make_uint4(w[0], w[1], w[2], w[3]);
+      reinterpret_cast<uint4*>(data)[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    } else {
+      uint16_t* d = reinterpret_cast<uint16_t*>(data);
+      NVFP4KV_KV_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        d[2 * i] = static_cast<uint16_t>(w[i]);
+        d[2 * i + 1] = static_cast<uint16_t>(w[i] >> 16);
+      }
+    }
+  } else if constexpr (F == kvfmt::kFP8) {
+    uint32_t w[4];
+    NVFP4KV_KV_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      uint32_t word = 0;
+      NVFP4KV_KV_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        const float x = kvfmt::half_to_float(bits[4 * j + k], p.in_f16);
+        word |= static_cast<uint32_t>(kvfmt::fp8_element(x, s_dec)) << (8 * k);
+      }
+      w[j] = word;
+    }
+    if (p.vec_out) {
+      *reinterpret_cast<uint4*>(data) = make_uint4(w[0], w[1], w[2], w[3]);
+    } else {
+      NVFP4KV_KV_UNROLL
+      for (int i = 0; i < 16; ++i) data[i] = static_cast<uint8_t>(w[i >> 2] >> (8 * (i & 3)));
+    }
+  } else {
+    float x[16];
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 16; ++i) x[i] = kvfmt::half_to_float(bits[i], p.in_f16);
+    uint32_t w[2];
+    uint8_t s;
+    if constexpr (F == kvfmt::kNvfp4) {
+      s = kvfmt::nvfp4_chunk(x, kvfmt::nvfp4_scales(s_dec), p.fp4_mode, w);
+    } else {
+      s = kvfmt::fp4_block16_chunk(x, w);
+    }
+    if (p.vec_out) {
+      *reinterpret_cast<uint2*>(data) = make_uint2(w[0], w[1]);
+    } else {
+      NVFP4KV_KV_UNROLL
+      for (int i = 0; i < 8; ++i) data[i] = static_cast<uint8_t>(w[i >> 2] >> (8 * (i & 3)));
+    }
+    *sf = s;
+  }
+}
+
+template <int F>
+__global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ AppendParams p) {
+  constexpr int kElemBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 2 : 1;
+  constexpr int kChunkBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 32 : F == kvfmt::kFP8 ? 16 : 8;
+  constexpr bool kHasScale = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
+  constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
+  const float k_dec = kHasScale ? *p.k_scale : 1.0f;
+  const float v_dec = kHasScale ? *p.v_scale : 1.0f;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.num_items; i += stride) {
+    const int c = static_cast<int>(i % p.chunks);
+    const int64_t row = i / p.chunks;
+    const int h = static_cast<int>(row % p.num_kv_heads);
+    const int64_t t = row / p.num_kv_heads;
+    const int64_t slot = p.slots[t * p.slot_stride];
+    // Negative slots are skipped by contract; slots past the cache cannot be reported from
+    // here, so they are skipped too (never a write outside the cache).
+    if (slot < 0 || slot >= p.capacity) continue;
+    const int64_t page = slot / p.page_size, off = slot - page * p.page_size;
+    uint16_t kb[16], vb[16];
+    load_bits(p.keys + t * p.key_token_stride + h * p.key_head_stride + c * 16, p.vec_in, kb);
+    load_bits(p.values + t * p.value_token_stride + h * p.value_head_stride + c * 16, p.vec_in, vb);
+    const int64_t kdo = page * p.kd.page + off * p.kd.token + h * p.kd.head;
+    const int64_t vdo = page * p.vd.page + off * p.vd.token + h * p.vd.head;
+    uint8_t* ksf = nullptr;
+    uint8_t* vsf = nullptr;
+    if constexpr (kFp4) {
+      ksf = p.k_sf + page * p.ks.page + off * p.ks.token + h * p.ks.head + c;
+      vsf = p.v_sf + page * p.vs.page + off * p.vs.token + h * p.vs.head + c;
+    }
+    store_chunk<F>(p, kb, p.k_data + kdo * kElemBytes + c * kChunkBytes, ksf, k_dec);
+    store_chunk<F>(p, vb, p.v_data + vdo * kElemBytes + c * kChunkBytes, vsf, v_dec);
+  }
+}
+
+RowStrides row_strides(const TensorView& v, KvLayout layout) {
+  if (layout == KvLayout::kNHD) return {v.strides[0], v.strides[1], v.strides[2]};
+  return {v.strides[0], v.strides[2], v.strides[1]};
+}
+
+bool aligned(const void* ptr, int64_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+/// True if every stride (elements of `elem_bytes`) keeps `bytes`-alignment.
+bool strides_aligned(const RowStrides& s, int64_t elem_bytes, int64_t bytes) {
+  return (s.page * elem_bytes) % bytes == 0 && (s.token * elem_bytes) % bytes == 0 &&
+         (s.head * elem_bytes) % bytes == 0;
+}
+
+Status check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError, std::string(what) + " launch failed: " + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const TensorView& values,
+                        const TensorView& slot_mapping, const AppendOptions& options, Stream stream) {
+  AppendParams p{};
+  p.keys = static_cast<const uint16_t*>(keys.data);
+  p.values = static_cast<const uint16_t*>(values.data);
+  p.key_token_stride = keys.strides[0];
+  p.key_head_stride = keys.strides[1];
+  p.value_token_stride = values.strides[0];
+  p.value_head_stride = values.strides[1];
+  p.slots = static_cast<const int64_t*>(slot_mapping.data);
+  p.slot_stride = slot_mapping.strides[0];
+  p.k_data = static_cast<uint8_t*>(c.k_data.data);
+  p.v_data = static_cast<uint8_t*>(c.v_data.data);
+  p.kd = row_strides(c.k_data, c.layout);
+  p.vd = row_strides(c.v_data, c.layout);
+  const bool fp4 = kv_format_is_fp4(c.format);
+  if (fp4) {
+    p.k_sf = static_cast<uint8_t*>(c.k_scales.data);
+    p.v_sf = static_cast<uint8_t*>(c.v_scales.data);
+    p.ks = row_strides(c.k_scales, c.layout);
+    p.vs = row_strides(c.v_scales, c.layout);
+  }
+  p.k_scale = c.k_scale;
+  p.v_scale = c.v_scale;
+  p.chunks = static_cast<int>(c.head_dim / kvfmt::kChunk);
+  p.num_kv_heads = static_cast<int>(c.num_kv_heads);
+  p.num_items = keys.shape[0] * c.num_kv_heads * p.chunks;
+  p.page_size = c.page_size;
+  p.capacity = c.num_pages * c.page_size;
+  p.fp4_mode = !options.four_over_six ? kvfmt::kModePlain
+               : options.metric == ErrorMetric::kMae ? kvfmt::kModeFourOverSixMae : kvfmt::kModeFourOverSixMse;
+  p.in_f16 = keys.dtype == DType::kF16;
+  p.vec_in = aligned(keys.data, 16) && aligned(values.data, 16) && keys.strides[0] % 8 == 0 &&
+             keys.strides[1] % 8 == 0 && values.strides[0] % 8 == 0 && values.strides[1] % 8 == 0;
+  const int64_t es = static_cast<int64_t>(dtype_size(c.k_data.dtype));
+  const int64_t chunk_bytes = fp4 ? 8 : 16 * es;
+  const int64_t want = chunk_bytes > 16 ? 16 : chunk_bytes;
+  p.vec_out = aligned(c.k_data.data, want) && aligned(c.v_data.data, want) &&
+              strides_aligned(p.kd, es, want) && strides_aligned(p.vd, es, want);
+  if (p.num_items == 0) return Status();
+  constexpr int kThreads = 256;
+  const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(blocks_needed < 65535 * 16 ? blocks_needed : 65535 * 16);
+  switch (c.format) {
+    case KvFormat::kBF16: append_kv_kernel<kvfmt::kBF16><<<blocks, kThreads, 0, stream>>>(p); break;
+    case KvFormat::kF16: append_kv_kernel<kvfmt::kF16><<<blocks, kThreads, 0, stream>>>(p); break;
+    case KvFormat::kFP8E4M3: append_kv_kernel<kvfmt::kFP8><<<blocks, kThreads, 0, stream>>>(p); break;
+    case KvFormat::kNvfp4: append_kv_kernel<kvfmt::kNvfp4><<<blocks, kThreads, 0, stream>>>(p); break;
+    case KvFormat::kFp4Block16: append_kv_kernel<kvfmt::kFp4Block16><<<blocks, kThreads, 0, stream>>>(p); break;
+  }
+  return check_launch("append_kv");
+}
+
+}  // namespace nvfp4kv::cuda
