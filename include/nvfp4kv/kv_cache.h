@@ -3,6 +3,10 @@
 
 #include <cstdint>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "nvfp4kv/device.h"
 
 #include "nvfp4kv/quantize.h"
 #include "nvfp4kv/status.h"
@@ -141,6 +145,102 @@ Status calibrate_kv_scale(const TensorView& x, KvFormat format, bool four_over_s
 /// bf16/f16: 4·H·D; fp8_e4m3: 2·H·D; nvfp4/fp4_block16: 2·H·(D/2 + D/16). (H = num_kv_heads,
 /// D = head_dim; D must be a multiple of 16 for FP4 formats, else 0 is returned.)
 int64_t kv_bytes_per_token(KvFormat format, int64_t num_kv_heads, int64_t head_dim);
+
+/// Geometry of a KvCachePool.
+struct KvCachePoolOptions {
+  KvFormat format = KvFormat::kNvfp4;  ///< storage format of every layer
+  KvLayout layout = KvLayout::kNHD;    ///< page dimension order
+  int64_t num_layers = 1;              ///< layers (each gets its own K/V pages and decode scales)
+  int64_t num_kv_heads = 8;            ///< KV heads
+  int64_t head_dim = 128;              ///< 64, 128 or 256
+  int64_t page_size = 16;              ///< tokens per page, ≥ 1
+  Device device = Device::kCuda;       ///< kCuda: device memory; kCpu: host memory (CPU backend, tests)
+};
+
+/// A paged KV cache for a whole model: owns the memory of `num_layers` layers (K and V data, FP4
+/// block scales, fp32 decode scales) and hands pages to sequences.
+///
+/// Memory per layer: k_data, v_data, k_scales, v_scales, each a dense
+/// `[num_pages, page_size, num_kv_heads, X]` (NHD) or `[num_pages, num_kv_heads, page_size, X]`
+/// (HND) region (256-byte aligned), zero-filled at creation; then 2·num_layers fp32 decode scales
+/// (k_scale, v_scale per layer, initially 1). Page p holds the same tokens in every layer, so one
+/// block table and one slot_mapping serve all layers.
+///
+/// Allocation is all-or-nothing: extend() either reserves every page it needs or returns
+/// kResourceExhausted and changes nothing. Sequences are named by caller-chosen ids. Not
+/// thread-safe. Move-only.
+class KvCachePool {
+ public:
+  /// An empty pool (no memory); use create() or create_with_budget().
+  KvCachePool() = default;
+  KvCachePool(KvCachePool&&) noexcept = default;
+  KvCachePool& operator=(KvCachePool&&) noexcept = default;
+  KvCachePool(const KvCachePool&) = delete;
+  KvCachePool& operator=(const KvCachePool&) = delete;
+
+  /// A pool of exactly `num_pages` pages per layer.
+  static Status create(const KvCachePoolOptions& options, int64_t num_pages, KvCachePool* pool);
+  /// The largest pool whose total memory (total_bytes()) fits in `budget_bytes`;
+  /// kResourceExhausted if not even one page fits.
+  static Status create_with_budget(const KvCachePoolOptions& options, int64_t budget_bytes,
+                                   KvCachePool* pool);
+  /// Total bytes a pool of `num_pages` pages needs (data, scales, alignment, decode scales).
+  static int64_t bytes_for_pages(const KvCachePoolOptions& options, int64_t num_pages);
+
+  /// The options the pool was created with.
+  const KvCachePoolOptions& options() const { return options_; }
+  /// Pages per layer.
+  int64_t num_pages() const { return num_pages_; }
+  /// Pages not held by any sequence.
+  int64_t free_pages() const { return static_cast<int64_t>(free_.size()); }
+  /// Tokens that fit in the free pages (free_pages · page_size).
+  int64_t free_tokens() const { return free_pages() * options_.page_size; }
+  /// Cache bytes of one token in one layer (kv_bytes_per_token).
+  int64_t bytes_per_token_per_layer() const;
+  /// Cache bytes of one token across all layers.
+  int64_t bytes_per_token() const { return bytes_per_token_per_layer() * options_.num_layers; }
+  /// Bytes of memory the pool owns.
+  int64_t total_bytes() const { return total_bytes_; }
+
+  /// Registers sequence `seq_id` with no tokens (kInvalidArgument if it exists).
+  Status add_sequence(int64_t seq_id);
+  /// Reserves room for `num_new_tokens` more tokens of `seq_id` (new pages as needed) and
+  /// appends their slots (page · page_size + offset, positions len..len+n−1) to `*slot_mapping`
+  /// if it is not null. kResourceExhausted (nothing changed) when the free pages do not suffice.
+  Status extend(int64_t seq_id, int64_t num_new_tokens, std::vector<int64_t>* slot_mapping = nullptr);
+  /// Returns every page of `seq_id` to the free list and forgets the sequence.
+  Status release(int64_t seq_id);
+  /// Tokens of `seq_id` (−1 if unknown).
+  int64_t seq_len(int64_t seq_id) const;
+  /// Pages of `seq_id` in order (empty if unknown).
+  std::vector<int32_t> seq_pages(int64_t seq_id) const;
+
+  /// Fills the decode inputs of a step for sequences `seq_ids` in order: `block_tables`
+  /// `[batch, max_pages]` row-major (unused entries 0), `seq_lens` `[batch]`, and `*max_pages`
+  /// (the widest sequence's page count; at least 1). Host vectors; copy them to the device.
+  Status fill_block_tables(const std::vector<int64_t>& seq_ids, std::vector<int32_t>* block_tables,
+                           std::vector<int32_t>* seq_lens, int64_t* max_pages) const;
+
+  /// The cache view of layer `layer` (decode-scale pointers included); an empty view (format
+  /// only) if the pool is empty or `layer` is out of range.
+  KvCacheView layer_view(int64_t layer) const;
+  /// Sets layer `layer`'s decode scales (> 0, finite; synchronous copy for device pools).
+  Status set_decode_scales(int64_t layer, float k_scale, float v_scale);
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> pages;
+    int64_t len = 0;
+  };
+  KvCachePoolOptions options_;
+  int64_t num_pages_ = 0;
+  int64_t total_bytes_ = 0;
+  DeviceBuffer device_memory_;
+  std::vector<uint64_t> host_memory_;
+  uint8_t* base_ = nullptr;
+  std::vector<int32_t> free_;  // stack: the next page handed out is free_.back()
+  std::unordered_map<int64_t, Sequence> seqs_;
+};
 
 /// Canonical name: "bf16", "f16", "fp8_e4m3", "nvfp4", "fp4_block16".
 const char* kv_format_name(KvFormat format);
