@@ -234,6 +234,13 @@ Status validate_quantize(const TensorView& input, const TensorView& data, const 
     const float s_dec = *static_cast<const float*>(global_scale.data);
     NVFP4KV_CHECK_ARG(std::isfinite(s_dec) && s_dec > 0.0f,
                       "global_scale: expected a finite decode scale > 0 (kGiven), got ", s_dec);
+    // SPEC.md §3.1 takes S_enc = rn(1 / S_dec); below 1/FLT_MAX that is +Inf and an all-zero
+    // block would store the NaN scale byte (0 · Inf). Rejecting those scales keeps every
+    // accepted input bit-exact with the literal SPEC rule (the math in src/common clamps to
+    // FLT_MAX so device-resident scales, which cannot be checked here, still never give NaN).
+    NVFP4KV_CHECK_ARG(std::isfinite(1.0f / s_dec),
+                      "global_scale: expected a decode scale >= 1/FLT_MAX (2.94e-39) so that "
+                      "1/S_dec is finite, got ", s_dec);
   }
   return Status::ok_status();
 }
