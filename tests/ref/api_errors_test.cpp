@@ -203,6 +203,14 @@ TEST_F(QuantizeArgs, InvalidGivenScale) {
     SCOPED_TRACE(testing::Message() << "given " << bad);
     expect_invalid({"global_scale", "finite decode scale > 0"});
   }
+  // Subnormal decode scales whose reciprocal overflows fp32 (SPEC's S_enc = rn(1/S_dec) = Inf).
+  for (float tiny : {1e-40f, std::numeric_limits<float>::denorm_min()}) {
+    global[0] = tiny;
+    SCOPED_TRACE(testing::Message() << "given " << tiny);
+    expect_invalid({"global_scale", "1/FLT_MAX"});
+  }
+  global[0] = 3e-39f;  // just above 1/FLT_MAX: accepted
+  EXPECT_TRUE(run().ok());
   global[0] = 0.25f;
   EXPECT_TRUE(run().ok());
 }
