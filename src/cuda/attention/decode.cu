@@ -1,0 +1,622 @@
+// nvfp4kv — decode attention over the paged KV cache on tensor cores (mma.sync m16n8k16,
+// fp32 accumulators), split-KV (flash-decoding) with a merge kernel.
+//
+// Computes attention.h's function for q [batch, qo_len, num_qo_heads, head_dim] bf16/f16 over a
+// bf16 / f16 / fp8_e4m3 / nvfp4 / fp4_block16 cache (NHD or HND, any strides).
+//
+// Mapping. Grid (num_splits, num_kv_heads × m_tiles, batch), 4 warps per CTA. A CTA owns one
+// request b, one kv head h, one tile of 16 query rows (row = t·group_size + g over the qo_len
+// tokens t and the group's heads g; padded with zero rows) and one split of the request's
+// visible KV range. The split is cut into chunks of 16·U tokens dealt round-robin to the warps;
+// each warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps
+// are merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
+// partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
+//
+// Operand layout (no shared-memory round trip for K/V): the k index of an mma is a free
+// relabelling as long as both operands agree. In S = Q·Kᵀ (B = K, k = head dim, n = token) the
+// lane with lane%4 == q reads dims q·D/4 … q·D/4 + D/4 − 1 of token lane/4 (16 contiguous bytes
+// of nvfp4 at hd128, plus 2 scale bytes), dequantizes them into its B fragments (register e =
+// dims 2e, 2e+1 of the run; k-step j uses e = 2j, 2j+1), and Q is stored in shared memory with
+// the same permutation. For O = P·V (B = V, k = token, n = head dim) V is read exactly like K
+// (the same lane ↔ token ↔ dims map), dequantized the same way, and each 8×8 block is
+// transposed in registers with movmatrix.trans so that a lane holds two tokens of one dim: the
+// B fragment. Then n-tile e, column 2q+c is dim q·D/4 + 2e + c, so each lane's O accumulators
+// are one contiguous run of D/4 dims per row. P comes from S's accumulators (two n8 tiles = one
+// k16 A fragment). Dequantization is exact (SPEC.md §5); k_scale·sm_scale scales the fp32
+// logits and v_scale the output.
+//
+// Preconditions (checked by src/api/attention.cpp): byte strides and bases of the K/V data
+// aligned to a lane's run (min(16, D/4·elem) bytes), scales to D/64 bytes; q/out 16-byte aligned.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "api/check.h"
+
+#include "cuda/attention/decode_dequant.cuh"
+#include "cuda/attention/decode_params.h"
+
+namespace nvfp4kv::cuda {
+namespace {
+
+using namespace attn;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Division by the runtime page size with a multiply-high (Granlund–Montgomery, the
+// "uint_fastdiv" of FlashInfer): tokens < 2^30, so t + n never overflows 32 bits.
+struct FastDiv {
+  uint32_t mul = 0, shift = 0, div = 1;
+  __device__ __forceinline__ uint32_t quo(uint32_t n) const { return (__umulhi(n, mul) + n) >> shift; }
+};
+
+FastDiv make_fastdiv(uint32_t d) {
+  FastDiv f;
+  f.div = d;
+  uint32_t l = 0;
+  while ((uint64_t{1} << l) < d) ++l;
+  f.shift = l;
+  f.mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << l) - d)) / d + 1);
+  return f;
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                         bool f16) {
+  if (f16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(x);
+  else return __bfloat162float(x);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+  else return __float2bfloat16_rn(x);
+}
+
+// Loads `W` words from a W·4-byte aligned address (vector loads, read-only path).
+template <int W>
+__device__ __forceinline__ void load_run(const uint8_t* p, uint32_t* dst) {
+  if constexpr (W >= 4) {
+#pragma unroll
+    for (int i = 0; i < W / 4; ++i) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i);
+      dst[4 * i] = v.x, dst[4 * i + 1] = v.y, dst[4 * i + 2] = v.z, dst[4 * i + 3] = v.w;
+    }
+  } else if constexpr (W == 2) {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+    dst[0] = v.x, dst[1] = v.y;
+  } else {
+    dst[0] = __ldg(reinterpret_cast<const uint32_t*>(p));
+  }
+}
+
+template <int N>
+__device__ __forceinline__ uint32_t load_scales(const uint8_t* p) {
+  if constexpr (N == 4) return __ldg(reinterpret_cast<const uint32_t*>(p));
+  else if constexpr (N == 2) return __ldg(reinterpret_cast<const uint16_t*>(p));
+  else return __ldg(p);
+}
+
+template <typename T, int D, int FMT>
+struct Config {
+  static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
+  // 16-token subtiles per chunk: ≥ 16 bytes per lane per token in flight, twice with the
+  // prefetch; more would cost registers (occupancy) for no extra bandwidth.
+  static constexpr int kU = kWords >= 4 ? 1 : 4 / kWords;
+  static constexpr bool kPrefetch = kWords <= 8;               // double-buffer chunks in registers
+  static constexpr bool kFp4 = FMT == kFmtNvfp4 || FMT == kFmtFp4Block16;
+  static constexpr int kScaleBytes = kFp4 ? D / 64 : 0;        // per lane per token
+  static constexpr int kKSteps = D / 16;
+  static constexpr int kPairs = D / 8;                          // dequantized regs per token
+  static constexpr int kChunk = 16 * kU;
+  static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
+  static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
+  static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
+  static constexpr int kSmem = kSmemQ + kSmemMerge;
+};
+
+// One chunk's raw K/V registers: tokens (u, slot) = chunk_start + 16u + 8·slot + lane/4.
+template <typename T, int D, int FMT>
+struct Raw {
+  using C = Config<T, D, FMT>;
+  uint32_t k[C::kU][2][C::kWords];
+  uint32_t v[C::kU][2][C::kWords];
+  uint32_t ks[C::kU][2];
+  uint32_t vs[C::kU][2];
+  uint32_t valid[C::kU][2];  // warp ballot: bit 4·i set ⇔ token 8·slot + i of subtile u is readable
+};
+
+template <typename T, int D, int FMT>
+__device__ __forceinline__ void load_pages(const DecodeParams& p, const int32_t* table, const FastDiv& pdiv,
+                                           int chunk_start, int s_end, int (&pages)[Config<T, D, FMT>::kU][2]) {
+  using C = Config<T, D, FMT>;
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
+      pages[u][s] = tok < s_end ? __ldg(table + pdiv.quo(static_cast<uint32_t>(tok))) : -1;
+    }
+}
+
+template <typename T, int D, int FMT>
+__device__ __forceinline__ void load_chunk(const DecodeParams& p, const FastDiv& pdiv, int h, int chunk_start,
+                                           const int (&pages)[Config<T, D, FMT>::kU][2], Raw<T, D, FMT>& r) {
+  using C = Config<T, D, FMT>;
+  const int lane = threadIdx.x & 31;
+  const int q = lane & 3;
+  constexpr int kRunBytes = C::kWords * 4;
+#pragma unroll
+  for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
+      const int page = pages[u][s];
+      const bool ok = page >= 0 && page < p.num_pages;
+      r.valid[u][s] = __ballot_sync(0xFFFFFFFFu, ok);
+      if (ok) {
+        const int64_t off = tok - static_cast<int>(pdiv.quo(static_cast<uint32_t>(tok))) * p.page_size;
+        const uint8_t* kp = p.k_data + page * p.k_data_strides.page + off * p.k_data_strides.token +
+                            h * p.k_data_strides.head + q * kRunBytes;
+        const uint8_t* vp = p.v_data + page * p.v_data_strides.page + off * p.v_data_strides.token +
+                            h * p.v_data_strides.head + q * kRunBytes;
+        load_run<C::kWords>(kp, r.k[u][s]);
+        load_run<C::kWords>(vp, r.v[u][s]);
+        if constexpr (C::kFp4) {
+          r.ks[u][s] = load_scales<C::kScaleBytes>(p.k_scales + page * p.k_scale_strides.page +
+                                                   off * p.k_scale_strides.token + h * p.k_scale_strides.head +
+                                                   q * C::kScaleBytes);
+          r.vs[u][s] = load_scales<C::kScaleBytes>(p.v_scales + page * p.v_scale_strides.page +
+                                                   off * p.v_scale_strides.token + h * p.v_scale_strides.head +
+                                                   q * C::kScaleBytes);
+        }
+      } else {
+        // Unreadable token: zeros, so 0·V adds nothing (its logit is masked to −inf anyway).
+#pragma unroll
+        for (int w = 0; w < C::kWords; ++w) r.k[u][s][w] = 0, r.v[u][s][w] = 0;
+        r.ks[u][s] = 0;
+        r.vs[u][s] = 0;
+      }
+    }
+}
+
+template <typename T, int D, int FMT>
+__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ DecodeParams p,
+                                                          const FastDiv pdiv) {
+  using C = Config<T, D, FMT>;
+  constexpr bool kF16 = std::is_same_v<T, __half>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint4* q_frag = reinterpret_cast<uint4*>(smem);  // [kKSteps][32]
+  float* merge_o = reinterpret_cast<float*>(smem + C::kSmemQ);  // [kWarps][16][kOStride]
+  float* merge_m = merge_o + kWarps * 16 * C::kOStride;          // [kWarps][16]
+  float* merge_l = merge_m + kWarps * 16;                        // [kWarps][16]
+
+  const int split = blockIdx.x;
+  const int h = blockIdx.y % p.num_kv_heads;
+  const int m_tile = blockIdx.y / p.num_kv_heads;
+  const int b = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int G = p.group_size;
+  const int rows = G * p.qo_len;
+  const int row0 = m_tile * 16;
+
+  const int max_kv = p.max_pages * p.page_size;
+  const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
+  // Visible range of the whole tile: the first query (t = 0) starts the window.
+  const int first_pos = kv_len - p.qo_len;
+  const int begin = p.window_left >= 0 ? max(0, first_pos - p.window_left) : 0;
+  const int len = max(kv_len - begin, 0);
+  const int per_split = ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
+  const int s_begin = begin + split * per_split;
+  const int s_end = min(kv_len, s_begin + per_split);
+
+  // Q fragments in shared memory, permuted like K (see the file comment).
+  for (int i = threadIdx.x; i < C::kKSteps * 32; i += kThreads) {
+    const int j = i / 32, l = i % 32;
+    const int r = l >> 2, qq = l & 3;
+    const int dim = qq * (D / 4) + 4 * j;
+    uint32_t f[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + r + 8 * half;
+      if (row < rows) {
+        const int t = row / G, g = row % G;
+        const T* src = static_cast<const T*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
+                       (h * G + g) * p.q_stride[2] + dim;
+        const uint2 v = *reinterpret_cast<const uint2*>(src);
+        f[half] = v.x;      // a0 / a1: dims +0, +1
+        f[2 + half] = v.y;  // a2 / a3: dims +2, +3
+      }
+    }
+    q_frag[i] = make_uint4(f[0], f[1], f[2], f[3]);
+  }
+  __syncthreads();
+
+  const float k_scale = p.k_scale ? __ldg(p.k_scale) : 1.0f;
+  const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
+  const float logit_scale = p.sm_scale * k_scale;
+  const bool cap = p.logits_soft_cap > 0;
+
+  // Causal / window limits of this lane's two rows (r and r + 8).
+  int pos_hi[2], pos_lo[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = row0 + (lane >> 2) + 8 * half;
+    if (row < rows) {
+      const int pos = kv_len - p.qo_len + row / G;
+      pos_hi[half] = pos;
+      pos_lo[half] = p.window_left >= 0 ? pos - p.window_left : 0;
+    } else {
+      pos_hi[half] = -1;
+      pos_lo[half] = 0;
+    }
+  }
+
+  float o[C::kPairs][4];
+#pragma unroll
+  for (int e = 0; e < C::kPairs; ++e) o[e][0] = o[e][1] = o[e][2] = o[e][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.f, 0.f};
+
+  const int32_t* table = p.block_tables + b * p.block_table_stride;
+  const int n_chunks = s_end > s_begin ? (s_end - s_begin + C::kChunk - 1) / C::kChunk : 0;
+
+  Raw<T, D, FMT> cur;
+  int pages[C::kU][2];
+  int c = warp;
+  if (c < n_chunks) {
+    load_pages<T, D, FMT>(p, table, pdiv, s_begin + c * C::kChunk, s_end, pages);
+    if constexpr (C::kPrefetch) {
+      load_chunk<T, D, FMT>(p, pdiv, h, s_begin + c * C::kChunk, pages, cur);
+      if (c + kWarps < n_chunks) load_pages<T, D, FMT>(p, table, pdiv, s_begin + (c + kWarps) * C::kChunk, s_end, pages);
+    }
+  }
+  for (; c < n_chunks; c += kWarps) {
+    const int chunk_start = s_begin + c * C::kChunk;
+    Raw<T, D, FMT> nxt;
+    if constexpr (C::kPrefetch) {
+      if (c + kWarps < n_chunks) {
+        load_chunk<T, D, FMT>(p, pdiv, h, chunk_start + kWarps * C::kChunk, pages, nxt);
+        if (c + 2 * kWarps < n_chunks)
+          load_pages<T, D, FMT>(p, table, pdiv, chunk_start + 2 * kWarps * C::kChunk, s_end, pages);
+      }
+    } else {
+      load_chunk<T, D, FMT>(p, pdiv, h, chunk_start, pages, cur);
+      if (c + kWarps < n_chunks) load_pages<T, D, FMT>(p, table, pdiv, chunk_start + kWarps * C::kChunk, s_end, pages);
+    }
+
+    // S = Q·Kᵀ for the chunk.
+    float s[C::kU][2][4];
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u) {
+      uint32_t kf[2][C::kPairs];
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl) dequant_run<T, FMT, D>(cur.k[u][sl], cur.ks[u][sl], kf[sl]);
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) s[u][nt][0] = s[u][nt][1] = s[u][nt][2] = s[u][nt][3] = 0.f;
+#pragma unroll
+      for (int j = 0; j < C::kKSteps; ++j) {
+        const uint4 qv = q_frag[j * 32 + lane];
+        const uint32_t a[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) mma16816(s[u][nt], a, kf[nt][2 * j], kf[nt][2 * j + 1], kF16);
+      }
+    }
+
+    // Logits (log2 domain), masks, running max.
+    float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int half = i >> 1;
+          const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
+          const int tok = chunk_start + 16 * u + tt;
+          const bool readable = (cur.valid[u][nt] >> (4 * (tt & 7))) & 1u;
+          const bool vis = readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
+          float x = s[u][nt][i] * logit_scale;
+          if (cap) x = p.logits_soft_cap * tanhf(x / p.logits_soft_cap);
+          x = vis ? x * kLog2e : -INFINITY;
+          s[u][nt][i] = x;
+          mx[half] = fmaxf(mx[half], x);
+        }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xFFFFFFFFu, mx[half], 1));
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xFFFFFFFFu, mx[half], 2));
+    }
+    float alpha[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float m_use = mx[half] == -INFINITY ? 0.f : mx[half];
+      alpha[half] = exp2f(m_run[half] - m_use);  // m_run = −inf → 0 (O and l are 0 then)
+      m_run[half] = mx[half];
+      l_run[half] *= alpha[half];
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const float pv = exp2f(s[u][nt][2 * half + i] - m_use);
+            s[u][nt][2 * half + i] = pv;
+            l_run[half] += pv;
+          }
+    }
+    // Once the running max settles, alpha is 1 for the whole warp: skip the D/2 multiplies.
+    if (__any_sync(0xFFFFFFFFu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int e = 0; e < C::kPairs; ++e) {
+        o[e][0] *= alpha[0], o[e][1] *= alpha[0];
+        o[e][2] *= alpha[1], o[e][3] *= alpha[1];
+      }
+    }
+
+    // O += P·V.
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u) {
+      const uint32_t a[4] = {pack2<T>(s[u][0][0], s[u][0][1]), pack2<T>(s[u][0][2], s[u][0][3]),
+                             pack2<T>(s[u][1][0], s[u][1][1]), pack2<T>(s[u][1][2], s[u][1][3])};
+      uint32_t vf[2][C::kPairs];
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl) dequant_run<T, FMT, D>(cur.v[u][sl], cur.vs[u][sl], vf[sl]);
+#pragma unroll
+      for (int e = 0; e < C::kPairs; ++e)
+        mma16816(o[e], a, movmatrix_trans(vf[0][e]), movmatrix_trans(vf[1][e]), kF16);
+    }
+    if constexpr (C::kPrefetch) cur = nxt;
+  }
+
+  // Merge the warps: quad-reduce l, publish (m, l, O) per row, combine.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 1);
+    l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 2);
+  }
+  {
+    const int r = lane >> 2, qq = lane & 3;
+    if (qq == 0) {
+      merge_m[warp * 16 + r] = m_run[0];
+      merge_m[warp * 16 + r + 8] = m_run[1];
+      merge_l[warp * 16 + r] = l_run[0];
+      merge_l[warp * 16 + r + 8] = l_run[1];
+    }
+#pragma unroll
+    for (int e = 0; e < C::kPairs; ++e) {
+      const int dim = qq * (D / 4) + 2 * e;
+      *reinterpret_cast<float2*>(merge_o + (warp * 16 + r) * C::kOStride + dim) = make_float2(o[e][0], o[e][1]);
+      *reinterpret_cast<float2*>(merge_o + (warp * 16 + r + 8) * C::kOStride + dim) = make_float2(o[e][2], o[e][3]);
+    }
+  }
+  __syncthreads();
+
+  const int tile_rows = min(16, rows - row0);
+  for (int i = threadIdx.x; i < tile_rows * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, merge_m[w * 16 + r]);
+    const float m_use = m == -INFINITY ? 0.f : m;
+    float l = 0.f, acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = exp2f(merge_m[w * 16 + r] - m_use);
+      l += merge_l[w * 16 + r] * f;
+      acc += merge_o[(w * 16 + r) * C::kOStride + d] * f;
+    }
+    const int row = row0 + r;
+    const int t = row / G, hq = h * G + row % G;
+    const float val = l > 0.f ? acc / l : 0.f;
+    const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
+    if (p.num_splits == 1) {
+      T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + d;
+      *dst = from_float<T>(val * v_scale);
+      if (d == 0 && p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
+    } else {
+      const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
+      p.partial_out[prow * D + d] = val;
+      if (d == 0) p.partial_lse[prow] = lse2;
+    }
+  }
+}
+
+// Combines the splits of one output row: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − lse) · O_s.
+template <typename T, int D>
+__global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ DecodeParams p) {
+  const int row = blockIdx.x;  // (b · qo_len + t) · num_qo_heads + hq
+  const int hq = row % p.num_qo_heads;
+  const int t = (row / p.num_qo_heads) % p.qo_len;
+  const int b = row / (p.num_qo_heads * p.qo_len);
+  const float* lse_s = p.partial_lse + static_cast<int64_t>(row) * p.num_splits;
+  float m = -INFINITY;
+  for (int s = 0; s < p.num_splits; ++s) m = fmaxf(m, lse_s[s]);
+  const float m_use = m == -INFINITY ? 0.f : m;
+  float l = 0.f;
+  for (int s = 0; s < p.num_splits; ++s) l += exp2f(lse_s[s] - m_use);
+  const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
+  const float* o_s = p.partial_out + static_cast<int64_t>(row) * p.num_splits * D;
+  T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < p.num_splits; ++s) acc += exp2f(lse_s[s] - m_use) * o_s[s * D + d];
+    dst[d] = from_float<T>(l > 0.f ? acc / l * v_scale : 0.f);
+  }
+  if (threadIdx.x == 0 && p.lse)
+    p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] =
+        l > 0.f ? (m + log2f(l)) / kLog2e : -INFINITY;
+}
+
+Status cuda_status(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+template <typename T, int D, int FMT>
+Status launch_typed(const DecodeParams& p, Stream stream) {
+  using C = Config<T, D, FMT>;
+  auto kernel = decode_kernel<T, D, FMT>;
+  if constexpr (C::kSmem > 48 * 1024) {
+    static const cudaError_t attr =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+    if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
+  }
+  const int m_tiles = (p.group_size * p.qo_len + 15) / 16;
+  const dim3 grid(p.num_splits, p.num_kv_heads * m_tiles, p.batch);
+  kernel<<<grid, kThreads, C::kSmem, reinterpret_cast<cudaStream_t>(stream)>>>(
+      p, make_fastdiv(static_cast<uint32_t>(p.page_size)));
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return cuda_status(e, "decode_kernel launch");
+  if (p.num_splits > 1) {
+    merge_kernel<T, D><<<p.batch * p.qo_len * p.num_qo_heads, 128, 0, reinterpret_cast<cudaStream_t>(stream)>>>(p);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return cuda_status(e, "merge_kernel launch");
+  }
+  return Status();
+}
+
+template <typename T, int D>
+Status launch_format(const DecodeParams& p, Stream stream) {
+  switch (p.format) {
+    case kFmtBF16:
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) return launch_typed<T, D, kFmtBF16>(p, stream);
+      break;
+    case kFmtF16:
+      if constexpr (std::is_same_v<T, __half>) return launch_typed<T, D, kFmtF16>(p, stream);
+      break;
+    case kFmtFP8: return launch_typed<T, D, kFmtFP8>(p, stream);
+    case kFmtNvfp4: return launch_typed<T, D, kFmtNvfp4>(p, stream);
+    case kFmtFp4Block16: return launch_typed<T, D, kFmtFp4Block16>(p, stream);
+    default: break;
+  }
+  return Status(StatusCode::kUnsupported, "decode: unsupported cache format / query dtype pair");
+}
+
+template <typename T>
+Status launch_dtype(const DecodeParams& p, Stream stream) {
+  switch (p.head_dim) {
+    case 64: return launch_format<T, 64>(p, stream);
+    case 128: return launch_format<T, 128>(p, stream);
+    case 256: return launch_format<T, 256>(p, stream);
+    default: return Status(StatusCode::kUnsupported, "decode: head_dim must be 64, 128 or 256");
+  }
+}
+
+}  // namespace
+
+int current_device_sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
+  return sms;
+}
+
+Status launch_decode(const DecodeParams& p, Stream stream) {
+  if (p.batch == 0) return Status();
+  return p.q_is_f16 ? launch_dtype<__half>(p, stream) : launch_dtype<__nv_bfloat16>(p, stream);
+}
+
+Status time_decode(const DecodeParams& p, Stream stream, int runs, float* median_us) {
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  int dev = 0, l2 = 0;
+  NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaGetDevice(&dev), "cudaGetDevice"));
+  NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "L2 size"));
+  const size_t scratch_bytes = std::max<size_t>(2 * static_cast<size_t>(l2), 64u << 20);
+  void* scratch = nullptr;
+  NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc(L2 scratch)"));
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  Status status;
+  std::vector<float> ms;
+  for (int i = 0; i < runs + 2 && status.ok(); ++i) {
+    cudaMemsetAsync(scratch, i & 0xFF, scratch_bytes, st);
+    cudaEventRecord(e0, st);
+    status = launch_decode(p, stream);
+    cudaEventRecord(e1, st);
+    if (!status.ok()) break;
+    status = cuda_status(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 2) ms.push_back(t);  // two warm-up calls
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(scratch);
+  if (!status.ok()) return status;
+  std::sort(ms.begin(), ms.end());
+  *median_us = 1000.f * ms[ms.size() / 2];
+  return Status();
+}
+
+Status measure_copy_tbps(std::size_t bytes, double* tbps) {
+  void *a = nullptr, *b = nullptr;
+  NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaMalloc(&a, bytes), "cudaMalloc"));
+  Status st = cuda_status(cudaMalloc(&b, bytes), "cudaMalloc");
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  std::vector<float> ms;
+  if (st.ok()) {
+    cudaMemset(a, 1, bytes);
+    cudaMemset(b, 2, bytes);
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    for (int i = 0; i < 23 && st.ok(); ++i) {
+      cudaEventRecord(e0);
+      cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice);
+      cudaEventRecord(e1);
+      st = cuda_status(cudaEventSynchronize(e1), "copy");
+      float t = 0;
+      cudaEventElapsedTime(&t, e0, e1);
+      if (i >= 3) ms.push_back(t);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  if (!st.ok()) return st;
+  std::sort(ms.begin(), ms.end());
+  *tbps = 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e12;
+  return Status();
+}
+
+}  // namespace nvfp4kv::cuda

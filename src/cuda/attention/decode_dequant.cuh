@@ -1,0 +1,158 @@
+// nvfp4kv — register-level exact dequantization of one lane's run of a KV row to bf16x2/f16x2
+// fragments (SPEC.md §5), for the decode kernel (decode.cu).
+//
+// A lane owns head_dim/4 consecutive dims of one token: raw words in memory order (W words).
+// Output register e (0 ≤ e < head_dim/8) holds dims (2e, 2e+1) of the run, low half = 2e. The
+// decode kernel relies only on this mapping (it permutes Q and O to match).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace nvfp4kv::cuda::attn {
+
+// KvFormat values (kv_cache.h order), usable as template arguments.
+inline constexpr int kFmtBF16 = 0, kFmtF16 = 1, kFmtFP8 = 2, kFmtNvfp4 = 3, kFmtFp4Block16 = 4;
+
+template <int FMT>
+inline constexpr int kBitsPerElem = FMT <= kFmtF16 ? 16 : (FMT == kFmtFP8 ? 8 : 4);
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+// Broadcast one block scale to both halves of a 16-bit pair, in the compute type.
+template <typename T>
+__device__ __forceinline__ uint32_t splat(float s) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 h = __float2half2_rn(s);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __float2bfloat162_rn(s);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 r = __hmul2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  } else {
+    __nv_bfloat162 r =
+        __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+}
+
+// Block scale byte → value in T, exact: E4M3 (nvfp4) has ≤ 4 significant bits and range
+// 2^-9..448, inside both 16-bit types. UE8M0 2^(c−127) (fp4_block16) is exact in bf16 for every
+// finite code; in f16 only for c in 103..142 (2^-24..2^15) — outside that range the scale
+// rounds (documented in docs/attention.md: fp4_block16 values need |x| < 2^15 under f16).
+template <typename T, int FMT>
+__device__ __forceinline__ uint32_t block_scale2(uint32_t byte) {
+  float s;
+  if constexpr (FMT == kFmtNvfp4) {
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), __NV_E4M3);
+    s = __half2float(__half(h));
+  } else {
+    s = byte == 255u ? __int_as_float(0x7FC00000) : (byte == 0 ? 0x1p-127f : __int_as_float(byte << 23));
+  }
+  return splat<T>(s);
+}
+
+// Magnitude tables of the 8 E2M1 codes as the high/low bytes of the 16-bit value.
+template <typename T>
+struct E2m1Table;
+template <>
+struct E2m1Table<__nv_bfloat16> {
+  // 0, 0.5, 1, 1.5, 2, 3, 4, 6 in bf16: 0000 3F00 3F80 3FC0 4000 4040 4080 40C0
+  static constexpr uint32_t hi0 = 0x3F3F3F00u, hi1 = 0x40404040u;
+  static constexpr uint32_t lo0 = 0xC0800000u, lo1 = 0xC0804000u;
+};
+template <>
+struct E2m1Table<__half> {
+  // in f16: 0000 3800 3C00 3E00 4000 4200 4400 4600 (low bytes all zero)
+  static constexpr uint32_t hi0 = 0x3E3C3800u, hi1 = 0x46444240u;
+};
+
+// 8 E2M1 codes (one word, element 2j in the low nibble of byte j) → 4 pairs, not yet scaled.
+// Magnitudes through PRMT byte-table lookups (the sign nibble bit is masked off because PRMT
+// reads a selector's bit 3 as "replicate sign"), signs moved to bit 15/31 by PRMT + LOP3.
+template <typename T>
+__device__ __forceinline__ void e2m1x8(uint32_t w, uint32_t (&r)[4]) {
+  const uint32_t idx = w & 0x77777777u;
+  const uint32_t idx_hi = idx >> 16;
+  const uint32_t w4 = w << 4;
+  if constexpr (std::is_same_v<T, __half>) {
+    const uint32_t a = prmt(E2m1Table<T>::hi0, E2m1Table<T>::hi1, idx);
+    const uint32_t b = prmt(E2m1Table<T>::hi0, E2m1Table<T>::hi1, idx_hi);
+    r[0] = prmt(a, 0u, 0x1404u);
+    r[1] = prmt(a, 0u, 0x3424u);
+    r[2] = prmt(b, 0u, 0x1404u);
+    r[3] = prmt(b, 0u, 0x3424u);
+  } else {
+    const uint32_t ha = prmt(E2m1Table<T>::hi0, E2m1Table<T>::hi1, idx);
+    const uint32_t la = prmt(E2m1Table<T>::lo0, E2m1Table<T>::lo1, idx);
+    const uint32_t hb = prmt(E2m1Table<T>::hi0, E2m1Table<T>::hi1, idx_hi);
+    const uint32_t lb = prmt(E2m1Table<T>::lo0, E2m1Table<T>::lo1, idx_hi);
+    r[0] = prmt(la, ha, 0x5140u);
+    r[1] = prmt(la, ha, 0x7362u);
+    r[2] = prmt(lb, hb, 0x5140u);
+    r[3] = prmt(lb, hb, 0x7362u);
+  }
+  // Sign of element 2i → bit 15 and of 2i+1 → bit 31 of r[i]: byte 1 from (w << 4) (whose
+  // byte k bit 7 is w's bit 8k+3, the even element's sign), byte 3 from w (bit 8k+7).
+  r[0] |= prmt(w4, w, 0x4000u) & 0x80008000u;
+  r[1] |= prmt(w4, w, 0x5010u) & 0x80008000u;
+  r[2] |= prmt(w4, w, 0x6020u) & 0x80008000u;
+  r[3] |= prmt(w4, w, 0x7030u) & 0x80008000u;
+}
+
+// One lane's run of one token: raw words (memory order) + its block-scale bytes → D/8 pairs.
+template <typename T, int FMT, int D>
+__device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales, uint32_t* out) {
+  constexpr int kPairs = D / 8;
+  if constexpr (FMT == kFmtBF16 || FMT == kFmtF16) {
+#pragma unroll
+    for (int e = 0; e < kPairs; ++e) out[e] = raw[e];
+  } else if constexpr (FMT == kFmtFP8) {
+#pragma unroll
+    for (int w = 0; w < kPairs / 2; ++w) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const __half2_raw p = __nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>(raw[w] >> (16 * h)), __NV_E4M3);
+        if constexpr (std::is_same_v<T, __half>) {
+          out[2 * w + h] = static_cast<uint32_t>(p.x) | (static_cast<uint32_t>(p.y) << 16);
+        } else {
+          // E4M3 values (≤ 4 significant bits, 2^-9..448) are exact in bf16 too.
+          const float2 f = __half22float2(__half2(p));
+          __nv_bfloat162 b = __float22bfloat162_rn(f);
+          out[2 * w + h] = *reinterpret_cast<uint32_t*>(&b);
+        }
+      }
+    }
+  } else {
+    // 16 dims per scale block = 8 pairs = 2 words.
+#pragma unroll
+    for (int blk = 0; blk < kPairs / 8; ++blk) {
+      const uint32_t s2 = block_scale2<T, FMT>((scales >> (8 * blk)) & 0xFFu);
+#pragma unroll
+      for (int w = 0; w < 2; ++w) {
+        uint32_t r[4];
+        e2m1x8<T>(raw[2 * blk + w], r);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) out[8 * blk + 4 * w + i] = hmul2<T>(r[i], s2);
+      }
+    }
+  }
+}
+
+}  // namespace nvfp4kv::cuda::attn

@@ -1,0 +1,92 @@
+// nvfp4kv — CUDA-free parameters and launcher of the decode-attention kernels
+// (src/cuda/attention/decode.cu). Filled and validated by src/api/attention.cpp.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "nvfp4kv/status.h"
+#include "nvfp4kv/types.h"
+
+namespace nvfp4kv::cuda {
+
+/// Byte strides of one KV view (data or scales) with the layout resolved.
+struct KvStrides {
+  int64_t page = 0;   ///< bytes between pages
+  int64_t token = 0;  ///< bytes between tokens of a page
+  int64_t head = 0;   ///< bytes between kv heads
+};
+
+/// Everything the decode kernels read. Pointers are device pointers.
+struct DecodeParams {
+  int q_is_f16 = 0;   ///< 0: q/out bf16, 1: f16
+  int format = 0;     ///< static_cast<int>(KvFormat)
+  int head_dim = 0;   ///< 64, 128, 256
+  const void* q = nullptr;       // [batch, qo_len, num_qo_heads, head_dim] bf16/f16
+  int64_t q_stride[3] = {};      // elements: batch, token, head
+  void* out = nullptr;           // like q
+  int64_t out_stride[3] = {};
+  float* lse = nullptr;          // [batch, qo_len, num_qo_heads] f32 or null
+  int64_t lse_stride[3] = {};
+  const uint8_t* k_data = nullptr;    // paged K (see kv_cache.h)
+  const uint8_t* v_data = nullptr;    // paged V
+  const uint8_t* k_scales = nullptr;  // FP4 block scales of K (u8), null otherwise
+  const uint8_t* v_scales = nullptr;
+  KvStrides k_data_strides, v_data_strides, k_scale_strides, v_scale_strides;
+  const int32_t* block_tables = nullptr;  // [batch, max_pages] i32
+  int64_t block_table_stride = 0;         // elements between rows
+  const int32_t* seq_lens = nullptr;      // [batch] i32
+  int64_t seq_len_stride = 0;
+  const float* k_scale = nullptr;  // device fp32 decode scale (fp8_e4m3, nvfp4), else null
+  const float* v_scale = nullptr;
+  int batch = 0, qo_len = 0, num_qo_heads = 0, num_kv_heads = 0, group_size = 0;
+  int page_size = 0, num_pages = 0, max_pages = 0;
+  float sm_scale = 0;         // resolved (> 0)
+  float logits_soft_cap = 0;  // 0 = off
+  int window_left = -1;
+  int num_splits = 1;         // ≥ 1; > 1 uses the workspace and the merge kernel
+  float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
+  float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
+};
+
+/// Rows of one query tile (the m of mma.m16n8k16).
+inline constexpr int kDecodeRowsPerTile = 16;
+
+/// Number of KV splits: `requested` if > 0, else enough CTAs for ~4 per SM with ≥ 256 tokens
+/// per split, clamped to [1, 256].
+inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
+                                int64_t num_kv_heads, int64_t max_kv_len, int requested,
+                                int num_sms) {
+  if (requested > 0) return std::min(requested, 256);
+  const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
+  const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
+  const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
+  const int64_t target = 4 * static_cast<int64_t>(std::max(num_sms, 1));
+  int64_t splits = (target + base - 1) / base;
+  splits = std::min(splits, std::max<int64_t>(1, max_kv_len / 256));
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, 256));
+}
+
+/// Workspace bytes for `num_splits` (0 if 1).
+inline std::size_t decode_workspace_for(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
+                                        int64_t head_dim, int num_splits) {
+  if (num_splits <= 1) return 0;
+  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
+  const std::size_t o = rows * static_cast<std::size_t>(head_dim) * sizeof(float);
+  return ((o + 255) / 256) * 256 + rows * sizeof(float);
+}
+
+/// SM count of the current device (0 if none).
+int current_device_sm_count();
+
+/// Launches the decode kernel (and the split merge) on `stream`; no synchronisation.
+Status launch_decode(const DecodeParams& params, Stream stream);
+
+/// Median µs of `runs` launches of `params` (L2 flushed before each), CUDA events on `stream`.
+Status time_decode(const DecodeParams& params, Stream stream, int runs, float* median_us);
+
+/// Median device-to-device copy bandwidth (TB/s, read + write) over 20 copies of `bytes`.
+Status measure_copy_tbps(std::size_t bytes, double* tbps);
+
+}  // namespace nvfp4kv::cuda
