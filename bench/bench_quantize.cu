@@ -1,0 +1,311 @@
+// nvfp4kv benchmark — quantize / dequantize bandwidth (issue 3).
+//
+// Grid M ∈ {128 .. 128K} × K ∈ {512 .. 32K}, bf16 input, 128x4 scale layout:
+//   nvfp4 with a given global scale (the headline), nvfp4 with the per-tensor scale computed on
+//   the device (amax pass + quantize pass), nvfp4_4over6 (mse, given scale; time ratio to plain
+//   nvfp4), mxfp4, and dequantize nvfp4 → bf16.
+// Bytes counted: input read once + packed data + scale bytes written (dequantize: data + scales
+// read, bf16 written); the computed-scale row counts the input once although it is read twice.
+// % of copy is against the device-to-device copy measured by the harness in the same process.
+// Each variant's output is checked before timing against the CPU reference on sampled rows
+// (rows are independent given the decode scale: the CPU quantizes just those rows with the same
+// decode scale and the bytes must match). Shapes needing more than 24 GiB are skipped.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/format.h"
+#include "harness.h"
+#include "nvfp4kv/quantize.h"
+
+namespace nvfp4kv::bench {
+namespace {
+
+namespace ffmt = nvfp4kv::fmt;
+
+/// Largest |x| the fill kernel produces (bound used for the given decode scale).
+constexpr float kFillBound = 16.0f;
+
+__device__ uint32_t hash32(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+
+/// Pseudo-random bf16 values in (-16, 16), magnitude varying per 64-element chunk (so block
+/// scales vary), never all zero.
+__global__ void fill_bf16(uint16_t* p, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t h = hash32(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i));
+    const uint32_t hb = hash32(seed + static_cast<uint64_t>(i / 64) * 0x632BE59BD9B4E019ull);
+    const float u = (static_cast<float>(h >> 8) + 0.5f) * (2.0f / 16777216.0f) - 1.0f;
+    const float mag = ldexpf(1.0f, static_cast<int>(hb % 9) - 4);  // 2^-4 .. 2^4
+    p[i] = ffmt::float_to_bf16_bits(u * mag);
+  }
+}
+
+struct Buffers {
+  void* in = nullptr;
+  void* data = nullptr;
+  void* sf = nullptr;
+};
+
+double geomean(const std::vector<double>& v) {
+  if (v.empty()) return 0.0;
+  double s = 0.0;
+  for (double x : v) s += std::log(x);
+  return std::exp(s / static_cast<double>(v.size()));
+}
+
+/// Checks rows `rows` of device outputs (buffer set `b`) against the CPU reference quantizing
+/// the same rows with decode scale `s_dec` (ignored by mxfp4).
+void check_rows(const Buffers& b, int64_t M, int64_t K, Recipe recipe, float s_dec, const std::vector<int64_t>& rows,
+                const char* what) {
+  const int block = recipe_block_elems(recipe);
+  const int64_t kv = K / block;
+  const ScaleShape ss = scale_shape(recipe, SfLayout::k128x4, M, K);
+  std::vector<uint16_t> in(static_cast<size_t>(K));
+  std::vector<uint8_t> data_ref(static_cast<size_t>(K / 2)), data_got(static_cast<size_t>(K / 2));
+  std::vector<uint8_t> sf_ref(static_cast<size_t>(kv));
+  const int64_t tile_bytes = (ss.cols / 4) * 512;  // one 128-row band of the 128x4 layout
+  std::vector<uint8_t> band(static_cast<size_t>(tile_bytes));
+  for (int64_t r : rows) {
+    BENCH_CUDA(cudaMemcpy(in.data(), static_cast<uint16_t*>(b.in) + r * K, K * 2, cudaMemcpyDeviceToHost));
+    BENCH_CUDA(cudaMemcpy(data_got.data(), static_cast<uint8_t*>(b.data) + r * K / 2, K / 2, cudaMemcpyDeviceToHost));
+    BENCH_CUDA(cudaMemcpy(band.data(), static_cast<uint8_t*>(b.sf) + (r / 128) * tile_bytes, tile_bytes,
+                          cudaMemcpyDeviceToHost));
+    QuantizeOptions o;
+    o.recipe = recipe;
+    o.sf_layout = SfLayout::kLinear;
+    o.global_scale_mode = GlobalScaleMode::kGiven;
+    float gs = s_dec;
+    const bool has_global = recipe_has_global_scale(recipe);
+    const Status st = quantize(make_view(in.data(), DType::kBF16, Device::kCpu, {1, K}),
+                               make_view(data_ref.data(), DType::kU8, Device::kCpu, {1, K / 2}),
+                               make_view(sf_ref.data(), DType::kU8, Device::kCpu, {1, kv}),
+                               has_global ? make_view(&gs, DType::kF32, Device::kCpu, {1}) : TensorView{}, o);
+    BENCH_CHECK(st.ok(), st.to_string());
+    for (int64_t j = 0; j < K / 2; ++j) {
+      BENCH_CHECK(data_got[j] == data_ref[j],
+                  fmt("%s M=%lld K=%lld: data mismatch row %lld byte %lld (got 0x%02x want 0x%02x)", what,
+                      (long long)M, (long long)K, (long long)r, (long long)j, data_got[j], data_ref[j]));
+    }
+    for (int64_t k = 0; k < kv; ++k) {
+      const uint8_t got = band[ffmt::sf_offset(1, r % 128, k, kv)];
+      BENCH_CHECK(got == sf_ref[k], fmt("%s M=%lld K=%lld: scale mismatch row %lld block %lld (got 0x%02x want 0x%02x)",
+                                        what, (long long)M, (long long)K, (long long)r, (long long)k, got, sf_ref[k]));
+    }
+  }
+}
+
+/// Checks dequantized bf16 rows (in `out`) against the CPU dequantize of the same data/scales.
+void check_dequant_rows(const Buffers& b, const void* out, int64_t M, int64_t K, float s_dec,
+                        const std::vector<int64_t>& rows) {
+  const int64_t kv = K / 16;
+  const ScaleShape ss = scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K);
+  const int64_t tile_bytes = (ss.cols / 4) * 512;
+  std::vector<uint8_t> data(static_cast<size_t>(K / 2)), band(static_cast<size_t>(tile_bytes)), sf(static_cast<size_t>(kv));
+  std::vector<uint16_t> got(static_cast<size_t>(K)), want(static_cast<size_t>(K));
+  for (int64_t r : rows) {
+    BENCH_CUDA(cudaMemcpy(data.data(), static_cast<uint8_t*>(b.data) + r * K / 2, K / 2, cudaMemcpyDeviceToHost));
+    BENCH_CUDA(cudaMemcpy(band.data(), static_cast<uint8_t*>(b.sf) + (r / 128) * tile_bytes, tile_bytes,
+                          cudaMemcpyDeviceToHost));
+    BENCH_CUDA(cudaMemcpy(got.data(), static_cast<const uint16_t*>(out) + r * K, K * 2, cudaMemcpyDeviceToHost));
+    for (int64_t k = 0; k < kv; ++k) sf[k] = band[ffmt::sf_offset(1, r % 128, k, kv)];
+    float gs = s_dec;
+    DequantizeOptions o;
+    o.recipe = Recipe::kNvfp4;
+    o.sf_layout = SfLayout::kLinear;
+    const Status st = dequantize(make_view(data.data(), DType::kU8, Device::kCpu, {1, K / 2}),
+                                 make_view(sf.data(), DType::kU8, Device::kCpu, {1, kv}),
+                                 make_view(&gs, DType::kF32, Device::kCpu, {1}),
+                                 make_view(want.data(), DType::kBF16, Device::kCpu, {1, K}), o);
+    BENCH_CHECK(st.ok(), st.to_string());
+    for (int64_t i = 0; i < K; ++i) {
+      BENCH_CHECK(got[i] == want[i], fmt("dequantize M=%lld K=%lld: mismatch row %lld element %lld", (long long)M,
+                                         (long long)K, (long long)r, (long long)i));
+    }
+  }
+}
+
+void run(Context& ctx) {
+  std::vector<int64_t> Ms = {128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
+  std::vector<int64_t> Ks = {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768};
+  if (ctx.quick) {
+    Ms = {128, 2048, 16384};
+    Ks = {512, 4096, 16384};
+  }
+  const std::size_t limit = std::size_t(24) << 30;
+  float* gs_dev = nullptr;  // [0] given decode scale, [1] computed (per-tensor) decode scale
+  BENCH_CUDA(cudaMalloc(&gs_dev, 2 * sizeof(float)));
+  const float s_dec_given = kFillBound / 2688.0f;
+  BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec_given, sizeof(float), cudaMemcpyHostToDevice));
+  std::mt19937_64 rng(20261121);
+
+  std::vector<std::vector<std::string>> table;
+  std::vector<double> pct_given, pct_pt, pct_46, pct_mx, pct_dq, ratio_46_big, pct_given_big, pct_pt_big;
+  for (int64_t M : Ms) {
+    for (int64_t K : Ks) {
+      const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2);
+      const std::size_t data_bytes = static_cast<std::size_t>(M * K / 2);
+      const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
+      const std::size_t sf32_bytes = static_cast<std::size_t>(scale_shape(Recipe::kMxfp4, SfLayout::k128x4, M, K).bytes());
+      const std::size_t set_bytes = in_bytes + data_bytes + sf_bytes;
+      const int rot = ctx.rotation_count(set_bytes);
+      if (rot * set_bytes > limit) {
+        std::printf("skip M=%lld K=%lld (%.1f GiB)\n", (long long)M, (long long)K, rot * set_bytes / double(1 << 30));
+        continue;
+      }
+      std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+      for (int i = 0; i < rot; ++i) {
+        BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
+        BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
+        BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
+        fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
+        BENCH_CUDA(cudaGetLastError());
+      }
+      BENCH_CUDA(cudaDeviceSynchronize());
+      std::vector<int64_t> rows = {0, M / 2 + 1, M - 1};
+      for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
+
+      auto views = [&](int i, Recipe r) {
+        const ScaleShape ss = scale_shape(r, SfLayout::k128x4, M, K);
+        struct V { TensorView in, data, sf; } v;
+        v.in = make_view(bufs[i].in, DType::kBF16, Device::kCuda, {M, K});
+        v.data = make_view(bufs[i].data, DType::kU8, Device::kCuda, {M, K / 2});
+        v.sf = make_view(bufs[i].sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols});
+        return v;
+      };
+      auto quant = [&](int i, Recipe r, GlobalScaleMode mode) {
+        const auto v = views(i % rot, r);
+        QuantizeOptions o;
+        o.recipe = r;
+        o.sf_layout = SfLayout::k128x4;
+        o.global_scale_mode = mode;
+        const TensorView gs = !recipe_has_global_scale(r) ? TensorView{}
+                              : make_view(gs_dev + (mode == GlobalScaleMode::kGiven ? 0 : 1), DType::kF32, Device::kCuda, {1});
+        const Status st = quantize(v.in, v.data, v.sf, gs, o);
+        BENCH_CHECK(st.ok(), st.to_string());
+      };
+      auto tbps = [](std::size_t bytes, double us) { return static_cast<double>(bytes) / (us * 1e-6) / 1e12; };
+      const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
+
+      // 4over6 (given scale).
+      quant(0, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      check_rows(bufs[0], M, K, Recipe::kNvfp4FourOverSix, s_dec_given, rows, "nvfp4_4over6");
+      const double us_46 = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven); });
+      // mxfp4.
+      quant(0, Recipe::kMxfp4, GlobalScaleMode::kGiven);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      check_rows(bufs[0], M, K, Recipe::kMxfp4, 0.0f, rows, "mxfp4");
+      const double us_mx = ctx.time_us([&](int i) { quant(i, Recipe::kMxfp4, GlobalScaleMode::kGiven); });
+      // nvfp4, per-tensor scale computed on the device.
+      quant(0, Recipe::kNvfp4, GlobalScaleMode::kPerTensor);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      float s_dec_pt = 0.0f;
+      BENCH_CUDA(cudaMemcpy(&s_dec_pt, gs_dev + 1, sizeof(float), cudaMemcpyDeviceToHost));
+      if (in_bytes <= (std::size_t(512) << 20)) {
+        std::vector<uint16_t> all(static_cast<std::size_t>(M * K));
+        BENCH_CUDA(cudaMemcpy(all.data(), bufs[0].in, in_bytes, cudaMemcpyDeviceToHost));
+        float amax = 0.0f;
+        for (uint16_t h : all) amax = ffmt::max_f(amax, ffmt::abs_f(ffmt::bf16_bits_to_float(h)));
+        const float want = ffmt::reciprocal_rn(ffmt::global_encode_scale(amax, ffmt::kNvfp4GlobalNumerator));
+        BENCH_CHECK(want == s_dec_pt, fmt("per-tensor decode scale M=%lld K=%lld: got %g want %g", (long long)M,
+                                          (long long)K, s_dec_pt, want));
+      }
+      check_rows(bufs[0], M, K, Recipe::kNvfp4, s_dec_pt, rows, "nvfp4 per-tensor");
+      const double us_pt = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kPerTensor); });
+      // nvfp4, given scale (last, so the buffers hold its output for the dequantize check).
+      const double us_given = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven); });
+      for (int i = 0; i < rot; ++i) quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      check_rows(bufs[0], M, K, Recipe::kNvfp4, s_dec_given, rows, "nvfp4");
+      // Dequantize nvfp4 → bf16 into the next set's input buffer (rot ≥ 2) or over the input.
+      auto dequant = [&](int i) {
+        const int s = i % rot;
+        void* out = bufs[(s + 1) % rot].in;
+        const auto v = views(s, Recipe::kNvfp4);
+        DequantizeOptions o;
+        o.recipe = Recipe::kNvfp4;
+        o.sf_layout = SfLayout::k128x4;
+        const Status st = dequantize(v.data, v.sf, make_view(gs_dev, DType::kF32, Device::kCuda, {1}),
+                                     make_view(out, DType::kBF16, Device::kCuda, {M, K}), o);
+        BENCH_CHECK(st.ok(), st.to_string());
+      };
+      dequant(0);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      check_dequant_rows(bufs[0], bufs[1 % rot].in, M, K, s_dec_given, rows);
+      const double us_dq = ctx.time_us(dequant);
+
+      const double t_given = tbps(q_bytes, us_given), t_pt = tbps(q_bytes, us_pt), t_46 = tbps(q_bytes, us_46);
+      const double t_mx = tbps(in_bytes + data_bytes + sf32_bytes, us_mx);
+      const double t_dq = tbps(in_bytes + data_bytes + sf_bytes, us_dq);
+      const double pc = 100.0 / ctx.copy_tbps;
+      pct_given.push_back(t_given * pc);
+      pct_pt.push_back(t_pt * pc);
+      pct_46.push_back(t_46 * pc);
+      pct_mx.push_back(t_mx * pc);
+      pct_dq.push_back(t_dq * pc);
+      const bool big = in_bytes >= (std::size_t(64) << 20);
+      if (big) {
+        ratio_46_big.push_back(us_46 / us_given);
+        pct_given_big.push_back(t_given * pc);
+        pct_pt_big.push_back(t_pt * pc);
+      }
+      table.push_back({fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.1f", in_bytes / 1048576.0),
+                       fmt("%.1f", us_given), fmt("%.3f", t_given), fmt("%.1f%%", t_given * pc),
+                       fmt("%.1f%%", t_pt * pc), fmt("%.2f", us_46 / us_given), fmt("%.1f%%", t_mx * pc),
+                       fmt("%.1f%%", t_dq * pc)});
+      const char* names[] = {"nvfp4_given", "nvfp4_per_tensor", "nvfp4_4over6_given", "mxfp4", "dequant_nvfp4_bf16"};
+      const double us_all[] = {us_given, us_pt, us_46, us_mx, us_dq};
+      const double tb_all[] = {t_given, t_pt, t_46, t_mx, t_dq};
+      for (int v = 0; v < 5; ++v) {
+        ctx.add_row({{"bench", "quantize"}, {"variant", names[v]}, {"m", M}, {"k", K}, {"input", "bf16"},
+                     {"layout", "128x4"}, {"in_bytes", in_bytes}, {"us", us_all[v]}, {"tbps", tb_all[v]},
+                     {"pct_copy", tb_all[v] * pc}, {"ratio_to_nvfp4", us_all[v] / us_given}});
+      }
+      for (auto& b : bufs) {
+        BENCH_CUDA(cudaFree(b.in));
+        BENCH_CUDA(cudaFree(b.data));
+        BENCH_CUDA(cudaFree(b.sf));
+      }
+    }
+  }
+  BENCH_CUDA(cudaFree(gs_dev));
+  print_table("bf16 -> 128x4 layout: nvfp4 given scale (TB/s, % of copy), per-tensor computed scale (% of copy), "
+              "4over6/nvfp4 time ratio, mxfp4 and dequantize nvfp4->bf16 (% of copy)",
+              {"M", "K", "in MiB", "given us", "TB/s", "%copy", "pertensor", "4o6 ratio", "mxfp4", "dequant"}, table);
+  auto minv = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end()); };
+  auto maxv = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
+  std::printf("\nsummary (copy %.3f TB/s):\n", ctx.copy_tbps);
+  std::printf("  nvfp4 given      : grid geomean %.1f%% of copy (target >= 70%%); >= 64 MiB inputs: geomean %.1f%%, min %.1f%% (target >= 85%%)\n",
+              geomean(pct_given), geomean(pct_given_big), minv(pct_given_big));
+  std::printf("  nvfp4 per-tensor : grid geomean %.1f%%; >= 64 MiB: geomean %.1f%%, min %.1f%% (target >= 60%%, input counted once)\n",
+              geomean(pct_pt), geomean(pct_pt_big), minv(pct_pt_big));
+  std::printf("  4over6 / nvfp4   : >= 64 MiB time ratio geomean %.2f, max %.2f (target <= 1.5)\n", geomean(ratio_46_big),
+              maxv(ratio_46_big));
+  std::printf("  4over6           : grid geomean %.1f%% of copy\n", geomean(pct_46));
+  std::printf("  mxfp4            : grid geomean %.1f%% of copy\n", geomean(pct_mx));
+  std::printf("  dequantize       : grid geomean %.1f%% of copy\n", geomean(pct_dq));
+  ctx.add_row({{"bench", "quantize_summary"}, {"copy_tbps", ctx.copy_tbps}, {"nvfp4_given_geomean_pct", geomean(pct_given)},
+               {"nvfp4_given_big_geomean_pct", geomean(pct_given_big)}, {"nvfp4_given_big_min_pct", minv(pct_given_big)},
+               {"per_tensor_geomean_pct", geomean(pct_pt)}, {"per_tensor_big_geomean_pct", geomean(pct_pt_big)},
+               {"four_over_six_ratio_big_geomean", geomean(ratio_46_big)}, {"four_over_six_ratio_big_max", maxv(ratio_46_big)},
+               {"mxfp4_geomean_pct", geomean(pct_mx)}, {"dequant_geomean_pct", geomean(pct_dq)}});
+}
+
+}  // namespace
+
+NVFP4KV_BENCHMARK("quantize", "bf16 -> nvfp4/4over6/mxfp4 (128x4) and dequantize bandwidth over the M x K grid", run);
+
+}  // namespace nvfp4kv::bench

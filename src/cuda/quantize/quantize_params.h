@@ -1,0 +1,92 @@
+// nvfp4kv — CUDA-free parameter blocks of the quantize kernels (src/cuda/quantize/*.cu).
+//
+// The launchers (quantize.cu, dequantize.cu) turn validated TensorViews into these structs; the
+// kernels take them by value as __grid_constant__ parameters. Strides of element tensors are in
+// elements, strides of byte tensors in bytes.
+#pragma once
+
+#include <cstdint>
+
+#include "nvfp4kv/status.h"
+#include "nvfp4kv/types.h"
+
+namespace nvfp4kv::cuda {
+
+/// Input element type of the quantize kernels (template dispatch key).
+enum class QuantInput : int { kF32, kF16, kBF16, kFP8E4M3 };
+
+/// Kernel variant: the recipe, with the 4over6 metric folded in (it changes the inner loop).
+enum class QuantKind : int { kNvfp4, kFourOverSixMse, kFourOverSixMae, kMx32, kMx16 };
+
+/// Where the nvfp4 global scale comes from inside the kernel.
+enum class ScaleSource : int {
+  kNone,       ///< mxfp4 / fp4_block16
+  kGiven,      ///< global_scale[0] holds the decode scale S_dec
+  kAmax,       ///< global_scale[0] holds the tensor amax (written by the amax kernel)
+  kPerRow,     ///< computed from each row by the per-row kernel
+};
+
+/// One quantize launch. Rows are (batch, row) pairs; a thread handles one "chunk" of 64
+/// consecutive elements of a row (4 scale blocks of 16, or 2 of 32) and the matching scale
+/// bytes; chunks of padded scale rows/columns write only 0x00 scale bytes.
+struct QuantizeParams {
+  const void* input = nullptr;   // [batch, rows, k] elements, last dim contiguous
+  int64_t in_batch_stride = 0;   // elements
+  int64_t in_row_stride = 0;     // elements
+  uint8_t* data = nullptr;       // [batch, rows, k/2] u8, element 2j in the low nibble of byte j
+  int64_t data_batch_stride = 0; // bytes
+  int64_t data_row_stride = 0;   // bytes
+  uint8_t* scales = nullptr;     // [batch, rows_pad, cols_pad] u8 in the SPEC §4 layout, contiguous
+  int64_t scales_batch_stride = 0;  // bytes: rows_pad · cols_pad
+  float* global_scale = nullptr; // kGiven: [1] S_dec; kAmax: [1] amax in, S_dec out (finalize);
+                                 // kPerRow: [batch · rows] decode scales out
+  int64_t batch = 1;
+  int64_t rows = 0;              // M
+  int64_t k = 0;                 // K elements per row
+  int64_t kv = 0;                // K / block scale columns
+  int64_t rows_grid = 0;         // M (linear) or M padded to 128 / 8
+  int64_t cols_grid = 0;         // kv (linear) or kv padded to 4
+  int64_t chunks_per_row = 0;    // ceil(cols_grid / blocks per chunk)
+  int layout = 0;                // 0 linear, 1 128x4, 2 8x4 (fmt::sf_offset)
+  ScaleSource source = ScaleSource::kNone;
+  float numerator = 0.0f;        // 2688 (nvfp4) or 1536 (4over6) for computed scales
+  bool in_vec16 = false;         // input rows allow 16-byte loads
+  int data_align = 1;            // 16, 8 or 1: widest store the data rows allow
+  bool sf_vec = false;           // a chunk's scale bytes may be stored as one word
+  bool reverse = false;          // visit thread blocks last-first (reuse what the amax pass left in L2)
+};
+
+/// One dequantize launch: a thread rebuilds one 64-element chunk of a row.
+struct DequantizeParams {
+  const uint8_t* data = nullptr;    // [batch, rows, k/2] u8
+  int64_t data_batch_stride = 0;    // bytes
+  int64_t data_row_stride = 0;      // bytes
+  const uint8_t* scales = nullptr;  // [batch, rows_pad, cols_pad] u8, contiguous
+  int64_t scales_batch_stride = 0;  // bytes
+  const float* global_scale = nullptr;  // [1] or [batch · rows] decode scales (nvfp4 recipes)
+  bool per_row_scale = false;
+  void* output = nullptr;           // [batch, rows, k] f32/f16/bf16, last dim contiguous
+  int64_t out_batch_stride = 0;     // elements
+  int64_t out_row_stride = 0;       // elements
+  int64_t batch = 1, rows = 0, k = 0, kv = 0;
+  int64_t chunks_per_row = 0;       // ceil(k / 64)
+  int layout = 0;
+  bool data_vec16 = false;          // data rows allow 16-byte loads
+  bool out_vec16 = false;           // output rows allow 16-byte stores
+};
+
+/// Output element type of the dequantize kernel.
+enum class DequantOutput : int { kF32, kF16, kBF16 };
+/// Dequantize variant: E4M3 scale × global scale (nvfp4 recipes), or UE8M0 scale, block 32/16.
+enum class DequantKind : int { kNvfp4, kMx32, kMx16 };
+
+/// Per-tensor amax pass (amax.cu): global_scale[0] = bits of max |x| over the input (NaN
+/// ignored), combined with atomicMax on the float bits; the caller zeroes it first.
+Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream);
+/// Per-row global scales (quantize_per_row.cu): one thread block per row computes the row amax,
+/// writes its decode scale (0 for an all-zero row, SPEC.md §3.5) and quantizes the row.
+Status launch_quantize_per_row(const QuantizeParams& p, QuantInput in, QuantKind kind, Stream stream);
+/// Turns the amax in global_scale[0] into the decode scale rn(1 / S_enc) (amax.cu).
+Status launch_amax_to_decode_scale(float* global_scale, float numerator, Stream stream);
+
+}  // namespace nvfp4kv::cuda

@@ -1,0 +1,81 @@
+// nvfp4kv tests — the GPU-oriented E2M1 helpers of src/cuda/quantize/e2m1_rounding.h agree with
+// the reference codec of src/common/format.h: on the CPU for every float whose magnitude lies in
+// [2^-8, 16) (where all rounding boundaries are) plus a sample of all other bit patterns, and on
+// the GPU for all 2^32 bit patterns.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "common/format.h"
+#include "cuda/gpu_test_util.h"
+#include "cuda/quantize/e2m1_rounding.h"
+
+namespace nvfp4kv {
+namespace {
+
+namespace fmt = nvfp4kv::fmt;
+
+/// 0 if the three helpers agree with the reference for bit pattern `u`, else a bit saying which
+/// failed (1: code, 2: grid value, 4: code of grid value).
+__host__ __device__ uint32_t check_pattern(uint32_t u) {
+  const float y = fmt::bits_float(u);
+  const uint32_t ref = fmt::float_to_e2m1(y);
+  uint32_t bad = cuda::e2m1_code_by_bits(y) != ref ? 1u : 0u;
+  if (!fmt::is_nan(y)) {
+    const float q = cuda::e2m1_grid_value(y);
+    if (fmt::float_bits(q) != fmt::float_bits(fmt::e2m1_to_float(ref))) bad |= 2u;
+    if (cuda::e2m1_code_of_grid_value(q) != ref) bad |= 4u;
+  }
+  return bad;
+}
+
+TEST(CudaQuantizeRounding, HelpersMatchReferenceOnCpu) {
+  uint64_t checked = 0;
+  auto check = [&](uint32_t u) {
+    ++checked;
+    const uint32_t bad = check_pattern(u);
+    if (bad) {
+      ADD_FAILURE() << "bit pattern 0x" << std::hex << u << " (" << fmt::bits_float(u) << ") failed check mask " << bad;
+      return false;
+    }
+    return true;
+  };
+  // Every pattern with |y| in [2^-8, 16), both signs: all boundaries 0.25 .. 6 and saturation.
+  for (uint32_t sign : {0u, 0x80000000u})
+    for (uint32_t a = 0x3B800000u; a < 0x41800000u; ++a)
+      if (!check(sign | a)) return;
+  // Everything else sampled with an odd stride (hits zero, subnormals, huge, Inf, NaN too).
+  for (uint64_t u = 0; u <= 0xFFFFFFFFull; u += 4099)
+    if (!check(static_cast<uint32_t>(u))) return;
+  for (uint32_t u : {0u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u, 0x7F7FFFFFu, 1u})
+    if (!check(u)) return;
+  EXPECT_GT(checked, 100000000u);
+}
+
+__global__ void check_all_patterns(uint64_t start, uint64_t count, unsigned long long* first_bad) {
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t u = static_cast<uint32_t>(start + i);
+    if (check_pattern(u)) atomicMin(first_bad, static_cast<unsigned long long>(u));
+  }
+}
+
+TEST(CudaQuantizeRounding, HelpersMatchReferenceOnGpuAllFloats) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  unsigned long long* bad = nullptr;
+  ASSERT_EQ(cudaMalloc(&bad, sizeof *bad), cudaSuccess);
+  const unsigned long long none = ~0ull;
+  ASSERT_EQ(cudaMemcpy(bad, &none, sizeof none, cudaMemcpyHostToDevice), cudaSuccess);
+  check_all_patterns<<<132 * 16, 256>>>(0, 1ull << 32, bad);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  unsigned long long got = 0;
+  ASSERT_EQ(cudaMemcpy(&got, bad, sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(bad);
+  EXPECT_EQ(got, none) << "first failing bit pattern 0x" << std::hex << got << " (CPU mask "
+                       << check_pattern(static_cast<uint32_t>(got)) << ")";
+}
+
+}  // namespace
+}  // namespace nvfp4kv
