@@ -25,4 +25,12 @@ struct DemoOptions {
 /// message is printed to stderr).
 int demo_quantize(const DemoOptions& options, std::FILE* out, nlohmann::json* json);
 
+/// Decode section (tools/demo_decode.cpp): one decode step (batch 16 × kv_len 8K, 32/8 heads,
+/// head_dim 128, K with outlier channels) over a paged bf16 / fp8_e4m3 / nvfp4 / nvfp4_4over6
+/// cache on the GPU: bytes per token, µs, TB/s, % of the measured copy bandwidth, relative error
+/// vs fp64 attention on the original K/V. Without a GPU: the CPU reference at a small size
+/// (says so, no timings). Results go to (*json)["decode"]. Returns kExitOk, kExitMismatch on a
+/// non-finite output, kExitError on a library error (printed to stderr).
+int demo_decode(const DemoOptions& options, std::FILE* out, nlohmann::json* json);
+
 }  // namespace nvfp4kv::cli

@@ -1,0 +1,272 @@
+// nvfp4kv benchmark — decode attention over a paged cache: bf16 / fp8_e4m3 / nvfp4, 32 query
+// heads / 8 kv heads, head_dim 128, page 16 with shuffled pages, batch {1, 16, 64, 128} ×
+// kv_len {1K, 8K, 32K} plus batch 1 × 128K. Reports µs (median, L2 flushed before every run),
+// TB/s over the bytes that must move (KV data + FP4 scales + page-table entries + Q + O), % of
+// the copy bandwidth measured at start, and nvfp4 speedups over fp8 and bf16.
+//
+// The cache holds random values (a hash per byte, never zeros); before timing each format is
+// checked once against the fp64 CPU reference on a small cache filled the same way.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "harness.h"
+#include "nvfp4kv/attention.h"
+#include "nvfp4kv/device.h"
+#include "nvfp4kv/kv_cache.h"
+#include "ref/attention.h"
+#include "common/format.h"
+
+namespace nvfp4kv::bench {
+namespace {
+
+constexpr int kQoHeads = 32, kKvHeads = 8, kHeadDim = 128, kPageSize = 16;
+
+__device__ __forceinline__ uint32_t hash32(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+
+// kind 0: bf16 ~N(0,1)-like bits; 1: E4M3 bytes of magnitude < 8 (no NaN); 2: random FP4 pairs;
+// 3: E4M3 block scales in [2^-3, 2^3).
+__global__ void fill_kernel(uint8_t* p, size_t n, int kind, uint64_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const uint32_t h = hash32(seed * 0x9E3779B97F4A7C15ULL + i);
+    if (kind == 0) {
+      if (i % 2 == 0) continue;
+      // high byte of a bf16: sign + exponent 0x3E..0x3F (|x| in [2^-3, 2)), low byte random
+      p[i] = static_cast<uint8_t>((h & 0x80) | 0x3E | ((h >> 8) & 1));
+      p[i - 1] = static_cast<uint8_t>(h >> 16);
+    } else if (kind == 1) {
+      p[i] = static_cast<uint8_t>((h & 0x80) | ((h >> 8) % 0x50));
+    } else if (kind == 2) {
+      p[i] = static_cast<uint8_t>(h);
+    } else {
+      p[i] = static_cast<uint8_t>(0x20 + (h % 0x30));
+    }
+  }
+}
+
+void fill(void* p, size_t n, int kind, uint64_t seed) {
+  fill_kernel<<<1024, 256>>>(static_cast<uint8_t*>(p), n, kind, seed);
+  BENCH_CUDA(cudaGetLastError());
+}
+
+struct Cache {
+  KvFormat format;
+  int64_t num_pages;
+  DeviceBuffer data, scales, gscale;
+  KvCacheView view;
+};
+
+int64_t data_row_bytes(KvFormat f) {
+  return f == KvFormat::kBF16 ? 2 * kHeadDim : (f == KvFormat::kFP8E4M3 ? kHeadDim : kHeadDim / 2);
+}
+
+Cache make_cache(KvFormat f, int64_t num_pages, uint64_t seed) {
+  Cache c;
+  c.format = f;
+  c.num_pages = num_pages;
+  const int64_t row = data_row_bytes(f);
+  const int64_t page_bytes = kPageSize * kKvHeads * row;
+  BENCH_CHECK(c.data.allocate(2 * num_pages * page_bytes).ok(), "cache allocation");
+  fill(c.data.data(), 2 * num_pages * page_bytes, f == KvFormat::kBF16 ? 0 : (f == KvFormat::kFP8E4M3 ? 1 : 2), seed);
+  const DType dt = f == KvFormat::kBF16 ? DType::kBF16 : (f == KvFormat::kFP8E4M3 ? DType::kFP8E4M3 : DType::kU8);
+  const int64_t x = f == KvFormat::kNvfp4 ? kHeadDim / 2 : kHeadDim;
+  c.view.format = f;
+  c.view.layout = KvLayout::kNHD;
+  c.view.num_pages = num_pages;
+  c.view.page_size = kPageSize;
+  c.view.num_kv_heads = kKvHeads;
+  c.view.head_dim = kHeadDim;
+  auto* base = static_cast<uint8_t*>(c.data.data());
+  c.view.k_data = make_view(base, dt, Device::kCuda, {num_pages, kPageSize, kKvHeads, x});
+  c.view.v_data = make_view(base + num_pages * page_bytes, dt, Device::kCuda, {num_pages, kPageSize, kKvHeads, x});
+  if (f == KvFormat::kNvfp4) {
+    const int64_t sp = kPageSize * kKvHeads * (kHeadDim / 16);
+    BENCH_CHECK(c.scales.allocate(2 * num_pages * sp).ok(), "scale allocation");
+    fill(c.scales.data(), 2 * num_pages * sp, 3, seed + 1);
+    auto* sb = static_cast<uint8_t*>(c.scales.data());
+    c.view.k_scales = make_view(sb, DType::kU8, Device::kCuda, {num_pages, kPageSize, kKvHeads, kHeadDim / 16});
+    c.view.v_scales = make_view(sb + num_pages * sp, DType::kU8, Device::kCuda, {num_pages, kPageSize, kKvHeads, kHeadDim / 16});
+  }
+  const float scales[2] = {0.02f, 0.05f};
+  BENCH_CHECK(c.gscale.allocate(8).ok(), "scale");
+  BENCH_CUDA(cudaMemcpy(c.gscale.data(), scales, 8, cudaMemcpyHostToDevice));
+  c.view.k_scale = static_cast<const float*>(c.gscale.data());
+  c.view.v_scale = static_cast<const float*>(c.gscale.data()) + 1;
+  BENCH_CUDA(cudaDeviceSynchronize());
+  return c;
+}
+
+struct Problem {
+  int64_t batch, kv_len, max_pages;
+  DeviceBuffer q, out, tables, lens, ws;
+  std::vector<int32_t> h_tables, h_lens;
+  std::vector<uint16_t> h_q;
+};
+
+void make_problem(Problem& p, int64_t batch, int64_t kv_len, int64_t num_pages, std::mt19937& rng) {
+  p.batch = batch;
+  p.kv_len = kv_len;
+  p.max_pages = (kv_len + kPageSize - 1) / kPageSize;
+  std::vector<int32_t> perm(num_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);  // pages in shuffled order
+  p.h_tables.assign(batch * p.max_pages, 0);
+  for (int64_t i = 0; i < batch * p.max_pages; ++i) p.h_tables[i] = perm[i % num_pages];
+  p.h_lens.assign(batch, static_cast<int32_t>(kv_len));
+  std::normal_distribution<float> nd(0.f, 1.f);
+  p.h_q.resize(batch * kQoHeads * kHeadDim);
+  for (auto& v : p.h_q) v = fmt::float_to_bf16_bits(nd(rng));
+  BENCH_CHECK(p.q.allocate(p.h_q.size() * 2).ok() && p.out.allocate(p.h_q.size() * 2).ok(), "q/out");
+  BENCH_CHECK(p.tables.allocate(p.h_tables.size() * 4).ok() && p.lens.allocate(batch * 4).ok(), "tables");
+  BENCH_CUDA(cudaMemcpy(p.q.data(), p.h_q.data(), p.h_q.size() * 2, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(p.tables.data(), p.h_tables.data(), p.h_tables.size() * 4, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(p.lens.data(), p.h_lens.data(), batch * 4, cudaMemcpyHostToDevice));
+  const size_t ws = decode_workspace_bytes(batch, 1, kQoHeads, kKvHeads, kHeadDim, p.max_pages, kPageSize, DecodeOptions());
+  if (ws) BENCH_CHECK(p.ws.allocate(ws).ok(), "workspace");
+}
+
+Status run(const Cache& c, Problem& p, const DecodeOptions& o) {
+  const size_t ws = decode_workspace_bytes(p.batch, 1, kQoHeads, kKvHeads, kHeadDim, p.max_pages, kPageSize, o);
+  return decode_attention(make_view(p.q.data(), DType::kBF16, Device::kCuda, {p.batch, 1, kQoHeads, kHeadDim}), c.view,
+                          make_view(p.tables.data(), DType::kI32, Device::kCuda, {p.batch, p.max_pages}),
+                          make_view(p.lens.data(), DType::kI32, Device::kCuda, {p.batch}),
+                          make_view(p.out.data(), DType::kBF16, Device::kCuda, {p.batch, 1, kQoHeads, kHeadDim}),
+                          TensorView(), o, p.ws.data(), ws, nullptr);
+}
+
+// Small cache, filled like the big ones, against the fp64 reference (split auto and off).
+void check_format(KvFormat f) {
+  std::mt19937 rng(17);
+  Cache c = make_cache(f, 600, 99);
+  Problem p;
+  make_problem(p, 3, 3000, 600, rng);
+  p.h_lens = {3000, 1777, 5};
+  BENCH_CUDA(cudaMemcpy(p.lens.data(), p.h_lens.data(), 12, cudaMemcpyHostToDevice));
+  // Host copy of the cache for the reference.
+  const size_t dbytes = c.data.size(), sbytes = c.scales.size();
+  std::vector<uint8_t> hd(dbytes), hs(sbytes);
+  BENCH_CUDA(cudaMemcpy(hd.data(), c.data.data(), dbytes, cudaMemcpyDeviceToHost));
+  if (sbytes) BENCH_CUDA(cudaMemcpy(hs.data(), c.scales.data(), sbytes, cudaMemcpyDeviceToHost));
+  float gs[2];
+  BENCH_CUDA(cudaMemcpy(gs, c.gscale.data(), 8, cudaMemcpyDeviceToHost));
+  KvCacheView hv = c.view;
+  auto rebase = [](TensorView v, void* old_base, void* new_base) {
+    v.data = static_cast<uint8_t*>(new_base) + (static_cast<uint8_t*>(v.data) - static_cast<uint8_t*>(old_base));
+    v.device = Device::kCpu;
+    return v;
+  };
+  hv.k_data = rebase(hv.k_data, c.data.data(), hd.data());
+  hv.v_data = rebase(hv.v_data, c.data.data(), hd.data());
+  if (sbytes) {
+    hv.k_scales = rebase(hv.k_scales, c.scales.data(), hs.data());
+    hv.v_scales = rebase(hv.v_scales, c.scales.data(), hs.data());
+  }
+  hv.k_scale = &gs[0];
+  hv.v_scale = &gs[1];
+  std::vector<double> want, lse;
+  ref::decode_attention_f64(make_view(p.h_q.data(), DType::kBF16, Device::kCpu, {p.batch, 1, kQoHeads, kHeadDim}), hv,
+                            make_view(p.h_tables.data(), DType::kI32, Device::kCpu, {p.batch, p.max_pages}),
+                            make_view(p.h_lens.data(), DType::kI32, Device::kCpu, {p.batch}),
+                            1.0 / std::sqrt(double(kHeadDim)), 0.0, -1, &want, &lse);
+  for (int splits : {0, 1}) {
+    DecodeOptions o;
+    o.num_splits = splits;
+    const Status st = run(c, p, o);
+    BENCH_CHECK(st.ok(), st.to_string());
+    BENCH_CUDA(cudaDeviceSynchronize());
+    std::vector<uint16_t> got(p.h_q.size());
+    BENCH_CUDA(cudaMemcpy(got.data(), p.out.data(), got.size() * 2, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double g = fmt::bf16_bits_to_float(got[i]);
+      BENCH_CHECK(std::isfinite(g), "non-finite decode output");
+      num += (g - want[i]) * (g - want[i]);
+      den += want[i] * want[i];
+    }
+    const double rel = std::sqrt(num / den);
+    std::printf("check %-9s splits %s: rel L2 vs fp64 %.2e\n", kv_format_name(f), splits ? "off " : "auto", rel);
+    BENCH_CHECK(rel <= 4e-3, fmt("decode %s rel L2 %.3e > 4e-3", kv_format_name(f), rel));
+  }
+}
+
+double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
+  const double per_token_head = f == KvFormat::kBF16 ? 4.0 * kHeadDim
+                                : f == KvFormat::kFP8E4M3 ? 2.0 * kHeadDim
+                                                          : 2.0 * (kHeadDim / 2 + kHeadDim / 16);
+  const double kv = double(batch) * kv_len * kKvHeads * per_token_head;
+  const double qo = 2.0 * batch * kQoHeads * kHeadDim * 2;
+  const double tables = double(batch) * ((kv_len + kPageSize - 1) / kPageSize) * 4 + batch * 4;
+  return kv + qo + tables;
+}
+
+void bench_decode(Context& ctx) {
+  const KvFormat formats[] = {KvFormat::kBF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4};
+  for (KvFormat f : formats) check_format(f);
+
+  struct Shape {
+    int64_t batch, kv_len;
+  };
+  std::vector<Shape> shapes;
+  if (ctx.quick) {
+    shapes = {{16, 8192}, {1, 32768}};
+  } else {
+    for (int64_t b : {1, 16, 64, 128})
+      for (int64_t l : {1024, 8192, 32768}) shapes.push_back({b, l});
+    shapes.push_back({1, 131072});
+  }
+  std::map<std::pair<int64_t, int64_t>, std::map<KvFormat, double>> us;
+  std::mt19937 rng(5);
+  for (KvFormat f : formats) {
+    // One cache per format, big enough for the largest shape (pages shuffled per problem).
+    int64_t max_tokens = 0;
+    for (auto s : shapes) max_tokens = std::max(max_tokens, s.batch * s.kv_len);
+    Cache c = make_cache(f, max_tokens / kPageSize + 8, 1234 + static_cast<int>(f));
+    for (auto s : shapes) {
+      Problem p;
+      make_problem(p, s.batch, s.kv_len, c.num_pages, rng);
+      DecodeOptions o;
+      const Status st = run(c, p, o);
+      BENCH_CHECK(st.ok(), st.to_string());
+      const double t = ctx.time_us([&](int) { (void)run(c, p, o); }, /*flush_l2=*/true);
+      us[{s.batch, s.kv_len}][f] = t;
+    }
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (auto s : shapes) {
+    auto& m = us[{s.batch, s.kv_len}];
+    std::vector<std::string> row = {fmt("%lld", (long long)s.batch), fmt("%lldK", (long long)(s.kv_len / 1024))};
+    for (KvFormat f : formats) {
+      const double tbps = bytes_moved(f, s.batch, s.kv_len) / (m[f] * 1e-6) / 1e12;
+      row.push_back(fmt("%.1f", m[f]));
+      row.push_back(fmt("%.2f", tbps));
+      row.push_back(fmt("%.0f%%", 100.0 * tbps / ctx.copy_tbps));
+      ctx.add_row({{"bench", "decode"}, {"format", kv_format_name(f)}, {"batch", s.batch}, {"kv_len", s.kv_len},
+                   {"us", m[f]}, {"tbps", tbps}, {"pct_copy", tbps / ctx.copy_tbps}});
+    }
+    row.push_back(fmt("%.2fx", m[KvFormat::kFP8E4M3] / m[KvFormat::kNvfp4]));
+    row.push_back(fmt("%.2fx", m[KvFormat::kBF16] / m[KvFormat::kNvfp4]));
+    rows.push_back(row);
+  }
+  print_table(fmt("decode attention, 32/8 heads, hd128, page 16 (shuffled), L2 flushed; copy %.2f TB/s", ctx.copy_tbps),
+              {"batch", "kv", "bf16 us", "TB/s", "%copy", "fp8 us", "TB/s", "%copy", "nvfp4 us", "TB/s", "%copy",
+               "nvfp4/fp8", "nvfp4/bf16"},
+              rows);
+}
+
+}  // namespace
+
+NVFP4KV_BENCHMARK("decode", "decode attention over a paged bf16/fp8/nvfp4 cache (32/8 heads, hd128)", bench_decode);
+
+}  // namespace nvfp4kv::bench

@@ -1,0 +1,317 @@
+// nvfp4kv GPU tests — decode attention kernel vs the fp64 CPU reference (src/ref/attention.h).
+//
+// Tolerance (DESIGN.md "Numerics contract"): K/V dequantization is exact and the logits are
+// fp32 sums of exact bf16/f16 products, so the error comes from (1) P rounded to the query type
+// for the P·V mma: relative ≤ 2^-9 (bf16) / 2^-12 (f16) per weight, random sign, contributing an
+// RMS ≈ u/√3 of ‖O‖ at most; (2) the output rounded to the query type: RMS ≈ u/√3 again;
+// fp32 accumulation, exp2f and the split merge add < 1e-5. With u = 2^-8 (bf16 unit roundoff,
+// bound 2^-9 per rounding) the sum is ≈ 2·2^-9/√3 ≈ 2.3e-3 < 4e-3; f16 (u = 2^-11) ≈ 2.8e-4 <
+// 1e-3. These are DESIGN.md's limits: rel. L2 ≤ 4e-3 (bf16), ≤ 1e-3 (f16), no non-finite value.
+// LSE: fp32 logits and log-sum, |Δ| ≤ 2e-3 · max(1, |lse|).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "attention/decode_fixture.h"
+#include "cuda/gpu_test_util.h"
+#include "nvfp4kv/attention.h"
+#include "nvfp4kv/device.h"
+#include "ref/attention.h"
+
+namespace nvfp4kv::test {
+namespace {
+
+constexpr uint16_t kCanary = 0x7FBF;  // a NaN in bf16 and f16: never a valid output
+
+double tolerance(DType t) { return t == DType::kBF16 ? 4e-3 : 1e-3; }
+
+struct DeviceKv {
+  DeviceBuffer data, scales, ks, vs;
+  KvCacheView view;
+  explicit DeviceKv(const HostKv& kv) {
+    data = to_device(kv.data);
+    if (!kv.scales.empty()) scales = to_device(kv.scales);
+    ks = to_device(std::vector<float>{kv.k_scale});
+    vs = to_device(std::vector<float>{kv.v_scale});
+    view = kv.view(data.data(), scales.data(), static_cast<const float*>(ks.data()),
+                   static_cast<const float*>(vs.data()), Device::kCuda);
+  }
+};
+
+struct GpuRun {
+  std::vector<double> out, lse;
+  Status status;
+  bool canaries_ok = true;
+  bool finite = true;
+};
+
+// Runs decode on the GPU with out rows padded by 8 canary elements per head row.
+GpuRun run_gpu(const DeviceKv& dkv, const Requests& r, const std::vector<uint16_t>& q, int64_t qo_len,
+               int64_t heads, DType qt, const DecodeOptions& o) {
+  const int64_t D = dkv.view.head_dim;
+  const int64_t ostride = D + 8;
+  DeviceBuffer dq = to_device(q);
+  DeviceBuffer dbt = to_device(r.block_tables);
+  DeviceBuffer dsl = to_device(r.seq_lens);
+  std::vector<uint16_t> out_init(r.batch * qo_len * heads * ostride, kCanary);
+  DeviceBuffer dout = to_device(out_init);
+  std::vector<float> lse_init(r.batch * qo_len * heads, 777.f);
+  DeviceBuffer dlse = to_device(lse_init);
+  auto qv = make_view(dq.data(), qt, Device::kCuda, {r.batch, qo_len, heads, D});
+  auto ov = make_strided_view(dout.data(), qt, Device::kCuda, {r.batch, qo_len, heads, D},
+                              {qo_len * heads * ostride, heads * ostride, ostride, 1});
+  auto lv = make_view(dlse.data(), DType::kF32, Device::kCuda, {r.batch, qo_len, heads});
+  auto bt = make_view(dbt.data(), DType::kI32, Device::kCuda, {r.batch, r.max_pages});
+  auto sl = make_view(dsl.data(), DType::kI32, Device::kCuda, {r.batch});
+  const size_t ws_bytes = decode_workspace_bytes(r.batch, qo_len, heads, dkv.view.num_kv_heads, D, r.max_pages,
+                                                 dkv.view.page_size, o);
+  DeviceBuffer ws;
+  if (ws_bytes) EXPECT_TRUE(ws.allocate(ws_bytes).ok());
+  GpuRun res;
+  res.status = decode_attention(qv, dkv.view, bt, sl, ov, lv, o, ws.data(), ws_bytes, nullptr);
+  if (!res.status.ok()) return res;
+  const Status sync = device_synchronize();
+  EXPECT_TRUE(sync.ok()) << sync.to_string();
+  auto out = to_host<uint16_t>(dout, out_init.size());
+  auto lse = to_host<float>(dlse, lse_init.size());
+  for (int64_t row = 0; row < r.batch * qo_len * heads; ++row) {
+    for (int64_t d = 0; d < D; ++d) {
+      const double v = bits_to_double(qt, out[row * ostride + d]);
+      res.finite = res.finite && std::isfinite(v);
+      res.out.push_back(v);
+    }
+    for (int64_t d = D; d < ostride; ++d) res.canaries_ok = res.canaries_ok && out[row * ostride + d] == kCanary;
+    res.lse.push_back(lse[row]);
+  }
+  return res;
+}
+
+struct RefRun {
+  std::vector<double> out, lse;
+};
+
+RefRun run_ref(HostKv& kv, Requests& r, std::vector<uint16_t>& q, int64_t qo_len, int64_t heads, DType qt,
+               const DecodeOptions& o) {
+  const int64_t D = kv.spec.head_dim;
+  auto qv = make_view(q.data(), qt, Device::kCpu, {r.batch, qo_len, heads, D});
+  auto bt = make_view(r.block_tables.data(), DType::kI32, Device::kCpu, {r.batch, r.max_pages});
+  auto sl = make_view(r.seq_lens.data(), DType::kI32, Device::kCpu, {r.batch});
+  RefRun res;
+  const double sm = o.sm_scale > 0 ? o.sm_scale : 1.0 / std::sqrt(double(D));
+  ref::decode_attention_f64(qv, kv.host_view(), bt, sl, sm, o.logits_soft_cap, o.window_left, &res.out, &res.lse);
+  return res;
+}
+
+void expect_close(const GpuRun& got, const RefRun& want, DType qt, const std::string& what) {
+  ASSERT_TRUE(got.status.ok()) << what << ": " << got.status.to_string();
+  EXPECT_TRUE(got.finite) << what << ": non-finite output";
+  EXPECT_TRUE(got.canaries_ok) << what << ": wrote outside the output rows";
+  EXPECT_LE(rel_l2(got.out, want.out), tolerance(qt)) << what;
+  for (size_t i = 0; i < want.lse.size(); ++i) {
+    if (std::isinf(want.lse[i])) {
+      EXPECT_TRUE(std::isinf(got.lse[i]) && got.lse[i] < 0) << what << " lse row " << i << " = " << got.lse[i];
+    } else {
+      EXPECT_NEAR(got.lse[i], want.lse[i], 2e-3 * std::max(1.0, std::fabs(want.lse[i]))) << what << " lse row " << i;
+    }
+  }
+}
+
+// Every format × layout × head_dim, page sizes 1/16/64, group sizes 1..16, qo_len 1..8, mixed
+// kv_lens with 0 and 1, padded and combined K/V views, split off / forced / auto.
+TEST(CudaDecode, SmallEveryFormatLayoutHeadDim) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const KvFormat formats[] = {KvFormat::kBF16, KvFormat::kF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4,
+                              KvFormat::kFp4Block16};
+  const int page_sizes[] = {1, 16, 64};
+  const int groups[] = {1, 2, 4, 5, 8, 16};
+  int idx = 0;
+  for (KvFormat f : formats)
+    for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND})
+      for (int hd : {64, 128, 256}) {
+        CacheSpec s;
+        s.format = f;
+        s.layout = layout;
+        s.head_dim = hd;
+        s.page_size = page_sizes[idx % 3];
+        s.num_kv_heads = 1 + idx % 2;
+        s.num_pages = 300 / s.page_size + 3;
+        s.padded = idx % 3 == 1;
+        s.combined = idx % 4 == 2;
+        s.value_dtype = f == KvFormat::kBF16 ? DType::kBF16
+                        : f == KvFormat::kF16 ? DType::kF16
+                                              : (idx % 2 ? DType::kF16 : DType::kBF16);
+        const int64_t group = groups[idx % 6];
+        const int64_t qo_len = 1 + idx % 8;
+        const int64_t heads = group * s.num_kv_heads;
+        ++idx;
+        const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " + std::to_string(qo_len);
+        SCOPED_TRACE(what);
+        HostKv kv = make_host_kv(s, rng);
+        DeviceKv dkv(kv);
+        Requests r = make_requests({0, 1, 37, 8 + static_cast<int>(qo_len), 150 + idx}, s, rng);
+        auto q = make_queries(r.batch * qo_len * heads * hd, s.value_dtype, rng);
+        DecodeOptions o;
+        RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+        for (int splits : {1, 3, 0}) {
+          o.num_splits = splits;
+          GpuRun got = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o);
+          expect_close(got, want, s.value_dtype, what + " splits " + std::to_string(splits));
+        }
+      }
+}
+
+TEST(CudaDecode, SmallWindowSoftCapScale) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(1234);
+  for (KvFormat f : {KvFormat::kNvfp4, KvFormat::kFP8E4M3, KvFormat::kBF16}) {
+    CacheSpec s;
+    s.format = f;
+    s.page_size = 7;
+    s.num_kv_heads = 2;
+    s.num_pages = 60;
+    HostKv kv = make_host_kv(s, rng);
+    DeviceKv dkv(kv);
+    Requests r = make_requests({200, 3, 77}, s, rng);
+    const int64_t heads = 8, qo_len = 3;
+    auto q = make_queries(r.batch * qo_len * heads * s.head_dim, DType::kBF16, rng, 4.0f);
+    for (int variant = 0; variant < 3; ++variant) {
+      DecodeOptions o;
+      o.window_left = variant == 0 ? 20 : (variant == 1 ? 0 : -1);
+      o.logits_soft_cap = variant == 1 ? 0.f : 3.0f;
+      o.sm_scale = variant == 2 ? 0.3f : 0.f;
+      o.num_splits = variant;  // auto, 1, 2
+      const std::string what = describe(s) + " variant " + std::to_string(variant);
+      RefRun want = run_ref(kv, r, q, qo_len, heads, DType::kBF16, o);
+      GpuRun got = run_gpu(dkv, r, q, qo_len, heads, DType::kBF16, o);
+      expect_close(got, want, DType::kBF16, what);
+    }
+  }
+}
+
+// Long contexts at the benchmark's head counts: split on and off agree with the reference and
+// with each other.
+TEST(CudaDecode, LongContextSplitAgreement) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(99);
+  for (KvFormat f : {KvFormat::kNvfp4, KvFormat::kFP8E4M3, KvFormat::kBF16, KvFormat::kFp4Block16}) {
+    CacheSpec s;
+    s.format = f;
+    s.layout = f == KvFormat::kFP8E4M3 ? KvLayout::kHND : KvLayout::kNHD;
+    s.page_size = 16;
+    s.num_kv_heads = 8;
+    s.num_pages = 700;
+    HostKv kv = make_host_kv(s, rng);
+    DeviceKv dkv(kv);
+    Requests r = make_requests({3000, 4096, 1, 2500}, s, rng);
+    const int64_t heads = 32, qo_len = 1;
+    auto q = make_queries(r.batch * qo_len * heads * s.head_dim, DType::kBF16, rng);
+    DecodeOptions o;
+    RefRun want = run_ref(kv, r, q, qo_len, heads, DType::kBF16, o);
+    std::vector<double> first;
+    for (int splits : {1, 0, 16}) {
+      o.num_splits = splits;
+      GpuRun got = run_gpu(dkv, r, q, qo_len, heads, DType::kBF16, o);
+      expect_close(got, want, DType::kBF16, describe(s) + " splits " + std::to_string(splits));
+      if (first.empty()) first = got.out;
+      else EXPECT_LE(rel_l2(got.out, first), tolerance(DType::kBF16)) << "split vs no split";
+    }
+  }
+}
+
+// Capture one decode in a CUDA graph, then replay it after changing seq_lens (and k_scale) in
+// device memory: the replay must follow the new values.
+TEST(CudaDecode, SmallGraphCaptureReplayWithNewSeqLens) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(4242);
+  CacheSpec s;
+  s.format = KvFormat::kNvfp4;
+  s.page_size = 16;
+  s.num_kv_heads = 2;
+  s.num_pages = 40;
+  HostKv kv = make_host_kv(s, rng);
+  DeviceKv dkv(kv);
+  const int64_t heads = 8, qo_len = 2, D = s.head_dim;
+  Requests r = make_requests({300, 40, 2}, s, rng, 4);
+  auto q = make_queries(r.batch * qo_len * heads * D, DType::kBF16, rng);
+  DeviceBuffer dq = to_device(q), dbt = to_device(r.block_tables), dsl = to_device(r.seq_lens);
+  DeviceBuffer dout, dlse;
+  ASSERT_TRUE(dout.allocate(r.batch * qo_len * heads * D * 2).ok());
+  ASSERT_TRUE(dlse.allocate(r.batch * qo_len * heads * 4).ok());
+  auto qv = make_view(dq.data(), DType::kBF16, Device::kCuda, {r.batch, qo_len, heads, D});
+  auto ov = make_view(dout.data(), DType::kBF16, Device::kCuda, {r.batch, qo_len, heads, D});
+  auto lv = make_view(dlse.data(), DType::kF32, Device::kCuda, {r.batch, qo_len, heads});
+  auto bt = make_view(dbt.data(), DType::kI32, Device::kCuda, {r.batch, r.max_pages});
+  auto sl = make_view(dsl.data(), DType::kI32, Device::kCuda, {r.batch});
+  DecodeOptions o;
+  o.num_splits = 4;
+  const size_t ws_bytes = decode_workspace_bytes(r.batch, qo_len, heads, s.num_kv_heads, D, r.max_pages, s.page_size, o);
+  DeviceBuffer ws;
+  ASSERT_TRUE(ws.allocate(ws_bytes).ok());
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  const Status st = decode_attention(qv, dkv.view, bt, sl, ov, lv, o, ws.data(), ws_bytes,
+                                     reinterpret_cast<Stream>(stream));
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int step = 0; step < 3; ++step) {
+    if (step > 0) {
+      r.seq_lens = {static_cast<int32_t>(300 + 17 * step), static_cast<int32_t>(40 - 13 * step),
+                    static_cast<int32_t>(2 + step)};
+      kv.k_scale *= 1.5f;
+      ASSERT_TRUE(copy_to_device(dsl.data(), r.seq_lens.data(), r.seq_lens.size() * 4).ok());
+      ASSERT_TRUE(copy_to_device(dkv.ks.data(), &kv.k_scale, 4).ok());
+    }
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    auto out = to_host<uint16_t>(dout, r.batch * qo_len * heads * D);
+    auto lse = to_host<float>(dlse, r.batch * qo_len * heads);
+    GpuRun got;
+    for (auto b : out) {
+      got.out.push_back(bits_to_double(DType::kBF16, b));
+      got.finite = got.finite && std::isfinite(got.out.back());
+    }
+    for (auto l : lse) got.lse.push_back(l);
+    RefRun want = run_ref(kv, r, q, qo_len, heads, DType::kBF16, o);
+    expect_close(got, want, DType::kBF16, "graph replay step " + std::to_string(step));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(CudaDecode, SmallWorkspaceTooSmallIsAnError) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(8);
+  CacheSpec s;
+  s.num_pages = 8;
+  HostKv kv = make_host_kv(s, rng);
+  DeviceKv dkv(kv);
+  Requests r = make_requests({100}, s, rng);
+  const int64_t heads = 4, D = s.head_dim;
+  auto q = make_queries(heads * D, DType::kBF16, rng);
+  DeviceBuffer dq = to_device(q), dbt = to_device(r.block_tables), dsl = to_device(r.seq_lens), dout;
+  ASSERT_TRUE(dout.allocate(heads * D * 2).ok());
+  DecodeOptions o;
+  o.num_splits = 4;
+  const Status st = decode_attention(make_view(dq.data(), DType::kBF16, Device::kCuda, {1, 1, heads, D}), dkv.view,
+                                     make_view(dbt.data(), DType::kI32, Device::kCuda, {1, r.max_pages}),
+                                     make_view(dsl.data(), DType::kI32, Device::kCuda, {1}),
+                                     make_view(dout.data(), DType::kBF16, Device::kCuda, {1, 1, heads, D}), TensorView(),
+                                     o, nullptr, 0, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.to_string();
+  EXPECT_NE(st.message().find("workspace"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nvfp4kv::test
