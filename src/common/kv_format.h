@@ -45,16 +45,64 @@ NVFP4KV_HD uint16_t plain_element(uint16_t in_bits, bool in_f16, bool cache_f16)
   return float_to_half(half_to_float(in_bits, in_f16), cache_f16);
 }
 
-/// fp8_e4m3 element: e4m3(rn(x / scale)) (SPEC.md §5).
+/// The one NaN the KV decode produces (f32 0x7FFFFFFF; 0x7FFF once rounded to bf16 or f16), so
+/// the CPU and the GPU agree bit for bit: x86 propagates NaN payloads and signs through
+/// arithmetic, the GPU returns its own canonical NaN.
+NVFP4KV_HD float canonical_nan(float x) { return fmt::is_nan(x) ? fmt::bits_float(0x7FFFFFFFu) : x; }
+
+/// fp8_e4m3 byte of an already divided value q = rn(x / scale); NaN → 0x7F (sign dropped, see
+/// canonical_nan). On sm_89+ the hardware conversion (the one SPEC.md §2 names) gives the same
+/// RNE/satfinite byte as fmt::float_to_e4m3 for every non-NaN input.
+NVFP4KV_HD uint32_t e4m3x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  unsigned short r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  uint32_t v = r;
+#else
+  uint32_t v = static_cast<uint32_t>(fmt::float_to_e4m3(lo)) | (static_cast<uint32_t>(fmt::float_to_e4m3(hi)) << 8);
+#endif
+  if (fmt::is_nan(lo)) v = (v & 0xFF00u) | 0x7Fu;
+  if (fmt::is_nan(hi)) v = (v & 0x00FFu) | 0x7F00u;
+  return v;
+}
+
+/// fp8_e4m3 element: e4m3(rn(x / scale)) (SPEC.md §5); NaN → 0x7F.
 NVFP4KV_HD uint8_t fp8_element(float x, float decode_scale) {
-  return fmt::float_to_e4m3(fmt::fdiv_rn(x, decode_scale));
+  return static_cast<uint8_t>(e4m3x2(fmt::fdiv_rn(x, decode_scale), 0.0f));
+}
+
+/// Two fp32 values → two 16-bit values (lo in the low half), RNE; a NaN input gives 0x7FFF.
+/// Meant for values whose NaNs are canonical (canonical_nan): then the software conversion gives
+/// 0x7FFF as well, and the device may use the hardware conversion (same RNE rounding).
+NVFP4KV_HD uint32_t pack_half2_rn(float lo, float hi, bool f16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t r;
+  if (f16) {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  }
+#else
+  uint32_t r = static_cast<uint32_t>(float_to_half(lo, f16)) | (static_cast<uint32_t>(float_to_half(hi, f16)) << 16);
+#endif
+  if (fmt::is_nan(lo)) r = (r & 0xFFFF0000u) | 0x7FFFu;
+  if (fmt::is_nan(hi)) r = (r & 0x0000FFFFu) | 0x7FFF0000u;
+  return r;
 }
 
 /// Block maximum max |x_i| with NaN ignored (SPEC.md §3.1); exact for widened bf16/f16 inputs.
+/// The device uses fmaxf (IEEE maxNum: a NaN operand is ignored, one FMNMX), the same value as
+/// fmt::max_f here because every operand is a non-negative |x| and the start is +0.
 NVFP4KV_HD float block_amax(const float* x) {
   float v = 0.0f;
 NVFP4KV_KV_UNROLL
-  for (int i = 0; i < kChunk; ++i) v = fmt::max_f(v, fmt::abs_f(x[i]));
+  for (int i = 0; i < kChunk; ++i) {
+#if defined(__CUDA_ARCH__)
+    v = fmaxf(v, fabsf(x[i]));
+#else
+    v = fmt::max_f(v, fmt::abs_f(x[i]));
+#endif
+  }
   return v;
 }
 
@@ -129,19 +177,21 @@ NVFP4KV_HD uint32_t chunk_code(const uint32_t* words, int i) {
   return (words[i >> 3] >> (4 * (i & 7))) & 0xFu;
 }
 
-/// Dequantized nvfp4 element: rn(rn(e2m1 · sf) · s_dec) (SPEC.md §3.1).
-NVFP4KV_HD float nvfp4_value(uint32_t code, uint8_t sf_byte, float s_dec) {
-  return fmt::nvfp4_dequant(code, fmt::e4m3_to_float(sf_byte), s_dec);
+/// Dequantized nvfp4 element: rn(rn(e2m1 · sf) · s_dec) (SPEC.md §3.1), `sf` the decoded E4M3
+/// block scale; NaN canonical.
+NVFP4KV_HD float nvfp4_value(uint32_t code, float sf, float s_dec) {
+  return canonical_nan(fmt::nvfp4_dequant(code, sf, s_dec));
 }
 
-/// Dequantized fp4_block16 element: rn(e2m1 · 2^(code − 127)).
-NVFP4KV_HD float fp4_block16_value(uint32_t code, uint8_t scale_byte) {
-  return fmt::mx_dequant(code, scale_byte);
+/// Dequantized fp4_block16 element: rn(e2m1 · 2^(code − 127)), `scale` = 2^(code − 127)
+/// (fmt::ue8m0_to_float); NaN canonical.
+NVFP4KV_HD float fp4_block16_value(uint32_t code, float scale) {
+  return canonical_nan(fmt::fmul_rn(fmt::e2m1_to_float(code), scale));
 }
 
-/// Dequantized fp8 element: rn(e4m3 · scale).
+/// Dequantized fp8 element: rn(e4m3 · scale); NaN canonical.
 NVFP4KV_HD float fp8_value(uint8_t byte, float decode_scale) {
-  return fmt::fmul_rn(fmt::e4m3_to_float(byte), decode_scale);
+  return canonical_nan(fmt::fmul_rn(fmt::e4m3_to_float(byte), decode_scale));
 }
 
 }  // namespace nvfp4kv::kvfmt

@@ -90,10 +90,11 @@ void read_chunk(const KvCacheView& c, const TensorView& data, const TensorView& 
     case KvFormat::kFp4Block16: {
       const uint8_t* src = static_cast<const uint8_t*>(data.data) + data_off + chunk * (kvfmt::kChunk / 2);
       const uint8_t sf = static_cast<const uint8_t*>(scales.data)[scale_off + chunk];
+      const bool nv = c.format == KvFormat::kNvfp4;
+      const float sfv = nv ? fmt::e4m3_to_float(sf) : fmt::ue8m0_to_float(sf);
       for (int i = 0; i < kvfmt::kChunk; ++i) {
         const uint32_t code = (src[i / 2] >> (4 * (i & 1))) & 0xFu;
-        x[i] = c.format == KvFormat::kNvfp4 ? kvfmt::nvfp4_value(code, sf, s_dec)
-                                            : kvfmt::fp4_block16_value(code, sf);
+        x[i] = nv ? kvfmt::nvfp4_value(code, sfv, s_dec) : kvfmt::fp4_block16_value(code, sfv);
       }
       break;
     }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
@@ -158,6 +159,8 @@ inline std::vector<uint16_t> random_inputs(int64_t elems, int64_t head_dim, bool
     if (ch % 37 == 5) x *= 24.0f;             // outlier channels
     if ((i / 16) % 29 == 3) x = 0.0f;          // all-zero chunks
     if ((i / 16) % 31 == 7 && ch % 16 == 2) x = -0.0f;
+    if ((i / 16) % 43 == 11 && ch % 16 == 9) x = std::numeric_limits<float>::quiet_NaN();  // NaN ignored by amax
+    if ((i / 16) % 47 == 13 && ch % 16 == 4) x = -std::numeric_limits<float>::quiet_NaN();
     v[i] = f16 ? fmt::float_to_f16_bits(x) : fmt::float_to_bf16_bits(x);
   }
   return v;
@@ -183,7 +186,8 @@ inline void oracle_chunk(KvFormat f, const uint16_t* in, bool in_f16, float s_de
     return;
   }
   if (f == KvFormat::kFP8E4M3) {
-    for (int i = 0; i < 16; ++i) data[i] = fmt::float_to_e4m3(x[i] / s_dec);
+    // NaN → 0x7F without sign (the KV rule, kv_format.h canonical_nan).
+    for (int i = 0; i < 16; ++i) data[i] = fmt::is_nan(x[i] / s_dec) ? 0x7F : fmt::float_to_e4m3(x[i] / s_dec);
     return;
   }
   float v = 0.0f;
@@ -230,7 +234,8 @@ inline void oracle_chunk(KvFormat f, const uint16_t* in, bool in_f16, float s_de
 }
 
 /// Decoded value of element x of a cache row, from raw cache bytes, as fp32 (and raw bits for
-/// plain formats).
+/// plain formats). Quantized formats give the one canonical NaN 0x7FFFFFFF.
+inline float canon(float v) { return fmt::is_nan(v) ? fmt::bits_float(0x7FFFFFFFu) : v; }
 inline float oracle_value(const CacheSpec& s, const std::vector<std::vector<uint8_t>>& bufs, bool is_v,
                           int64_t page, int64_t off, int64_t head, int64_t x, float s_dec, uint16_t* bits) {
   const ViewSpec& w = is_v ? s.v : s.k;
@@ -244,14 +249,14 @@ inline float oracle_value(const CacheSpec& s, const std::vector<std::vector<uint
       return in_float(b, s.format == KvFormat::kF16);
     }
     case KvFormat::kFP8E4M3:
-      return fmt::e4m3_to_float(d[byte_at(s, w, page, off, head, x)]) * s_dec;
+      return canon(fmt::e4m3_to_float(d[byte_at(s, w, page, off, head, x)]) * s_dec);
     default: {
       const ViewSpec& sw = is_v ? s.vs : s.ks;
       const uint8_t byte = d[byte_at(s, w, page, off, head, x / 2)];
       const uint32_t code = (x & 1) ? byte >> 4 : byte & 0xF;
       const uint8_t sf = bufs[sw.buf][byte_at(s, sw, page, off, head, x / 16)];
-      if (s.format == KvFormat::kNvfp4) return (fmt::e2m1_to_float(code) * fmt::e4m3_to_float(sf)) * s_dec;
-      return fmt::e2m1_to_float(code) * fmt::ue8m0_to_float(sf);
+      if (s.format == KvFormat::kNvfp4) return canon((fmt::e2m1_to_float(code) * fmt::e4m3_to_float(sf)) * s_dec);
+      return canon(fmt::e2m1_to_float(code) * fmt::ue8m0_to_float(sf));
     }
   }
 }

@@ -45,9 +45,10 @@ struct AppendParams {
   int64_t page_size;
   int64_t capacity;        // num_pages · page_size
   int num_kv_heads;
-  int chunks;              // head_dim / 16
+  uint32_t chunks;         // head_dim / 16 (4, 8 or 16)
+  uint32_t chunks_log2;
   int fp4_mode;            // kvfmt::Fp4Mode
-  bool in_f16;
+  bool in_f16;             // selects the kernel instantiation
   bool vec_in;             // 16-byte loads possible for both inputs
   bool vec_out;            // full-width stores possible for the data views
 };
@@ -70,15 +71,15 @@ __device__ __forceinline__ void load_bits(const uint16_t* p, bool vec, uint16_t*
 }
 
 /// Quantizes and stores one chunk of K or V (format F) at data/scale element offsets.
-template <int F>
+template <int F, bool kInF16>
 __device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_t* bits, uint8_t* data,
-                                            uint8_t* sf, float s_dec) {
+                                            uint8_t* sf, float s_dec, const kvfmt::Nvfp4Scales& nv) {
   if constexpr (F == kvfmt::kBF16 || F == kvfmt::kF16) {
     uint32_t w[8];
     NVFP4KV_KV_UNROLL
     for (int i = 0; i < 8; ++i) {
-      const uint32_t lo = kvfmt::plain_element(bits[2 * i], p.in_f16, F == kvfmt::kF16);
-      const uint32_t hi = kvfmt::plain_element(bits[2 * i + 1], p.in_f16, F == kvfmt::kF16);
+      const uint32_t lo = kvfmt::plain_element(bits[2 * i], kInF16, F == kvfmt::kF16);
+      const uint32_t hi = kvfmt::plain_element(bits[2 * i + 1], kInF16, F == kvfmt::kF16);
       w[i] = lo | (hi << 16);
     }
     if (p.vec_out) {
@@ -96,13 +97,10 @@ __device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_
     uint32_t w[4];
     NVFP4KV_KV_UNROLL
     for (int j = 0; j < 4; ++j) {
-      uint32_t word = 0;
+      float q[4];
       NVFP4KV_KV_UNROLL
-      for (int k = 0; k < 4; ++k) {
-        const float x = kvfmt::half_to_float(bits[4 * j + k], p.in_f16);
-        word |= static_cast<uint32_t>(kvfmt::fp8_element(x, s_dec)) << (8 * k);
-      }
-      w[j] = word;
+      for (int k = 0; k < 4; ++k) q[k] = fmt::fdiv_rn(kvfmt::half_to_float(bits[4 * j + k], kInF16), s_dec);
+      w[j] = kvfmt::e4m3x2(q[0], q[1]) | (kvfmt::e4m3x2(q[2], q[3]) << 16);
     }
     if (p.vec_out) {
       *reinterpret_cast<uint4*>(data) = make_uint4(w[0], w[1], w[2], w[3]);
@@ -113,11 +111,11 @@ __device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_
   } else {
     float x[16];
     NVFP4KV_KV_UNROLL
-    for (int i = 0; i < 16; ++i) x[i] = kvfmt::half_to_float(bits[i], p.in_f16);
+    for (int i = 0; i < 16; ++i) x[i] = kvfmt::half_to_float(bits[i], kInF16);
     uint32_t w[2];
     uint8_t s;
     if constexpr (F == kvfmt::kNvfp4) {
-      s = kvfmt::nvfp4_chunk(x, kvfmt::nvfp4_scales(s_dec), p.fp4_mode, w);
+      s = kvfmt::nvfp4_chunk(x, nv, p.fp4_mode, w);
     } else {
       s = kvfmt::fp4_block16_chunk(x, w);
     }
@@ -131,25 +129,42 @@ __device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_
   }
 }
 
-template <int F>
+template <int F, bool kInF16>
 __global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ AppendParams p) {
   constexpr int kElemBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 2 : 1;
   constexpr int kChunkBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 32 : F == kvfmt::kFP8 ? 16 : 8;
   constexpr bool kHasScale = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
   constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
+  // Per-layer constants once per thread (S_enc = rn(1/S_dec) and rn(S_enc/6) for nvfp4).
   const float k_dec = kHasScale ? *p.k_scale : 1.0f;
   const float v_dec = kHasScale ? *p.v_scale : 1.0f;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.num_items; i += stride) {
-    const int c = static_cast<int>(i % p.chunks);
-    const int64_t row = i / p.chunks;
-    const int h = static_cast<int>(row % p.num_kv_heads);
-    const int64_t t = row / p.num_kv_heads;
-    const int64_t slot = p.slots[t * p.slot_stride];
+  kvfmt::Nvfp4Scales k_nv{}, v_nv{};
+  if constexpr (F == kvfmt::kNvfp4) {
+    k_nv = kvfmt::nvfp4_scales(k_dec);
+    v_nv = kvfmt::nvfp4_scales(v_dec);
+  }
+  // 32-bit index math: the launcher guarantees num_items < 2^31; chunks is 4, 8 or 16.
+  const uint32_t stride = gridDim.x * blockDim.x;
+  const uint32_t heads = static_cast<uint32_t>(p.num_kv_heads);
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < static_cast<uint32_t>(p.num_items); i += stride) {
+    const uint32_t c = i & (p.chunks - 1);
+    const uint32_t row = i >> p.chunks_log2;
+    const uint32_t t = row / heads;
+    const uint32_t h = row - t * heads;
+    const int64_t slot = p.slots[static_cast<int64_t>(t) * p.slot_stride];
     // Negative slots are skipped by contract; slots past the cache cannot be reported from
     // here, so they are skipped too (never a write outside the cache).
     if (slot < 0 || slot >= p.capacity) continue;
-    const int64_t page = slot / p.page_size, off = slot - page * p.page_size;
+    int64_t page, off;
+    if (p.capacity <= 0x7FFFFFFF) {  // the usual case: 32-bit division
+      const uint32_t s32 = static_cast<uint32_t>(slot), ps = static_cast<uint32_t>(p.page_size);
+      const uint32_t pg = s32 / ps;
+      page = pg;
+      off = s32 - pg * ps;
+    } else {
+      page = slot / p.page_size;
+      off = slot - page * p.page_size;
+    }
     uint16_t kb[16], vb[16];
     load_bits(p.keys + t * p.key_token_stride + h * p.key_head_stride + c * 16, p.vec_in, kb);
     load_bits(p.values + t * p.value_token_stride + h * p.value_head_stride + c * 16, p.vec_in, vb);
@@ -161,8 +176,8 @@ __global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ 
       ksf = p.k_sf + page * p.ks.page + off * p.ks.token + h * p.ks.head + c;
       vsf = p.v_sf + page * p.vs.page + off * p.vs.token + h * p.vs.head + c;
     }
-    store_chunk<F>(p, kb, p.k_data + kdo * kElemBytes + c * kChunkBytes, ksf, k_dec);
-    store_chunk<F>(p, vb, p.v_data + vdo * kElemBytes + c * kChunkBytes, vsf, v_dec);
+    store_chunk<F, kInF16>(p, kb, p.k_data + kdo * kElemBytes + c * kChunkBytes, ksf, k_dec, k_nv);
+    store_chunk<F, kInF16>(p, vb, p.v_data + vdo * kElemBytes + c * kChunkBytes, vsf, v_dec, v_nv);
   }
 }
 
@@ -211,7 +226,8 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
   }
   p.k_scale = c.k_scale;
   p.v_scale = c.v_scale;
-  p.chunks = static_cast<int>(c.head_dim / kvfmt::kChunk);
+  p.chunks = static_cast<uint32_t>(c.head_dim / kvfmt::kChunk);
+  p.chunks_log2 = p.chunks == 4 ? 2 : p.chunks == 8 ? 3 : 4;
   p.num_kv_heads = static_cast<int>(c.num_kv_heads);
   p.num_items = keys.shape[0] * c.num_kv_heads * p.chunks;
   p.page_size = c.page_size;
@@ -230,13 +246,22 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
   constexpr int kThreads = 256;
   const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(blocks_needed < 65535 * 16 ? blocks_needed : 65535 * 16);
-  switch (c.format) {
-    case KvFormat::kBF16: append_kv_kernel<kvfmt::kBF16><<<blocks, kThreads, 0, stream>>>(p); break;
-    case KvFormat::kF16: append_kv_kernel<kvfmt::kF16><<<blocks, kThreads, 0, stream>>>(p); break;
-    case KvFormat::kFP8E4M3: append_kv_kernel<kvfmt::kFP8><<<blocks, kThreads, 0, stream>>>(p); break;
-    case KvFormat::kNvfp4: append_kv_kernel<kvfmt::kNvfp4><<<blocks, kThreads, 0, stream>>>(p); break;
-    case KvFormat::kFp4Block16: append_kv_kernel<kvfmt::kFp4Block16><<<blocks, kThreads, 0, stream>>>(p); break;
+  if (p.num_items >= (int64_t(1) << 31)) {
+    return Status(StatusCode::kInvalidArgument, "append_kv: num_tokens · num_kv_heads · head_dim / 16 must be < 2^31");
   }
+#define NVFP4KV_APPEND_CASE(KF, F)                                                         \
+  case KvFormat::KF:                                                                      \
+    if (p.in_f16) append_kv_kernel<F, true><<<blocks, kThreads, 0, stream>>>(p);          \
+    else append_kv_kernel<F, false><<<blocks, kThreads, 0, stream>>>(p);                 \
+    break;
+  switch (c.format) {
+    NVFP4KV_APPEND_CASE(kBF16, kvfmt::kBF16)
+    NVFP4KV_APPEND_CASE(kF16, kvfmt::kF16)
+    NVFP4KV_APPEND_CASE(kFP8E4M3, kvfmt::kFP8)
+    NVFP4KV_APPEND_CASE(kNvfp4, kvfmt::kNvfp4)
+    NVFP4KV_APPEND_CASE(kFp4Block16, kvfmt::kFp4Block16)
+  }
+#undef NVFP4KV_APPEND_CASE
   return check_launch("append_kv");
 }
 

@@ -48,7 +48,8 @@ struct DequantParams {
   int64_t total_tokens;
   int64_t num_items;      // total_tokens · num_kv_heads · chunks
   int num_kv_heads;
-  int chunks;
+  uint32_t chunks;        // head_dim / 16 (4, 8 or 16)
+  uint32_t chunks_log2;
   int out_kind;           // 0 f32, 1 bf16, 2 f16
   bool vec_in;            // full-width cache loads possible
   bool vec_out;           // 16-byte output stores possible
@@ -103,13 +104,15 @@ __device__ __forceinline__ void read_chunk(const uint8_t* data, const uint8_t* s
       }
     }
     const uint8_t s = __ldg(sf);
+    // The block scale is decoded once per chunk.
+    const float sfv = F == kvfmt::kNvfp4 ? fmt::e4m3_to_float(s) : fmt::ue8m0_to_float(s);
     NVFP4KV_KV_UNROLL
     for (int i = 0; i < 16; ++i) {
       const uint32_t code = kvfmt::chunk_code(w, i);
       if constexpr (F == kvfmt::kNvfp4) {
-        x[i] = kvfmt::nvfp4_value(code, s, s_dec);
+        x[i] = kvfmt::nvfp4_value(code, sfv, s_dec);
       } else {
-        x[i] = kvfmt::fp4_block16_value(code, s);
+        x[i] = kvfmt::fp4_block16_value(code, sfv);
       }
     }
   }
@@ -141,9 +144,17 @@ __device__ __forceinline__ void write_chunk(const DequantParams& p, uint8_t* out
   uint32_t w[8];
   NVFP4KV_KV_UNROLL
   for (int i = 0; i < 8; ++i) {
-    uint32_t lo = same ? bits[2 * i] : kvfmt::float_to_half(x[2 * i], out_f16);
-    uint32_t hi = same ? bits[2 * i + 1] : kvfmt::float_to_half(x[2 * i + 1], out_f16);
-    w[i] = zero ? 0u : (lo | (hi << 16));
+    uint32_t v;
+    if constexpr (kPlain) {
+      // Plain caches keep NaN payloads: bit copy, or the software RNE conversion as on the CPU.
+      v = same ? (static_cast<uint32_t>(bits[2 * i]) | (static_cast<uint32_t>(bits[2 * i + 1]) << 16))
+               : (static_cast<uint32_t>(kvfmt::float_to_half(x[2 * i], out_f16)) |
+                  (static_cast<uint32_t>(kvfmt::float_to_half(x[2 * i + 1], out_f16)) << 16));
+    } else {
+      // Quantized formats decode to canonical NaNs, so the hardware conversion is exact here.
+      v = kvfmt::pack_half2_rn(x[2 * i], x[2 * i + 1], out_f16);
+    }
+    w[i] = zero ? 0u : v;
   }
   if (p.vec_out) {
     uint4* o = reinterpret_cast<uint4*>(out);
@@ -202,12 +213,15 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_co
   const float k_dec = kHasScale ? *p.k_scale : 1.0f;
   const float v_dec = kHasScale ? *p.v_scale : 1.0f;
   const int out_bytes = p.out_kind == 0 ? 4 : 2;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.num_items; i += stride) {
-    const int c = static_cast<int>(i % p.chunks);
-    const int64_t item_row = i / p.chunks;
-    const int h = static_cast<int>(item_row % p.num_kv_heads);
-    const int64_t r = item_row / p.num_kv_heads;
+  // 32-bit index math: the launcher guarantees num_items < 2^31; chunks is 4, 8 or 16.
+  const uint32_t stride = gridDim.x * blockDim.x;
+  const uint32_t heads = static_cast<uint32_t>(p.num_kv_heads);
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < static_cast<uint32_t>(p.num_items); i += stride) {
+    const uint32_t c = i & (p.chunks - 1);
+    const uint32_t item_row = i >> p.chunks_log2;
+    const uint32_t r32 = item_row / heads;
+    const uint32_t h = item_row - r32 * heads;
+    const int64_t r = r32;
     // Sequence of row r: the last b with prefix[b] <= r (prefix is non-decreasing).
     bool zero = r >= prefix[p.batch];
     int64_t page = 0, off = 0;
@@ -297,7 +311,8 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
   p.ov_token = out_v.strides[0];
   p.ov_head = out_v.strides[1];
   p.total_tokens = out_k.shape[0];
-  p.chunks = static_cast<int>(c.head_dim / kvfmt::kChunk);
+  p.chunks = static_cast<uint32_t>(c.head_dim / kvfmt::kChunk);
+  p.chunks_log2 = p.chunks == 4 ? 2 : p.chunks == 8 ? 3 : 4;
   p.num_kv_heads = static_cast<int>(c.num_kv_heads);
   p.num_items = p.total_tokens * c.num_kv_heads * p.chunks;
   p.out_kind = out_k.dtype == DType::kF32 ? 0 : out_k.dtype == DType::kBF16 ? 1 : 2;
@@ -311,6 +326,10 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
               (out_k.strides[1] * oes) % 16 == 0 && (out_v.strides[0] * oes) % 16 == 0 &&
               (out_v.strides[1] * oes) % 16 == 0;
   if (p.num_items == 0) return Status();
+  if (p.num_items >= (int64_t(1) << 31)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "dequantize_kv: total_tokens · num_kv_heads · head_dim / 16 must be < 2^31");
+  }
   // With batch 0 every row is past Σ seq_lens and written as zeros; the scan needs one slot.
   const std::size_t smem = sizeof(int64_t) * (static_cast<std::size_t>(p.batch) + 1);
   const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
