@@ -524,6 +524,10 @@ bool run_dequant_case(Case c) {
   std::vector<uint8_t> data(static_cast<size_t>(L.batch * L.data_batch_stride), 0);
   std::vector<uint8_t> sf(static_cast<size_t>(L.batch * L.sf_rows * L.sf_cols), 0);
   std::vector<float> gsv(static_cast<size_t>(L.gs_count), 0.0f);
+  if (has_global && c.mode == GlobalScaleMode::kGiven) {
+    std::uniform_real_distribution<float> f(0.001f, 0.1f);
+    gsv[0] = f(rng);  // a decode scale the data clips against in some blocks
+  }
   QuantizeOptions qo;
   qo.recipe = c.recipe;
   qo.sf_layout = c.layout;

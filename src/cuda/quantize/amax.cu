@@ -16,25 +16,37 @@
 namespace nvfp4kv::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;
 
 template <QuantInput I>
 __global__ void __launch_bounds__(kThreads) tensor_amax_kernel(const __grid_constant__ QuantizeParams p) {
+  __shared__ uint4 stage_all[kThreads / 32][detail::kWarpStageBytes<I> / 16];
+  uint4* stage = stage_all[threadIdx.x / 32];
   const int64_t chunks_per_row = (p.k + 63) / 64;
   const int64_t total = p.batch * p.rows * chunks_per_row;
+  constexpr int kChunkBytes = 64 * detail::InputTraits<I>::kBytes;
   float v = 0.0f;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * kThreads) {
+  // The loop bound is per warp (warp_base), so all 32 lanes stay together for the cooperative load.
+  for (int64_t warp_base = static_cast<int64_t>(blockIdx.x) * kThreads + (threadIdx.x & ~31); warp_base < total;
+       warp_base += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t idx = warp_base + (threadIdx.x & 31);
+    const bool active = idx < total;
     const int64_t row = idx / chunks_per_row;
     const int64_t c = idx - row * chunks_per_row;
     const int64_t b = row / p.rows;
     const int64_t m = row - b * p.rows;
     const int64_t rem = (p.k - c * 64) / 16;
-    const int valid_subs = rem >= 4 ? 4 : static_cast<int>(rem);
+    const int valid_subs = !active ? 0 : (rem >= 4 ? 4 : static_cast<int>(rem));
     const uint8_t* in_row = static_cast<const uint8_t*>(p.input) +
                             (b * p.in_batch_stride + m * p.in_row_stride) * detail::InputTraits<I>::kBytes;
     detail::ChunkBits<I> bits;
-    detail::load_chunk<I>(in_row, c, valid_subs, p.in_vec16, bits);
+    if (p.in_vec16) {
+      detail::load_chunk_warp<I>(in_row + c * kChunkBytes, valid_subs, stage, bits);
+    } else if (valid_subs > 0) {
+      detail::load_chunk<I>(in_row, c, valid_subs, false, bits);
+    } else {
+      continue;
+    }
     v = fmaxf(v, detail::chunk_abs_max<I>(bits));
   }
   // Warp, then block reduction on the bit patterns, then one atomic per block.
@@ -71,7 +83,7 @@ Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream)
     return launch_error("tensor amax: device query");
   }
   const int64_t want = (chunks + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(sms) * 8;  // 8 blocks of 256 fill an SM's 2048 threads
+  const int64_t cap = static_cast<int64_t>(sms) * 16;  // 16 blocks of 128 fill an SM's 2048 threads
   const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
   switch (in) {
     case QuantInput::kF32: tensor_amax_kernel<QuantInput::kF32><<<grid, kThreads, 0, stream>>>(p); break;

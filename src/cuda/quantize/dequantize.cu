@@ -5,8 +5,9 @@
 // Out: [B, M, K] f32/f16/bf16, any row stride: x̂ = rn(rn(e2m1 · sf) · S_dec) (nvfp4 recipes) or
 //      rn(e2m1 · 2^(code − 127)) (mx recipes), rounded to nearest-even into the output type —
 //      the bytes of the CPU reference (src/ref/quantize.cpp).
-// Map: one thread per 64-element chunk (32 data bytes, 4 or 2 scale bytes); 256 threads per
-//      block; 16-byte loads and stores where the rows allow.
+// Map: one thread per 64-element chunk (32 data bytes, 4 or 2 scale bytes); 128 threads per
+//      block; the output of full chunks is staged in shared memory and written by the warp as
+//      whole 128-byte lines (16-byte stores), the rest element by element.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -18,7 +19,7 @@ namespace nvfp4kv::cuda {
 namespace {
 
 namespace fmt = nvfp4kv::fmt;
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;
 
 template <DequantOutput O> struct OutTraits;
 template <> struct OutTraits<DequantOutput::kF32> { static constexpr int kBytes = 4; };
@@ -49,72 +50,74 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   constexpr int kBlock = K == DequantKind::kMx32 ? 32 : 16;
   constexpr int kBlocksPerChunk = 64 / kBlock;
   constexpr int kOutBytes = OutTraits<O>::kBytes;
+  constexpr int kPieces = 64 * kOutBytes / 16;  // 16-byte pieces of one output chunk
+  __shared__ uint4 stage_all[kThreads / 32][32 * kPieces];
+  uint4* stage = stage_all[threadIdx.x / 32];
+  const int lane = threadIdx.x & 31;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t total = p.batch * p.rows * p.chunks_per_row;
-  if (idx >= total) return;
+  const bool active = idx < total;
   const int64_t row = idx / p.chunks_per_row;
   const int64_t c = idx - row * p.chunks_per_row;
   const int64_t b = row / p.rows;
   const int64_t m = row - b * p.rows;
   const int64_t rem = (p.k - c * 64) / 16;
-  const int valid_subs = rem >= 4 ? 4 : static_cast<int>(rem);
+  const int valid_subs = !active ? 0 : (rem >= 4 ? 4 : static_cast<int>(rem));
 
-  const uint8_t* src = p.data + b * p.data_batch_stride + m * p.data_row_stride + c * 32;
-  uint32_t words[8];
-  if (valid_subs == 4 && p.data_vec16) {
-    const uint4 a = __ldg(reinterpret_cast<const uint4*>(src));
-    const uint4 d = __ldg(reinterpret_cast<const uint4*>(src) + 1);
-    words[0] = a.x; words[1] = a.y; words[2] = a.z; words[3] = a.w;
-    words[4] = d.x; words[5] = d.y; words[6] = d.z; words[7] = d.w;
-  } else {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      uint32_t w = 0;
-      if (j / 2 < valid_subs) {
-#pragma unroll
-        for (int t = 0; t < 4; ++t) w |= static_cast<uint32_t>(__ldg(src + 4 * j + t)) << (8 * t);
-      }
-      words[j] = w;
-    }
-  }
-  const uint8_t* sf_row = p.scales + b * p.scales_batch_stride;
-  float s_dec = 0.0f;
-  if constexpr (K == DequantKind::kNvfp4) s_dec = p.per_row_scale ? p.global_scale[b * p.rows + m] : p.global_scale[0];
-  float block_scale[kBlocksPerChunk];
-#pragma unroll
-  for (int blk = 0; blk < kBlocksPerChunk; ++blk) {
-    const int64_t kb = c * kBlocksPerChunk + blk;
-    const uint32_t byte = kb < p.kv ? sf_row[fmt::sf_offset(p.layout, m, kb, p.kv)] : 0u;
-    block_scale[blk] = K == DequantKind::kNvfp4 ? fmt::e4m3_to_float(byte) : fmt::ue8m0_to_float(byte);
-  }
   uint32_t out_words[64 * kOutBytes / 4];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) {
-    const uint32_t code = (words[i / 8] >> (4 * (i % 8))) & 0xFu;
-    const float sf = block_scale[i / kBlock];
-    const float x = K == DequantKind::kNvfp4 ? fmt::nvfp4_dequant(code, sf, s_dec)
-                                              : fmt::fmul_rn(fmt::e2m1_to_float(code), sf);
-    const uint32_t bits = to_out_bits<O>(x);
-    if constexpr (kOutBytes == 4) {
-      out_words[i] = bits;
+  if (valid_subs > 0) {
+    const uint8_t* src = p.data + b * p.data_batch_stride + m * p.data_row_stride + c * 32;
+    uint32_t words[8];
+    if (valid_subs == 4 && p.data_vec16) {
+      const uint4 a = __ldg(reinterpret_cast<const uint4*>(src));
+      const uint4 d = __ldg(reinterpret_cast<const uint4*>(src) + 1);
+      words[0] = a.x; words[1] = a.y; words[2] = a.z; words[3] = a.w;
+      words[4] = d.x; words[5] = d.y; words[6] = d.z; words[7] = d.w;
     } else {
-      if (i % 2 == 0) out_words[i / 2] = bits;
-      else out_words[i / 2] |= bits << 16;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        uint32_t w = 0;
+        if (j / 2 < valid_subs) {
+#pragma unroll
+          for (int t = 0; t < 4; ++t) w |= static_cast<uint32_t>(__ldg(src + 4 * j + t)) << (8 * t);
+        }
+        words[j] = w;
+      }
+    }
+    const uint8_t* sf_row = p.scales + b * p.scales_batch_stride;
+    float s_dec = 0.0f;
+    if constexpr (K == DequantKind::kNvfp4) s_dec = p.per_row_scale ? p.global_scale[b * p.rows + m] : p.global_scale[0];
+    float block_scale[kBlocksPerChunk];
+#pragma unroll
+    for (int blk = 0; blk < kBlocksPerChunk; ++blk) {
+      const int64_t kb = c * kBlocksPerChunk + blk;
+      const uint32_t byte = kb < p.kv ? sf_row[fmt::sf_offset(p.layout, m, kb, p.kv)] : 0u;
+      block_scale[blk] = K == DequantKind::kNvfp4 ? fmt::e4m3_to_float(byte) : fmt::ue8m0_to_float(byte);
+    }
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t code = (words[i / 8] >> (4 * (i % 8))) & 0xFu;
+      const float sf = block_scale[i / kBlock];
+      const float x = K == DequantKind::kNvfp4 ? fmt::nvfp4_dequant(code, sf, s_dec)
+                                                : fmt::fmul_rn(fmt::e2m1_to_float(code), sf);
+      const uint32_t bits = to_out_bits<O>(x);
+      if constexpr (kOutBytes == 4) {
+        out_words[i] = bits;
+      } else {
+        if (i % 2 == 0) out_words[i / 2] = bits;
+        else out_words[i / 2] |= bits << 16;
+      }
     }
   }
   uint8_t* dst = static_cast<uint8_t*>(p.output) + (b * p.out_batch_stride + m * p.out_row_stride + c * 64) * kOutBytes;
-  constexpr int kWordsPerSub = 16 * kOutBytes / 4;
+  // Full chunks with 16-byte aligned rows go through the warp's stage and leave as whole lines
+  // (a lane's own 16-byte stores would each touch 32 lines); the rest store their own elements.
+  const bool deferred = valid_subs == 4 && p.out_vec16;
+  if (valid_subs > 0 && !deferred) {
+    constexpr int kWordsPerSub = 16 * kOutBytes / 4;
 #pragma unroll
-  for (int s = 0; s < 4; ++s) {
-    if (s >= valid_subs) break;
-    if (p.out_vec16) {
-#pragma unroll
-      for (int v = 0; v < kWordsPerSub / 4; ++v) {
-        const int w0 = s * kWordsPerSub + 4 * v;
-        reinterpret_cast<uint4*>(dst + s * 16 * kOutBytes)[v] =
-            make_uint4(out_words[w0], out_words[w0 + 1], out_words[w0 + 2], out_words[w0 + 3]);
-      }
-    } else {
+    for (int s = 0; s < 4; ++s) {
+      if (s >= valid_subs) break;
 #pragma unroll
       for (int e = 0; e < 16; ++e) {
         const int i = s * 16 + e;
@@ -124,7 +127,24 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
           reinterpret_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(out_words[i / 2] >> (16 * (i % 2)));
         }
       }
+      (void)kWordsPerSub;
     }
+  }
+#pragma unroll
+  for (int s = 0; s < kPieces; ++s) {
+    stage[detail::stage_slot<kPieces>(lane, s)] =
+        make_uint4(out_words[4 * s], out_words[4 * s + 1], out_words[4 * s + 2], out_words[4 * s + 3]);
+  }
+  __syncwarp();
+  const unsigned long long addr = reinterpret_cast<unsigned long long>(dst);
+  constexpr int kOwnersPerStore = 32 / kPieces;
+#pragma unroll
+  for (int j = 0; j < kPieces; ++j) {
+    const int owner = j * kOwnersPerStore + lane / kPieces;
+    const int piece = lane % kPieces;
+    const unsigned long long oaddr = __shfl_sync(0xFFFFFFFFu, addr, owner);
+    const bool od = __shfl_sync(0xFFFFFFFFu, deferred, owner);
+    if (od) reinterpret_cast<uint4*>(oaddr)[piece] = stage[detail::stage_slot<kPieces>(owner, piece)];
   }
 }
 

@@ -109,6 +109,81 @@ __device__ __forceinline__ void load_chunk(const uint8_t* row, int64_t c, int va
   }
 }
 
+/// 16-byte pieces of one chunk, and the shared-memory staging area a warp needs (bytes).
+template <QuantInput I> inline constexpr int kPiecesPerChunk = 4 * kWordsPerSub<I> / 4;
+template <QuantInput I> inline constexpr int kWarpStageBytes = 32 * kPiecesPerChunk<I> * 16;
+
+/// Swizzled slot of piece `s` of lane `t`'s row in a warp's staging area: rows are 128 or 256
+/// bytes, so without the XOR the 8 lanes of a quarter-warp reading piece s of their own rows
+/// would hit the same banks.
+template <int P>
+__device__ __forceinline__ int stage_slot(int t, int s) {
+  return t * P + (s ^ (t & ((P < 8 ? P : 8) - 1)));
+}
+
+/// Warp-cooperative load of every lane's chunk (all 32 lanes must call it). A per-lane loop
+/// over its own 128 contiguous bytes makes each 16-byte load instruction touch 32 different
+/// lines; here instruction j loads whole lines of P / 32-lane-groups of consecutive chunks
+/// (lanes take the chunk address of their owner by shuffle), stages them in shared memory and
+/// each lane then reads back its own chunk. `src` is the lane's chunk (any value when
+/// `valid_subs` is 0); sub-blocks at or past `valid_subs` read as zero.
+template <QuantInput I>
+__device__ __forceinline__ void load_chunk_warp(const uint8_t* src, int valid_subs, uint4* stage,
+                                                ChunkBits<I>& bits) {
+  constexpr int P = kPiecesPerChunk<I>;
+  constexpr int kPiecesPerSub = P / 4;
+  constexpr int kOwnersPerLoad = 32 / P;
+  const int lane = threadIdx.x & 31;
+  const unsigned long long addr = reinterpret_cast<unsigned long long>(src);
+  uint4 tmp[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int owner = j * kOwnersPerLoad + lane / P;
+    const int piece = lane % P;
+    const unsigned long long oaddr = __shfl_sync(0xFFFFFFFFu, addr, owner);
+    const int ovalid = __shfl_sync(0xFFFFFFFFu, valid_subs, owner);
+    tmp[j] = piece < ovalid * kPiecesPerSub ? __ldg(reinterpret_cast<const uint4*>(oaddr) + piece)
+                                            : make_uint4(0u, 0u, 0u, 0u);
+  }
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int owner = j * kOwnersPerLoad + lane / P;
+    stage[stage_slot<P>(owner, lane % P)] = tmp[j];
+  }
+  __syncwarp();
+#pragma unroll
+  for (int s = 0; s < P; ++s) {
+    const uint4 v = stage[stage_slot<P>(lane, s)];
+    uint32_t* w = &bits.w[s / kPiecesPerSub][(s % kPiecesPerSub) * 4];
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = v.z;
+    w[3] = v.w;
+  }
+  __syncwarp();  // the stage is reused by the next call
+}
+
+/// Warp-cooperative store of the 32 code bytes of every lane whose `deferred` flag is set (all
+/// 32 lanes must call it): staged in shared memory (2 KB of the stage) and written as whole
+/// 512-byte spans per instruction where consecutive lanes' chunks are consecutive.
+__device__ __forceinline__ void store_codes_warp(uint8_t* dst, bool deferred, const uint32_t (&words)[8],
+                                                 uint4* stage) {
+  const int lane = threadIdx.x & 31;
+  stage[2 * lane] = make_uint4(words[0], words[1], words[2], words[3]);
+  stage[2 * lane + 1] = make_uint4(words[4], words[5], words[6], words[7]);
+  __syncwarp();
+  const unsigned long long addr = reinterpret_cast<unsigned long long>(dst);
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int q = j * 32 + lane;
+    const int owner = q >> 1;
+    const unsigned long long oaddr = __shfl_sync(0xFFFFFFFFu, addr, owner);
+    const bool od = __shfl_sync(0xFFFFFFFFu, deferred, owner);
+    if (od) reinterpret_cast<uint4*>(oaddr)[q & 1] = stage[q];
+  }
+  __syncwarp();
+}
+
 /// max |x| over the valid sub-blocks of a chunk (NaN ignored: fmaxf returns the other operand,
 /// and |x| ≥ +0 so the result equals fmt::max_f's).
 template <QuantInput I>
@@ -160,7 +235,10 @@ __device__ __forceinline__ uint32_t pack8(const uint32_t* w, int i0, float enc) 
 /// One "Four Over Six" block of 16 elements (SPEC.md §3.2): both candidates' errors in element
 /// order, the codes of the kept one. The error loop works on magnitudes: with enc ≥ 0 the code's
 /// sign is x's sign, and rn(|q|·sf·S_dec − |x|) = ±rn(q·sf·S_dec − x) (rounding is symmetric), so
-/// d² and |d| — all the error needs — are unchanged; a NaN x makes both errors NaN either way.
+/// d² and |d| — all the error needs — are unchanged. Where |x|·enc is NaN (x NaN, or x = ±Inf
+/// with enc = 0 because sf·S_dec overflowed) the error here is NaN where the reference's may be
+/// +Inf; both make `err4 < err6` false in every such case (enc6 = 0 implies enc4 = 0, and an
+/// infinite or NaN error on either side already forbids the switch), so the choice is the same.
 /// Grid values replace codes there because rn(rn(q · sf) · S_dec) needs the value.
 template <QuantInput I, bool kMae>
 __device__ __forceinline__ uint8_t four_over_six_block(const uint32_t* w, float v, const GlobalScales& g,
@@ -187,78 +265,88 @@ __device__ __forceinline__ uint8_t four_over_six_block(const uint32_t* w, float 
   hi = 0u;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
+    // Sign from x (enc ≥ 0); a NaN grid value (x NaN, or ±Inf · enc 0) is code 0x7, unsigned.
     const uint32_t xb = __float_as_uint(element<I>(w, i));
-    uint32_t c = e2m1_code_of_grid_value(four ? q4[i] : q6[i]) | ((xb >> 28) & 8u);
-    c = (xb & 0x7FFFFFFFu) > 0x7F800000u ? 7u : c;  // SPEC.md §1: NaN → 0x7
+    const float q = four ? q4[i] : q6[i];
+    uint32_t c = e2m1_code_of_grid_value(q);
+    c = c == 7u && fmt::is_nan(q) ? 7u : (c | ((xb >> 28) & 8u));
     if (i < 8) lo |= c << (4 * i);
     else hi |= c << (4 * (i - 8));
   }
   return four ? cand.sf4 : cand.sf6;
 }
 
-/// Quantizes chunk `c` of row (b, m) — or, for a padding row m ≥ rows / padding columns, writes
-/// its 0x00 scale bytes — for kind K with global scales `g`.
+/// Number of valid 16-element sub-blocks of chunk `c` of a data row (0 for a padding row).
+template <QuantKind K>
+__device__ __forceinline__ int chunk_valid_subs(const QuantizeParams& p, int64_t m, int64_t c) {
+  if (m >= p.rows) return 0;
+  const int64_t rem = (p.k - c * 64) / 16;
+  return rem <= 0 ? 0 : (rem >= 4 ? 4 : static_cast<int>(rem));
+}
+
+/// Quantizes chunk `c` of row (b, m) from `bits` (its valid_subs sub-blocks loaded) — or, for a
+/// padding row m ≥ rows / padding columns, writes its 0x00 scale bytes — for kind K with global
+/// scales `g`. Writes the scale bytes and the packed codes, except that with `defer_full` a full
+/// chunk with 16-byte aligned data leaves its 32 code bytes in `words` and returns true (the
+/// caller stores them, see store_codes_warp).
 template <QuantInput I, QuantKind K>
-__device__ __forceinline__ void quantize_chunk(const QuantizeParams& p, int64_t b, int64_t m, int64_t c,
-                                               const GlobalScales& g) {
+__device__ __forceinline__ bool quantize_chunk(const QuantizeParams& p, int64_t b, int64_t m, int64_t c,
+                                               int valid_subs, const ChunkBits<I>& bits, const GlobalScales& g,
+                                               bool defer_full, uint32_t (&words)[8]) {
   constexpr int kBlock = K == QuantKind::kMx32 ? 32 : 16;
   constexpr int kBlocksPerChunk = 64 / kBlock;
   constexpr int kSubsPerBlock = kBlock / 16;
   const int64_t k0 = c * kBlocksPerChunk;  // first scale column of the chunk
+  const int valid_blocks = valid_subs / kSubsPerBlock;
   uint32_t sf_word = 0;                    // scale bytes of the chunk, little-endian
-  if (m < p.rows) {
-    const int64_t valid_blocks64 = p.kv - k0;
-    const int valid_blocks = valid_blocks64 < 0 ? 0 : (valid_blocks64 > kBlocksPerChunk ? kBlocksPerChunk : static_cast<int>(valid_blocks64));
-    const int valid_subs = valid_blocks * kSubsPerBlock;
-    if (valid_subs > 0) {
-      const uint8_t* in_row = static_cast<const uint8_t*>(p.input) +
-                              (b * p.in_batch_stride + m * p.in_row_stride) * InputTraits<I>::kBytes;
-      ChunkBits<I> bits;
-      load_chunk<I>(in_row, c, valid_subs, p.in_vec16, bits);
-      uint32_t code_words[8];
+  bool deferred = false;
+  if (valid_subs > 0) {
 #pragma unroll
-      for (int blk = 0; blk < kBlocksPerChunk; ++blk) {
-        float v = 0.0f;
+    for (int blk = 0; blk < kBlocksPerChunk; ++blk) {
+      float v = 0.0f;
 #pragma unroll
-        for (int s = 0; s < kSubsPerBlock; ++s)
+      for (int s = 0; s < kSubsPerBlock; ++s)
 #pragma unroll
-          for (int i = 0; i < 16; ++i) v = fmaxf(v, fabsf(element<I>(bits.w[blk * kSubsPerBlock + s], i)));
-        uint32_t sf = 0;
-        if constexpr (K == QuantKind::kNvfp4) {
-          const fmt::BlockScale bs = fmt::nvfp4_block_scale(v, g.sf_mult, g.s_dec);
-          sf = bs.sf_byte;
-          code_words[2 * blk] = pack8<I>(bits.w[blk], 0, bs.encode);
-          code_words[2 * blk + 1] = pack8<I>(bits.w[blk], 8, bs.encode);
-        } else if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
-          sf = four_over_six_block<I, K == QuantKind::kFourOverSixMae>(bits.w[blk], v, g, code_words[2 * blk],
-                                                                        code_words[2 * blk + 1]);
-        } else {
-          const fmt::MxBlockScale ms = fmt::mx_block_scale(v);
-          sf = ms.code;
-#pragma unroll
-          for (int s = 0; s < kSubsPerBlock; ++s) {
-            const int sub = blk * kSubsPerBlock + s;
-            code_words[2 * sub] = pack8<I>(bits.w[sub], 0, ms.encode);
-            code_words[2 * sub + 1] = pack8<I>(bits.w[sub], 8, ms.encode);
-          }
-        }
-        if (blk < valid_blocks) sf_word |= sf << (8 * blk);
-      }
-      uint8_t* out = p.data + b * p.data_batch_stride + m * p.data_row_stride + c * 32;
-      if (valid_subs == 4 && p.data_align == 16) {
-        reinterpret_cast<uint4*>(out)[0] = make_uint4(code_words[0], code_words[1], code_words[2], code_words[3]);
-        reinterpret_cast<uint4*>(out)[1] = make_uint4(code_words[4], code_words[5], code_words[6], code_words[7]);
+        for (int i = 0; i < 16; ++i) v = fmaxf(v, fabsf(element<I>(bits.w[blk * kSubsPerBlock + s], i)));
+      uint32_t sf = 0;
+      if constexpr (K == QuantKind::kNvfp4) {
+        const fmt::BlockScale bs = fmt::nvfp4_block_scale(v, g.sf_mult, g.s_dec);
+        sf = bs.sf_byte;
+        words[2 * blk] = pack8<I>(bits.w[blk], 0, bs.encode);
+        words[2 * blk + 1] = pack8<I>(bits.w[blk], 8, bs.encode);
+      } else if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
+        sf = four_over_six_block<I, K == QuantKind::kFourOverSixMae>(bits.w[blk], v, g, words[2 * blk],
+                                                                      words[2 * blk + 1]);
       } else {
+        const fmt::MxBlockScale ms = fmt::mx_block_scale(v);
+        sf = ms.code;
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          if (s >= valid_subs) break;
-          if (p.data_align >= 8) {
-            reinterpret_cast<uint2*>(out)[s] = make_uint2(code_words[2 * s], code_words[2 * s + 1]);
-          } else {
+        for (int s = 0; s < kSubsPerBlock; ++s) {
+          const int sub = blk * kSubsPerBlock + s;
+          words[2 * sub] = pack8<I>(bits.w[sub], 0, ms.encode);
+          words[2 * sub + 1] = pack8<I>(bits.w[sub], 8, ms.encode);
+        }
+      }
+      if (blk < valid_blocks) sf_word |= sf << (8 * blk);
+    }
+    uint8_t* out = p.data + b * p.data_batch_stride + m * p.data_row_stride + c * 32;
+    if (valid_subs == 4 && p.data_align == 16) {
+      if (defer_full) {
+        deferred = true;
+      } else {
+        reinterpret_cast<uint4*>(out)[0] = make_uint4(words[0], words[1], words[2], words[3]);
+        reinterpret_cast<uint4*>(out)[1] = make_uint4(words[4], words[5], words[6], words[7]);
+      }
+    } else {
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-              out[8 * s + j] = static_cast<uint8_t>(code_words[2 * s + (j >> 2)] >> (8 * (j & 3)));
-            }
+      for (int s = 0; s < 4; ++s) {
+        if (s >= valid_subs) break;
+        if (p.data_align >= 8) {
+          reinterpret_cast<uint2*>(out)[s] = make_uint2(words[2 * s], words[2 * s + 1]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            out[8 * s + j] = static_cast<uint8_t>(words[2 * s + (j >> 2)] >> (8 * (j & 3)));
           }
         }
       }
@@ -275,6 +363,7 @@ __device__ __forceinline__ void quantize_chunk(const QuantizeParams& p, int64_t 
       if (k0 + j < p.cols_grid) sf_base[j] = static_cast<uint8_t>(sf_word >> (8 * j));
     }
   }
+  return deferred;
 }
 
 }  // namespace nvfp4kv::cuda::detail

@@ -43,8 +43,15 @@ __global__ void __launch_bounds__(kThreads) quantize_per_row_kernel(const __grid
     g = detail::scales_from_amax(amax, p.numerator);
     if (threadIdx.x == 0) p.global_scale[b * p.rows + m] = amax == 0.0f ? 0.0f : g.s_dec;
   }
+  // Per-lane loads here: the loop trip count differs between lanes, so no warp-cooperative I/O.
+  const uint8_t* in_row = static_cast<const uint8_t*>(p.input) +
+                          (b * p.in_batch_stride + m * p.in_row_stride) * detail::InputTraits<I>::kBytes;
   for (int64_t c = threadIdx.x; c < p.chunks_per_row; c += kThreads) {
-    detail::quantize_chunk<I, K>(p, b, m, c, g);
+    const int valid_subs = detail::chunk_valid_subs<K>(p, m, c);
+    detail::ChunkBits<I> bits;
+    if (valid_subs > 0) detail::load_chunk<I>(in_row, c, valid_subs, p.in_vec16, bits);
+    uint32_t words[8];
+    (void)detail::quantize_chunk<I, K>(p, b, m, c, valid_subs, bits, g, false, words);
   }
 }
 
