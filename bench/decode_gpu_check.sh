@@ -38,7 +38,7 @@ grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]" "$OUT/decode_tests.log" | head -
 grep -E "Failure|Expected|actual|Which is" "$OUT/decode_tests.log" | head -12
 timeout ${BENCH_TIMEOUT:-200} "$BN" --filter decode --json "$OUT/decode_bench.json" ${DECODE_BENCH_ARGS:-} >"$OUT/decode_bench.log" 2>&1
 echo "bench rc=$?"
-timeout 150 python3 bench/torch_decode.py --json "$OUT/torch_decode.json" ${TORCH_ARGS:-} >"$OUT/torch_decode.log" 2>&1
+[ "${TORCH:-1}" = 1 ] && timeout 150 python3 bench/torch_decode.py --json "$OUT/torch_decode.json" ${TORCH_ARGS:-} >"$OUT/torch_decode.log" 2>&1
 echo "torch rc=$?"
 [ -x "$B/nvfp4kv" ] && timeout 90 "$B/nvfp4kv" demo --rows 64 --cols 256 --json "$OUT/demo.json" >"$OUT/demo.log" 2>&1; echo "demo rc=$?"
 if [ "${DECODE_SANITIZER:-1}" = 1 ]; then

@@ -118,12 +118,13 @@ Status validate(const TensorView& q, const KvCacheView& c, const TensorView& blo
                     o.num_splits);
   if (dev == Device::kCuda) {
     NVFP4KV_CHECK_ARG(NVFP4KV_HAVE_CUDA, "this build of nvfp4kv has no CUDA kernels (device cuda)");
-    // Each lane reads head_dim/4 elements of one token (and head_dim/64 scale bytes) with one
-    // vector load, so those runs must be aligned: every byte stride and base address of the KV
-    // views must be a multiple of the run size.
+    // Each lane copies head_dim/4 elements of one token with 8/16-byte cp.async, so those runs
+    // must be aligned: every byte stride and base address of the KV views must be a multiple of
+    // the run size (capped at 16).
     const int64_t run_bytes = std::min<int64_t>(
         16, (c.head_dim / 4) * (fp4 ? 1 : static_cast<int64_t>(dtype_size(c.k_data.dtype))) / (fp4 ? 2 : 1));
-    const int64_t scale_run = c.head_dim / 64;
+    // Scale bytes are copied as aligned 32-bit words (cp.async moves 4, 8 or 16 bytes).
+    const int64_t scale_run = 4;
     auto aligned = [&](const TensorView& v, int64_t a) {
       const int64_t es = static_cast<int64_t>(dtype_size(v.dtype));
       if (reinterpret_cast<uintptr_t>(v.data) % a) return false;

@@ -136,38 +136,53 @@ __device__ __forceinline__ uint32_t load_scales(const uint8_t* p) {
   else return __ldg(p);
 }
 
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// Asynchronous global → shared copies; `ok` false writes zeros without reading (src-size 0).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async8(uint32_t dst, const void* src, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(dst), "l"(src), "r"(ok ? 8 : 0));
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
 template <typename T, int D, int FMT>
 struct Config {
   static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
-  // 16-token subtiles per chunk: ≥ 16 bytes per lane per token in flight, twice with the
-  // prefetch; more would cost registers (occupancy) for no extra bandwidth.
+  // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk.
   static constexpr int kU = kWords >= 4 ? 1 : 4 / kWords;
-  static constexpr bool kPrefetch = kWords <= 8;               // double-buffer chunks in registers
   static constexpr bool kFp4 = FMT == kFmtNvfp4 || FMT == kFmtFp4Block16;
   static constexpr int kScaleBytes = kFp4 ? D / 64 : 0;        // per lane per token
   static constexpr int kKSteps = D / 16;
   static constexpr int kPairs = D / 8;                          // dequantized regs per token
   static constexpr int kChunk = 16 * kU;
+  // One ring stage of a warp = one chunk, stored per lane exactly as the lane will read it back:
+  // data [u][slot][k|v][lane][kWords], scales [u][slot][k|v][lane] u32, valid [u][slot] u32.
+  static constexpr int kDataBytes = kU * 2 * 2 * 32 * kWords * 4;
+  static constexpr int kScaleStageBytes = kFp4 ? kU * 2 * 2 * 32 * 4 : 0;
+  static constexpr int kStageBytes = kDataBytes + kScaleStageBytes + ((kU * 2 * 4 + 15) / 16) * 16;
+  // Stages per warp: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without
+  // starving occupancy for the wide formats.
+  static constexpr int kStages = kStageBytes <= 3072 ? 4 : (kStageBytes <= 6144 ? 3 : 2);
   static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
+  static constexpr int kSmemRing = kWarps * kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
-  static constexpr int kSmem = kSmemQ + kSmemMerge;
-};
-
-// One chunk's raw K/V registers: tokens (u, slot) = chunk_start + 16u + 8·slot + lane/4.
-template <typename T, int D, int FMT>
-struct Raw {
-  using C = Config<T, D, FMT>;
-  uint32_t k[C::kU][2][C::kWords];
-  uint32_t v[C::kU][2][C::kWords];
-  uint32_t ks[C::kU][2];
-  uint32_t vs[C::kU][2];
-  uint32_t valid[C::kU][2];  // warp ballot: bit 4·i set ⇔ token 8·slot + i of subtile u is readable
+  static constexpr int kSmem = kSmemQ + (kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge);
 };
 
 template <typename T, int D, int FMT>
-__device__ __forceinline__ void load_pages(const DecodeParams& p, const int32_t* table, const FastDiv& pdiv,
-                                           int chunk_start, int s_end, int (&pages)[Config<T, D, FMT>::kU][2]) {
+__device__ __forceinline__ void load_pages(const int32_t* table, const FastDiv& pdiv, int chunk_start, int s_end,
+                                           int (&pages)[Config<T, D, FMT>::kU][2]) {
   using C = Config<T, D, FMT>;
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -179,9 +194,12 @@ __device__ __forceinline__ void load_pages(const DecodeParams& p, const int32_t*
     }
 }
 
+// Starts the copies of one chunk into a ring stage: tokens (u, slot) = chunk_start + 16u +
+// 8·slot + lane/4, lane%4 = q copies its run of D/4 dims (and the aligned 4 scale bytes that
+// hold its D/64). Unreadable tokens (past the split, bad page id) are zero-filled and flagged.
 template <typename T, int D, int FMT>
-__device__ __forceinline__ void load_chunk(const DecodeParams& p, const FastDiv& pdiv, int h, int chunk_start,
-                                           const int (&pages)[Config<T, D, FMT>::kU][2], Raw<T, D, FMT>& r) {
+__device__ __forceinline__ void issue_chunk(const DecodeParams& p, const FastDiv& pdiv, int h, int chunk_start,
+                                            const int (&pages)[Config<T, D, FMT>::kU][2], uint8_t* stage) {
   using C = Config<T, D, FMT>;
   const int lane = threadIdx.x & 31;
   const int q = lane & 3;
@@ -193,31 +211,62 @@ __device__ __forceinline__ void load_chunk(const DecodeParams& p, const FastDiv&
       const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
       const int page = pages[u][s];
       const bool ok = page >= 0 && page < p.num_pages;
-      r.valid[u][s] = __ballot_sync(0xFFFFFFFFu, ok);
-      if (ok) {
-        const int64_t off = tok - static_cast<int>(pdiv.quo(static_cast<uint32_t>(tok))) * p.page_size;
-        const uint8_t* kp = p.k_data + page * p.k_data_strides.page + off * p.k_data_strides.token +
-                            h * p.k_data_strides.head + q * kRunBytes;
-        const uint8_t* vp = p.v_data + page * p.v_data_strides.page + off * p.v_data_strides.token +
-                            h * p.v_data_strides.head + q * kRunBytes;
-        load_run<C::kWords>(kp, r.k[u][s]);
-        load_run<C::kWords>(vp, r.v[u][s]);
-        if constexpr (C::kFp4) {
-          r.ks[u][s] = load_scales<C::kScaleBytes>(p.k_scales + page * p.k_scale_strides.page +
-                                                   off * p.k_scale_strides.token + h * p.k_scale_strides.head +
-                                                   q * C::kScaleBytes);
-          r.vs[u][s] = load_scales<C::kScaleBytes>(p.v_scales + page * p.v_scale_strides.page +
-                                                   off * p.v_scale_strides.token + h * p.v_scale_strides.head +
-                                                   q * C::kScaleBytes);
+      const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
+      if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + s) * 4) = vb;
+      const int64_t pg = ok ? page : 0;
+      const int64_t off = ok ? tok - static_cast<int>(pdiv.quo(static_cast<uint32_t>(tok))) * p.page_size : 0;
+      const uint8_t* kp = p.k_data + pg * p.k_data_strides.page + off * p.k_data_strides.token +
+                          h * p.k_data_strides.head + q * kRunBytes;
+      const uint8_t* vp = p.v_data + pg * p.v_data_strides.page + off * p.v_data_strides.token +
+                          h * p.v_data_strides.head + q * kRunBytes;
+      const uint32_t kd = smem_addr(stage + ((u * 2 + s) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
+      const uint32_t vd = smem_addr(stage + ((u * 2 + s) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
+      if constexpr (kRunBytes >= 16) {
+#pragma unroll
+        for (int i = 0; i < kRunBytes / 16; ++i) {
+          cp_async16(kd + 16 * i, kp + 16 * i, ok);
+          cp_async16(vd + 16 * i, vp + 16 * i, ok);
         }
       } else {
-        // Unreadable token: zeros, so 0·V adds nothing (its logit is masked to −inf anyway).
-#pragma unroll
-        for (int w = 0; w < C::kWords; ++w) r.k[u][s][w] = 0, r.v[u][s][w] = 0;
-        r.ks[u][s] = 0;
-        r.vs[u][s] = 0;
+        cp_async8(kd, kp, ok);
+        cp_async8(vd, vp, ok);
+      }
+      if constexpr (C::kFp4) {
+        const int sb = (q * C::kScaleBytes) & ~3;
+        const uint8_t* ksp = p.k_scales + pg * p.k_scale_strides.page + off * p.k_scale_strides.token +
+                             h * p.k_scale_strides.head + sb;
+        const uint8_t* vsp = p.v_scales + pg * p.v_scale_strides.page + off * p.v_scale_strides.token +
+                             h * p.v_scale_strides.head + sb;
+        uint8_t* sbase = stage + C::kDataBytes;
+        cp_async4(smem_addr(sbase + (((u * 2 + s) * 2 + 0) * 32 + lane) * 4), ksp, ok);
+        cp_async4(smem_addr(sbase + (((u * 2 + s) * 2 + 1) * 32 + lane) * 4), vsp, ok);
       }
     }
+}
+
+// Reads back this lane's raw run of (u, slot, k|v) from a completed stage.
+template <typename T, int D, int FMT>
+__device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int kv, uint32_t* dst, uint32_t* scale) {
+  using C = Config<T, D, FMT>;
+  const int lane = threadIdx.x & 31;
+  constexpr int kRunBytes = C::kWords * 4;
+  const uint8_t* src = stage + ((u * 2 + s) * 2 + kv) * 32 * kRunBytes + lane * kRunBytes;
+  if constexpr (kRunBytes >= 16) {
+#pragma unroll
+    for (int i = 0; i < kRunBytes / 16; ++i) {
+      const uint4 v = *reinterpret_cast<const uint4*>(src + 16 * i);
+      dst[4 * i] = v.x, dst[4 * i + 1] = v.y, dst[4 * i + 2] = v.z, dst[4 * i + 3] = v.w;
+    }
+  } else {
+    const uint2 v = *reinterpret_cast<const uint2*>(src);
+    dst[0] = v.x, dst[1] = v.y;
+  }
+  if constexpr (C::kFp4) {
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + (((u * 2 + s) * 2 + kv) * 32 + lane) * 4);
+    *scale = w >> (8 * (((lane & 3) * C::kScaleBytes) & 3));
+  } else {
+    *scale = 0;
+  }
 }
 
 template <typename T, int D, int FMT>
@@ -301,29 +350,39 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   const int32_t* table = p.block_tables + b * p.block_table_stride;
   const int n_chunks = s_end > s_begin ? (s_end - s_begin + C::kChunk - 1) / C::kChunk : 0;
 
-  Raw<T, D, FMT> cur;
+  // Per-warp ring of kStages chunks (cp.async groups, one per chunk; empty groups keep the
+  // count uniform). Chunk k of this warp is the CTA's chunk warp + k·kWarps.
+  uint8_t* ring = smem + C::kSmemQ + warp * C::kStages * C::kStageBytes;
+  const int n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
+  auto chunk_start_of = [&](int k) { return s_begin + (warp + k * kWarps) * C::kChunk; };
   int pages[C::kU][2];
-  int c = warp;
-  if (c < n_chunks) {
-    load_pages<T, D, FMT>(p, table, pdiv, s_begin + c * C::kChunk, s_end, pages);
-    if constexpr (C::kPrefetch) {
-      load_chunk<T, D, FMT>(p, pdiv, h, s_begin + c * C::kChunk, pages, cur);
-      if (c + kWarps < n_chunks) load_pages<T, D, FMT>(p, table, pdiv, s_begin + (c + kWarps) * C::kChunk, s_end, pages);
+#pragma unroll
+  for (int k = 0; k < C::kStages - 1; ++k) {
+    if (k < n_mine) {
+      load_pages<T, D, FMT>(table, pdiv, chunk_start_of(k), s_end, pages);
+      issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(k), pages, ring + k * C::kStageBytes);
     }
+    cp_async_commit();
   }
-  for (; c < n_chunks; c += kWarps) {
-    const int chunk_start = s_begin + c * C::kChunk;
-    Raw<T, D, FMT> nxt;
-    if constexpr (C::kPrefetch) {
-      if (c + kWarps < n_chunks) {
-        load_chunk<T, D, FMT>(p, pdiv, h, chunk_start + kWarps * C::kChunk, pages, nxt);
-        if (c + 2 * kWarps < n_chunks)
-          load_pages<T, D, FMT>(p, table, pdiv, chunk_start + 2 * kWarps * C::kChunk, s_end, pages);
-      }
-    } else {
-      load_chunk<T, D, FMT>(p, pdiv, h, chunk_start, pages, cur);
-      if (c + kWarps < n_chunks) load_pages<T, D, FMT>(p, table, pdiv, chunk_start + kWarps * C::kChunk, s_end, pages);
+  if (C::kStages - 1 < n_mine) load_pages<T, D, FMT>(table, pdiv, chunk_start_of(C::kStages - 1), s_end, pages);
+
+  for (int k = 0; k < n_mine; ++k) {
+    const int kn = k + C::kStages - 1;
+    if (kn < n_mine) {
+      issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(kn), pages, ring + (kn % C::kStages) * C::kStageBytes);
+      if (kn + 1 < n_mine) load_pages<T, D, FMT>(table, pdiv, chunk_start_of(kn + 1), s_end, pages);
     }
+    cp_async_commit();
+    cp_async_wait<C::kStages - 1>();
+    __syncwarp();
+    const uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
+    const int chunk_start = chunk_start_of(k);
+    uint32_t valid[C::kU][2];
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl)
+        valid[u][sl] = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4);
 
     // S = Q·Kᵀ for the chunk.
     float s[C::kU][2][4];
@@ -331,7 +390,11 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     for (int u = 0; u < C::kU; ++u) {
       uint32_t kf[2][C::kPairs];
 #pragma unroll
-      for (int sl = 0; sl < 2; ++sl) dequant_run<T, FMT, D>(cur.k[u][sl], cur.ks[u][sl], kf[sl]);
+      for (int sl = 0; sl < 2; ++sl) {
+        uint32_t raw[C::kWords], sc;
+        read_run<T, D, FMT>(stage, u, sl, 0, raw, &sc);
+        dequant_run<T, FMT, D>(raw, sc, kf[sl]);
+      }
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) s[u][nt][0] = s[u][nt][1] = s[u][nt][2] = s[u][nt][3] = 0.f;
 #pragma unroll
@@ -354,7 +417,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
           const int half = i >> 1;
           const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
           const int tok = chunk_start + 16 * u + tt;
-          const bool readable = (cur.valid[u][nt] >> (4 * (tt & 7))) & 1u;
+          const bool readable = (valid[u][nt] >> (4 * (tt & 7))) & 1u;
           const bool vis = readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
           float x = s[u][nt][i] * logit_scale;
           if (cap) x = p.logits_soft_cap * tanhf(x / p.logits_soft_cap);
@@ -401,13 +464,19 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
                              pack2<T>(s[u][1][0], s[u][1][1]), pack2<T>(s[u][1][2], s[u][1][3])};
       uint32_t vf[2][C::kPairs];
 #pragma unroll
-      for (int sl = 0; sl < 2; ++sl) dequant_run<T, FMT, D>(cur.v[u][sl], cur.vs[u][sl], vf[sl]);
+      for (int sl = 0; sl < 2; ++sl) {
+        uint32_t raw[C::kWords], sc;
+        read_run<T, D, FMT>(stage, u, sl, 1, raw, &sc);
+        dequant_run<T, FMT, D>(raw, sc, vf[sl]);
+      }
 #pragma unroll
       for (int e = 0; e < C::kPairs; ++e)
         mma16816(o[e], a, movmatrix_trans(vf[0][e]), movmatrix_trans(vf[1][e]), kF16);
     }
-    if constexpr (C::kPrefetch) cur = nxt;
+    __syncwarp();  // every lane is done with this stage before lane 0 rewrites its valid words
   }
+  cp_async_wait<0>();
+  __syncthreads();  // the merge area overlaps the rings
 
   // Merge the warps: quad-reduce l, publish (m, l, O) per row, combine.
 #pragma unroll
@@ -497,7 +566,7 @@ template <typename T, int D, int FMT>
 Status launch_typed(const DecodeParams& p, Stream stream) {
   using C = Config<T, D, FMT>;
   auto kernel = decode_kernel<T, D, FMT>;
-  if constexpr (C::kSmem > 48 * 1024) {
+  if constexpr (C::kSmem > 48 * 1024) {  // opt in to more than 48 KB of dynamic shared memory
     static const cudaError_t attr =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
     if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
