@@ -26,6 +26,61 @@ NVFP4KV_HD uint32_t e2m1_code_by_bits(float y) {
   return a > 0x7F800000u ? 7u : (((u >> 28) & 8u) | m);
 }
 
+/// The .sat modifier of the GPU's fp32 instructions: clamp to [0, 1], NaN → +0.
+NVFP4KV_HD float saturate01(float x) {
+#if defined(__CUDA_ARCH__)
+  return __saturatef(x);
+#else
+  return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f;
+#endif
+}
+
+/// Exact a · b + c where the caller guarantees the product and sum need no rounding (small
+/// multiples of 0.5) or saturate anyway: one FFMA on the device, two plain operations here.
+NVFP4KV_HD float fma_exact(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+/// Magnitude bits (0..7) of fmt::float_to_e2m1(y) as an exact float, from a = |y|, for every
+/// non-NaN y (NaN gives 0). Only fp32 add/multiply with .sat, which run on the GPU's FMA pipe at
+/// twice the rate of the integer/logic pipe that e2m1_code_by_bits needs: g1, g2, g3 are |y|
+/// rounded to nearest-even multiples of 0.5, 1 and 2 (adding 2^22 / 2^23 / 2^24, whose ulp is
+/// that step); then code = min(2·g1, 4) + clamp(g2 − 2, 0, 2) + clamp(g3/2 − 2, 0, 1), which is
+/// 2·g1 below 2, g2 + 2 in [2, 4), 6 in [4, 5] and 7 above (SPEC.md §1; ties land on the even
+/// code because each g ties to the even multiple).
+NVFP4KV_HD float e2m1_magnitude_code_f(float a) {
+  const float g1 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p22f), 0x1p22f);
+  const float g2 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p23f), 0x1p23f);
+  const float g3 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p24f), 0x1p24f);
+  const float s1 = saturate01(fmt::fmul_rn(g1, 0.5f));
+  const float s2 = saturate01(fma_exact(g2, 0.5f, -1.0f));
+  const float s3 = saturate01(fma_exact(g3, 0.5f, -2.0f));
+  return fma_exact(s1, 4.0f, fma_exact(s2, 2.0f, s3));
+}
+
+/// Magnitude bits (0..7) of the code of a non-negative E2M1 grid value q (0, 0.5, ... 6) as an
+/// exact float, with FMA-pipe work only: 4·sat(q/2) + 2·sat(q/2 − 1) + sat(q/2 − 2) is 2q below
+/// 2, q + 2 up to 4 and 7 at 6 (NaN gives 0).
+NVFP4KV_HD float e2m1_magnitude_code_of_grid_value_f(float q) {
+  const float s1 = saturate01(fmt::fmul_rn(q, 0.5f));
+  const float s2 = saturate01(fma_exact(q, 0.5f, -1.0f));
+  const float s3 = saturate01(fma_exact(q, 0.5f, -2.0f));
+  return fma_exact(s1, 4.0f, fma_exact(s2, 2.0f, s3));
+}
+
+/// fmt::float_to_e2m1(y) for every y through e2m1_magnitude_code_f (the sign from y's bit 31,
+/// NaN → 0x7): the form the exhaustive tests check; the kernels inline the same steps.
+NVFP4KV_HD uint32_t e2m1_code_by_fp32(float y) {
+  const uint32_t u = fmt::float_bits(y);
+  if (fmt::is_nan(y)) return 7u;
+  const float mf = e2m1_magnitude_code_f(fmt::abs_f(y));
+  return ((u >> 28) & 8u) | (fmt::float_bits(fmt::fadd_rn(mf, 0x1p23f)) - 0x4B000000u);
+}
+
 /// fmt::e2m1_to_float(fmt::float_to_e2m1(y)) for every non-NaN y (the signed grid value y rounds
 /// to); NaN stays NaN, so that e2m1_code_of_grid_value can still give it code 0x7. Rounds |y| to
 /// the grid step of its binade (0.5 below 2, 1 below 4, 2 above) by adding and subtracting

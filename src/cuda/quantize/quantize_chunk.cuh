@@ -221,13 +221,30 @@ __device__ __forceinline__ GlobalScales scales_from_decode(float s_dec) {
   return g;
 }
 
-/// Packs the E2M1 codes of 8 elements (first at `i0`) of a sub-block into one word.
+/// Packs the E2M1 codes of 8 elements (first at `i0`) of a sub-block into one word:
+/// fmt::float_to_e2m1(rn(x · enc)) for each, via e2m1_magnitude_code_f (fp32 FMA-pipe work;
+/// measured issue-bound on the integer pipe with e2m1_code_by_bits alone). Each term adds
+/// bits(m + 2^23) = 0x4B000000 + m at nibble i (integer multiply-adds, which wrap), so the
+/// 0x4B000000 parts are subtracted once at the end; the sign is y's bit 31. A NaN or infinite
+/// y (rare: NaN/Inf input, or enc = 0 against Inf) makes rn(y · 0) NaN and sends the 8 elements
+/// through the integer path, which handles NaN → 0x7.
 template <QuantInput I>
 __device__ __forceinline__ uint32_t pack8(const uint32_t* w, int i0, float enc) {
-  uint32_t word = 0;
+  uint32_t word = 0u;
+  float finite = 0.0f;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    word |= e2m1_code_by_bits(__fmul_rn(element<I>(w, i0 + i), enc)) << (4 * i);
+    const float y = __fmul_rn(element<I>(w, i0 + i), enc);
+    const float mf = e2m1_magnitude_code_f(fabsf(y));
+    word += __float_as_uint(__fadd_rn(mf, 0x1p23f)) * (1u << (4 * i));
+    word += (__float_as_uint(y) >> 31) * (8u << (4 * i));
+    finite = __fmaf_rn(y, 0.0f, finite);
+  }
+  word -= 0x4B000000u * 0x11111111u;
+  if (!(finite == 0.0f)) {
+    word = 0u;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) word |= e2m1_code_by_bits(__fmul_rn(element<I>(w, i0 + i), enc)) << (4 * i);
   }
   return word;
 }
@@ -261,17 +278,33 @@ __device__ __forceinline__ uint8_t four_over_six_block(const uint32_t* w, float 
     err4 = __fadd_rn(err4, kMae ? fabsf(d4) : __fmul_rn(d4, d4));
   }
   const bool four = err4 < err6;
-  lo = 0u;
-  hi = 0u;
+  // Codes of the kept candidate from its grid values, on the FMA pipe as in pack8; a NaN grid
+  // value (x NaN, or ±Inf · enc 0) sends the block through the integer path (code 0x7).
+  uint32_t word[2] = {0u, 0u};
+  float finite = 0.0f;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    // Sign from x (enc ≥ 0); a NaN grid value (x NaN, or ±Inf · enc 0) is code 0x7, unsigned.
-    const uint32_t xb = __float_as_uint(element<I>(w, i));
     const float q = four ? q4[i] : q6[i];
-    uint32_t c = e2m1_code_of_grid_value(q);
-    c = c == 7u && fmt::is_nan(q) ? 7u : (c | ((xb >> 28) & 8u));
-    if (i < 8) lo |= c << (4 * i);
-    else hi |= c << (4 * (i - 8));
+    const float mf = e2m1_magnitude_code_of_grid_value_f(q);
+    word[i / 8] += __float_as_uint(__fadd_rn(mf, 0x1p23f)) * (1u << (4 * (i % 8)));
+    word[i / 8] += (__float_as_uint(element<I>(w, i)) >> 31) * (8u << (4 * (i % 8)));
+    finite = __fmaf_rn(q, 0.0f, finite);
+  }
+  lo = word[0] - 0x4B000000u * 0x11111111u;
+  hi = word[1] - 0x4B000000u * 0x11111111u;
+  if (!(finite == 0.0f)) {
+    lo = 0u;
+    hi = 0u;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      // Sign from x (enc ≥ 0); a NaN grid value is code 0x7, unsigned.
+      const uint32_t xb = __float_as_uint(element<I>(w, i));
+      const float q = four ? q4[i] : q6[i];
+      uint32_t c = e2m1_code_of_grid_value(q);
+      c = c == 7u && fmt::is_nan(q) ? 7u : (c | ((xb >> 28) & 8u));
+      if (i < 8) lo |= c << (4 * i);
+      else hi |= c << (4 * (i - 8));
+    }
   }
   return four ? cand.sf4 : cand.sf6;
 }
