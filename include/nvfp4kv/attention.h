@@ -35,7 +35,9 @@ struct DecodeOptions {
   /// Sliding window: a query at position p sees keys p − window_left .. p; −1 = off.
   int window_left = -1;
   /// KV splits per (request, kv head) for the CUDA kernel (flash-decoding): 0 = chosen from
-  /// batch × heads × SM count, 1 = no split (no workspace needed), N = exactly N (≤ 256).
+  /// batch × heads × SM count, 1 = no split (no workspace needed), N = N splits (≤ 1024).
+  /// Any choice is raised where needed so one split spans ≤ 2048 pages (the kernel stages a
+  /// split's page-table entries in shared memory): only then can "1" still split.
   int num_splits = 0;
 };
 

@@ -114,7 +114,7 @@ Status validate(const TensorView& q, const KvCacheView& c, const TensorView& blo
   NVFP4KV_CHECK_ARG(std::isfinite(o.logits_soft_cap) && o.logits_soft_cap >= 0,
                     "options.logits_soft_cap must be >= 0 (0 = off), got ", o.logits_soft_cap);
   NVFP4KV_CHECK_ARG(o.window_left >= -1, "options.window_left must be >= -1 (-1 = off), got ", o.window_left);
-  NVFP4KV_CHECK_ARG(o.num_splits >= 0 && o.num_splits <= 256, "options.num_splits must be 0..256, got ",
+  NVFP4KV_CHECK_ARG(o.num_splits >= 0 && o.num_splits <= 1024, "options.num_splits must be 0..1024, got ",
                     o.num_splits);
   if (dev == Device::kCuda) {
     NVFP4KV_CHECK_ARG(NVFP4KV_HAVE_CUDA, "this build of nvfp4kv has no CUDA kernels (device cuda)");
@@ -166,12 +166,13 @@ float resolved_sm_scale(const DecodeOptions& o, int64_t head_dim) {
 }
 
 int device_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads,
-                  int64_t max_kv_len, int requested) {
+                  int64_t max_pages, int64_t page_size, int requested) {
   int sms = 132;
 #if NVFP4KV_HAVE_CUDA
   if (requested <= 0) sms = cuda::current_device_sm_count();
 #endif
-  return cuda::choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_kv_len, requested, sms);
+  return cuda::choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested,
+                                    sms);
 }
 
 Status build_params(const TensorView& q, const KvCacheView& c, const TensorView& block_tables,
@@ -220,8 +221,8 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   p->sm_scale = resolved_sm_scale(o, c.head_dim);
   p->logits_soft_cap = o.logits_soft_cap;
   p->window_left = o.window_left;
-  p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads,
-                                block_tables.shape[1] * c.page_size, o.num_splits);
+  p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
+                                c.page_size, o.num_splits);
   const std::size_t need = cuda::decode_workspace_for(q.shape[0], q.shape[1], q.shape[2], c.head_dim,
                                                       p->num_splits);
   if (need > 0) {
@@ -245,7 +246,7 @@ std::size_t decode_workspace_bytes(int64_t batch_size, int64_t qo_len, int64_t n
                                    int64_t num_kv_heads, int64_t head_dim, int64_t max_pages,
                                    int64_t page_size, const DecodeOptions& options) {
   if (batch_size <= 0 || qo_len <= 0 || num_qo_heads <= 0 || num_kv_heads <= 0) return 0;
-  const int splits = device_splits(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages * page_size,
+  const int splits = device_splits(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size,
                                    options.num_splits);
   return cuda::decode_workspace_for(batch_size, qo_len, num_qo_heads, head_dim, splits);
 }

@@ -272,7 +272,7 @@ TEST(DecodeRef, BadArgumentsNameTheArgument) {
   oc.logits_soft_cap = -1;
   expect_bad(qv, c, bt, sl, ov, TensorView(), oc, "logits_soft_cap");
   DecodeOptions os;
-  os.num_splits = 1000;
+  os.num_splits = 5000;
   expect_bad(qv, c, bt, sl, ov, TensorView(), os, "num_splits");
   KvCacheView hd = c;
   hd.head_dim = 96;

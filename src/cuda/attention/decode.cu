@@ -172,17 +172,19 @@ struct Config {
   static constexpr int kStageBytes = kDataBytes + kScaleStageBytes + ((kU * 2 * 4 + 15) / 16) * 16;
   // Stages per warp: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without
   // starving occupancy for the wide formats.
-  static constexpr int kStages = kStageBytes <= 3072 ? 4 : (kStageBytes <= 6144 ? 3 : 2);
+  static constexpr int kStages = kStageBytes <= 3072 ? 4 : (kStageBytes <= 8704 ? 3 : 2);
   static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
   static constexpr int kSmemRing = kWarps * kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
-  static constexpr int kSmem = kSmemQ + (kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge);
+  static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
+  // Dynamic shared memory: Q fragments, the split's page ids (runtime count), ring | merge.
+  static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
 };
 
 template <typename T, int D, int FMT>
-__device__ __forceinline__ void load_pages(const int32_t* table, const FastDiv& pdiv, int chunk_start, int s_end,
-                                           int (&pages)[Config<T, D, FMT>::kU][2]) {
+__device__ __forceinline__ void load_pages(const int32_t* split_page_ids, int first_page, const FastDiv& pdiv,
+                                           int chunk_start, int s_end, int (&pages)[Config<T, D, FMT>::kU][2]) {
   using C = Config<T, D, FMT>;
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -190,7 +192,7 @@ __device__ __forceinline__ void load_pages(const int32_t* table, const FastDiv& 
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
       const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
-      pages[u][s] = tok < s_end ? __ldg(table + pdiv.quo(static_cast<uint32_t>(tok))) : -1;
+      pages[u][s] = tok < s_end ? split_page_ids[pdiv.quo(static_cast<uint32_t>(tok)) - first_page] : -1;
     }
 }
 
@@ -271,12 +273,14 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
 
 template <typename T, int D, int FMT>
 __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ DecodeParams p,
-                                                          const FastDiv pdiv) {
+                                                          const FastDiv pdiv, const int split_pages) {
   using C = Config<T, D, FMT>;
   constexpr bool kF16 = std::is_same_v<T, __half>;
   extern __shared__ __align__(16) uint8_t smem[];
   uint4* q_frag = reinterpret_cast<uint4*>(smem);  // [kKSteps][32]
-  float* merge_o = reinterpret_cast<float*>(smem + C::kSmemQ);  // [kWarps][16][kOStride]
+  int32_t* split_page_ids = reinterpret_cast<int32_t*>(smem + C::kSmemQ);  // [split_pages]
+  uint8_t* main_area = smem + C::kSmemQ + ((split_pages * 4 + 15) / 16) * 16;
+  float* merge_o = reinterpret_cast<float*>(main_area);  // [kWarps][16][kOStride]
   float* merge_m = merge_o + kWarps * 16 * C::kOStride;          // [kWarps][16]
   float* merge_l = merge_m + kWarps * 16;                        // [kWarps][16]
 
@@ -319,6 +323,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     }
     q_frag[i] = make_uint4(f[0], f[1], f[2], f[3]);
   }
+  // The split's page-table entries, once, into shared memory.
+  const int32_t* table = p.block_tables + b * p.block_table_stride;
+  const int first_page = s_end > s_begin ? static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_begin))) : 0;
+  const int n_split_pages =
+      s_end > s_begin ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_end - 1))) - first_page + 1, split_pages) : 0;
+  for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
   __syncthreads();
 
   const float k_scale = p.k_scale ? __ldg(p.k_scale) : 1.0f;
@@ -347,30 +357,29 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   float m_run[2] = {-INFINITY, -INFINITY};
   float l_run[2] = {0.f, 0.f};
 
-  const int32_t* table = p.block_tables + b * p.block_table_stride;
   const int n_chunks = s_end > s_begin ? (s_end - s_begin + C::kChunk - 1) / C::kChunk : 0;
 
   // Per-warp ring of kStages chunks (cp.async groups, one per chunk; empty groups keep the
   // count uniform). Chunk k of this warp is the CTA's chunk warp + k·kWarps.
-  uint8_t* ring = smem + C::kSmemQ + warp * C::kStages * C::kStageBytes;
+  uint8_t* ring = main_area + warp * C::kStages * C::kStageBytes;
   const int n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
   auto chunk_start_of = [&](int k) { return s_begin + (warp + k * kWarps) * C::kChunk; };
   int pages[C::kU][2];
 #pragma unroll
   for (int k = 0; k < C::kStages - 1; ++k) {
     if (k < n_mine) {
-      load_pages<T, D, FMT>(table, pdiv, chunk_start_of(k), s_end, pages);
+      load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(k), s_end, pages);
       issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(k), pages, ring + k * C::kStageBytes);
     }
     cp_async_commit();
   }
-  if (C::kStages - 1 < n_mine) load_pages<T, D, FMT>(table, pdiv, chunk_start_of(C::kStages - 1), s_end, pages);
+  if (C::kStages - 1 < n_mine) load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(C::kStages - 1), s_end, pages);
 
   for (int k = 0; k < n_mine; ++k) {
     const int kn = k + C::kStages - 1;
     if (kn < n_mine) {
       issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(kn), pages, ring + (kn % C::kStages) * C::kStageBytes);
-      if (kn + 1 < n_mine) load_pages<T, D, FMT>(table, pdiv, chunk_start_of(kn + 1), s_end, pages);
+      if (kn + 1 < n_mine) load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(kn + 1), s_end, pages);
     }
     cp_async_commit();
     cp_async_wait<C::kStages - 1>();
@@ -566,15 +575,20 @@ template <typename T, int D, int FMT>
 Status launch_typed(const DecodeParams& p, Stream stream) {
   using C = Config<T, D, FMT>;
   auto kernel = decode_kernel<T, D, FMT>;
-  if constexpr (C::kSmem > 48 * 1024) {  // opt in to more than 48 KB of dynamic shared memory
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  const int split_pages = static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
+  const int smem = C::smem_bytes(split_pages);
+  // Opt in to more than 48 KB of dynamic shared memory (once per size increase; not a stream
+  // operation, so it is allowed while a graph is being captured).
+  static int opted_in = 48 * 1024;
+  if (smem > opted_in) {
+    const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
+    opted_in = smem;
   }
   const int m_tiles = (p.group_size * p.qo_len + 15) / 16;
   const dim3 grid(p.num_splits, p.num_kv_heads * m_tiles, p.batch);
-  kernel<<<grid, kThreads, C::kSmem, reinterpret_cast<cudaStream_t>(stream)>>>(
-      p, make_fastdiv(static_cast<uint32_t>(p.page_size)));
+  kernel<<<grid, kThreads, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
+      p, make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return cuda_status(e, "decode_kernel launch");
   if (p.num_splits > 1) {
     merge_kernel<T, D><<<p.batch * p.qo_len * p.num_qo_heads, 128, 0, reinterpret_cast<cudaStream_t>(stream)>>>(p);

@@ -53,19 +53,39 @@ struct DecodeParams {
 /// Rows of one query tile (the m of mma.m16n8k16).
 inline constexpr int kDecodeRowsPerTile = 16;
 
+/// Most page-table entries one split may span: a CTA copies its split's entries to shared
+/// memory once (so no page-id load sits on the critical path of the KV loads).
+inline constexpr int64_t kDecodeMaxSplitPages = 2048;
+
 /// Number of KV splits: `requested` if > 0, else enough CTAs for ~4 per SM with ≥ 256 tokens
-/// per split, clamped to [1, 256].
+/// per split; then raised so no split spans more than kDecodeMaxSplitPages pages; ≤ 1024.
 inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
-                                int64_t num_kv_heads, int64_t max_kv_len, int requested,
-                                int num_sms) {
-  if (requested > 0) return std::min(requested, 256);
-  const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
-  const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
-  const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
-  const int64_t target = 4 * static_cast<int64_t>(std::max(num_sms, 1));
-  int64_t splits = (target + base - 1) / base;
-  splits = std::min(splits, std::max<int64_t>(1, max_kv_len / 256));
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, 256));
+                                int64_t num_kv_heads, int64_t max_pages, int64_t page_size,
+                                int requested, int num_sms) {
+  const int64_t max_kv_len = max_pages * page_size;
+  int64_t splits = requested;
+  if (requested <= 0) {
+    const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
+    const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
+    const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
+    const int64_t target = 4 * static_cast<int64_t>(std::max(num_sms, 1));
+    splits = (target + base - 1) / base;
+    splits = std::min(splits, std::max<int64_t>(1, max_kv_len / 256));
+  }
+  // A split of ceil(L / splits) tokens rounded up to 16 spans at most that / page_size + 2 pages.
+  while (splits < 1024) {
+    const int64_t per_split = ((max_kv_len + splits - 1) / splits + 15) / 16 * 16;
+    if (per_split / page_size + 2 <= kDecodeMaxSplitPages) break;
+    ++splits;
+  }
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, 1024));
+}
+
+/// Page-table entries the kernel stages per CTA for `num_splits` (see choose_decode_splits).
+inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_splits) {
+  const int64_t max_kv_len = max_pages * page_size;
+  const int64_t per_split = ((max_kv_len + num_splits - 1) / num_splits + 15) / 16 * 16;
+  return std::min<int64_t>(per_split / page_size + 2, max_pages + 1);
 }
 
 /// Workspace bytes for `num_splits` (0 if 1).
