@@ -94,18 +94,59 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
       const uint32_t byte = kb < p.kv ? sf_row[fmt::sf_offset(p.layout, m, kb, p.kv)] : 0u;
       block_scale[blk] = K == DequantKind::kNvfp4 ? fmt::e4m3_to_float(byte) : fmt::ue8m0_to_float(byte);
     }
+    // Fast path (every scale and S_dec finite and non-negative, so no output is NaN): the grid value from the
+    // 3 magnitude bits with fp32 .sat arithmetic (FMA pipe; the reference's e2m1_to_float is
+    // integer/convert work): q = 2·(sat(m/4) + sat(m/2 − 2) + sat(m − 6)), exact; then
+    // rn(rn(q · sf) · S_dec) (nvfp4; q · sf is exact) or rn(q · 2^e) (mx), and the sign bit of
+    // the code copied onto the result (rounding is symmetric). Otherwise the reference helpers.
+    // (Bit patterns below 0x7F800000: +0 or positive finite; a negative scale would flip the
+    // sign the copy below assumes.)
+    bool finite = fmt::float_bits(s_dec) < 0x7F800000u || K != DequantKind::kNvfp4;
 #pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t code = (words[i / 8] >> (4 * (i % 8))) & 0xFu;
-      const float sf = block_scale[i / kBlock];
-      const float x = K == DequantKind::kNvfp4 ? fmt::nvfp4_dequant(code, sf, s_dec)
-                                                : fmt::fmul_rn(fmt::e2m1_to_float(code), sf);
-      const uint32_t bits = to_out_bits<O>(x);
-      if constexpr (kOutBytes == 4) {
-        out_words[i] = bits;
-      } else {
-        if (i % 2 == 0) out_words[i / 2] = bits;
-        else out_words[i / 2] |= bits << 16;
+    for (int blk = 0; blk < kBlocksPerChunk; ++blk) finite = finite && fmt::float_bits(block_scale[blk]) < 0x7F800000u;
+    if (finite) {
+      float vals[64];
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        const uint32_t w = words[i / 8];
+        const uint32_t sh = 4 * (i % 8);
+        const float mf = __fsub_rn(__uint_as_float(((w >> sh) & 7u) | 0x4B000000u), 0x1p23f);
+        const float s1 = __saturatef(__fmul_rn(mf, 0.25f));
+        const float s2 = __saturatef(__fmaf_rn(mf, 0.5f, -2.0f));
+        const float s3 = __saturatef(__fadd_rn(mf, -6.0f));
+        const float q = __fmul_rn(__fadd_rn(__fadd_rn(s1, s2), s3), 2.0f);
+        const float sf = block_scale[i / kBlock];
+        const float mag = K == DequantKind::kNvfp4 ? __fmul_rn(__fmul_rn(q, sf), s_dec) : __fmul_rn(q, sf);
+        const uint32_t sign = (w << (28 - sh)) & 0x80000000u;  // code bit 3 → bit 31
+        vals[i] = __uint_as_float(__float_as_uint(mag) | sign);
+      }
+#pragma unroll
+      for (int i = 0; i < 64; i += 2) {
+        if constexpr (kOutBytes == 4) {
+          out_words[i] = __float_as_uint(vals[i]);
+          out_words[i + 1] = __float_as_uint(vals[i + 1]);
+        } else if constexpr (O == DequantOutput::kF16) {
+          const __half2 h = __floats2half2_rn(vals[i], vals[i + 1]);
+          out_words[i / 2] = *reinterpret_cast<const uint32_t*>(&h);
+        } else {
+          const __nv_bfloat162 h = __floats2bfloat162_rn(vals[i], vals[i + 1]);
+          out_words[i / 2] = *reinterpret_cast<const uint32_t*>(&h);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        const uint32_t code = (words[i / 8] >> (4 * (i % 8))) & 0xFu;
+        const float sf = block_scale[i / kBlock];
+        const float x = K == DequantKind::kNvfp4 ? fmt::nvfp4_dequant(code, sf, s_dec)
+                                                  : fmt::fmul_rn(fmt::e2m1_to_float(code), sf);
+        const uint32_t bits = to_out_bits<O>(x);
+        if constexpr (kOutBytes == 4) {
+          out_words[i] = bits;
+        } else {
+          if (i % 2 == 0) out_words[i / 2] = bits;
+          else out_words[i / 2] |= bits << 16;
+        }
       }
     }
   }
