@@ -31,7 +31,16 @@ if ! cmake --build "$B" -j "$(nproc)" --target nvfp4kv_bench >>"$OUT/build.log" 
   "${NVCC[@]}" bench/main.cu bench/bench_decode.cu "$B/libnvfp4kv.a" -o "$BN" >>"$OUT/build.log" 2>&1 ||
     { grep error "$OUT/build.log" | head; exit 1; }
 fi
-cmake --build "$B" -j "$(nproc)" --target nvfp4kv_cli >>"$OUT/build.log" 2>&1 || echo "CLI build failed"
+cmake --build "$B" -j "$(nproc)" --target nvfp4kv_cli test_attention >>"$OUT/build.log" 2>&1 || echo "CLI/test_attention build failed"
+[ -x "$B/test_attention" ] && { "$B/test_attention" >"$OUT/cpu_tests.log" 2>&1; echo "cpu tests rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/cpu_tests.log" | head -2 | tr '\n' ' ')"; }
+# SASS opcode histogram of the nvfp4 / bf16-query / hd128 kernel (what the loop really executes).
+export PATH=$PATH:/usr/local/cuda/bin
+OBJ=$(find "$B" -name 'decode.cu.o' | head -1)
+if [ -n "$OBJ" ] && command -v cuobjdump >/dev/null; then
+  cuobjdump -sass "$OBJ" | awk '/Function : .*decode_kernelI13__nv_bfloat16Li128ELi3E/{f=1;print;next} f&&/Function : /{f=0} f' >"$OUT/sass_nvfp4_hd128.txt"
+  echo "sass nvfp4 hd128: $(grep -cE '^\s+/\*[0-9a-f]{4,6}\*/' "$OUT/sass_nvfp4_hd128.txt") instructions; top opcodes:"
+  grep -oE '^\s+/\*[0-9a-f]{4,6}\*/\s+(@!?U?P[0-9T] )?[A-Z][A-Z0-9]+' "$OUT/sass_nvfp4_hd128.txt" | awk '{print $NF}' | sort | uniq -c | sort -rn | head -24 | tr '\n' ' '; echo
+fi
 echo "build $(( $(date +%s) - t0 )) s"
 "$T" --gtest_filter='*Decode*' >"$OUT/decode_tests.log" 2>&1; echo "tests rc=$?"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]" "$OUT/decode_tests.log" | head -12

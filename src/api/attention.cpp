@@ -2,6 +2,7 @@
 // expected), then the CPU reference or the CUDA launcher.
 #include "nvfp4kv/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -165,14 +166,25 @@ float resolved_sm_scale(const DecodeOptions& o, int64_t head_dim) {
   return o.sm_scale > 0 ? o.sm_scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 }
 
+// Split count for these sizes; `params` (when given) names the kernel, whose occupancy then
+// decides; without it (workspace sizing) the most CTAs an SM can hold is assumed, an upper bound.
 int device_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads,
-                  int64_t max_pages, int64_t page_size, int requested) {
-  int sms = 132;
+                  int64_t max_pages, int64_t page_size, int requested, const cuda::DecodeParams* params) {
+  int64_t resident = 132 * cuda::kDecodeMaxCtasPerSm;
 #if NVFP4KV_HAVE_CUDA
-  if (requested <= 0) sms = cuda::current_device_sm_count();
+  if (requested <= 0) {
+    const int sms = cuda::current_device_sm_count();
+    resident = static_cast<int64_t>(std::max(sms, 1)) * cuda::kDecodeMaxCtasPerSm;
+    if (params != nullptr) {
+      const int64_t r = cuda::decode_resident_ctas(*params);
+      if (r > 0) resident = r;
+    }
+  }
+#else
+  (void)params;
 #endif
   return cuda::choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested,
-                                    sms);
+                                    resident);
 }
 
 Status build_params(const TensorView& q, const KvCacheView& c, const TensorView& block_tables,
@@ -222,7 +234,7 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   p->logits_soft_cap = o.logits_soft_cap;
   p->window_left = o.window_left;
   p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
-                                c.page_size, o.num_splits);
+                                c.page_size, o.num_splits, p);
   const std::size_t need = cuda::decode_workspace_for(q.shape[0], q.shape[1], q.shape[2], c.head_dim,
                                                       p->num_splits);
   if (need > 0) {
@@ -247,7 +259,7 @@ std::size_t decode_workspace_bytes(int64_t batch_size, int64_t qo_len, int64_t n
                                    int64_t page_size, const DecodeOptions& options) {
   if (batch_size <= 0 || qo_len <= 0 || num_qo_heads <= 0 || num_kv_heads <= 0) return 0;
   const int splits = device_splits(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size,
-                                   options.num_splits);
+                                   options.num_splits, nullptr);
   return cuda::decode_workspace_for(batch_size, qo_len, num_qo_heads, head_dim, splits);
 }
 

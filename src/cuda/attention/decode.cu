@@ -161,6 +161,7 @@ struct Config {
   // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk.
   static constexpr int kU = kWords >= 4 ? 1 : 4 / kWords;
   static constexpr bool kFp4 = FMT == kFmtNvfp4 || FMT == kFmtFp4Block16;
+  static constexpr bool kDirect = kBitsPerElem<FMT> == 16 && D <= 128;  // 16-bit caches: no smem ring
   static constexpr int kScaleBytes = kFp4 ? D / 64 : 0;        // per lane per token
   static constexpr int kKSteps = D / 16;
   static constexpr int kPairs = D / 8;                          // dequantized regs per token
@@ -174,77 +175,13 @@ struct Config {
   // starving occupancy for the wide formats.
   static constexpr int kStages = kStageBytes <= 3072 ? 4 : (kStageBytes <= 8704 ? 3 : 2);
   static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
-  static constexpr int kSmemRing = kWarps * kStages * kStageBytes;
+  static constexpr int kSmemRing = kDirect ? 0 : kWarps * kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
   static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
   // Dynamic shared memory: Q fragments, the split's page ids (runtime count), ring | merge.
   static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
 };
-
-template <typename T, int D, int FMT>
-__device__ __forceinline__ void load_pages(const int32_t* split_page_ids, int first_page, const FastDiv& pdiv,
-                                           int chunk_start, int s_end, int (&pages)[Config<T, D, FMT>::kU][2]) {
-  using C = Config<T, D, FMT>;
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
-      pages[u][s] = tok < s_end ? split_page_ids[pdiv.quo(static_cast<uint32_t>(tok)) - first_page] : -1;
-    }
-}
-
-// Starts the copies of one chunk into a ring stage: tokens (u, slot) = chunk_start + 16u +
-// 8·slot + lane/4, lane%4 = q copies its run of D/4 dims (and the aligned 4 scale bytes that
-// hold its D/64). Unreadable tokens (past the split, bad page id) are zero-filled and flagged.
-template <typename T, int D, int FMT>
-__device__ __forceinline__ void issue_chunk(const DecodeParams& p, const FastDiv& pdiv, int h, int chunk_start,
-                                            const int (&pages)[Config<T, D, FMT>::kU][2], uint8_t* stage) {
-  using C = Config<T, D, FMT>;
-  const int lane = threadIdx.x & 31;
-  const int q = lane & 3;
-  constexpr int kRunBytes = C::kWords * 4;
-#pragma unroll
-  for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const int tok = chunk_start + 16 * u + 8 * s + (lane >> 2);
-      const int page = pages[u][s];
-      const bool ok = page >= 0 && page < p.num_pages;
-      const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
-      if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + s) * 4) = vb;
-      const int64_t pg = ok ? page : 0;
-      const int64_t off = ok ? tok - static_cast<int>(pdiv.quo(static_cast<uint32_t>(tok))) * p.page_size : 0;
-      const uint8_t* kp = p.k_data + pg * p.k_data_strides.page + off * p.k_data_strides.token +
-                          h * p.k_data_strides.head + q * kRunBytes;
-      const uint8_t* vp = p.v_data + pg * p.v_data_strides.page + off * p.v_data_strides.token +
-                          h * p.v_data_strides.head + q * kRunBytes;
-      const uint32_t kd = smem_addr(stage + ((u * 2 + s) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
-      const uint32_t vd = smem_addr(stage + ((u * 2 + s) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
-      if constexpr (kRunBytes >= 16) {
-#pragma unroll
-        for (int i = 0; i < kRunBytes / 16; ++i) {
-          cp_async16(kd + 16 * i, kp + 16 * i, ok);
-          cp_async16(vd + 16 * i, vp + 16 * i, ok);
-        }
-      } else {
-        cp_async8(kd, kp, ok);
-        cp_async8(vd, vp, ok);
-      }
-      if constexpr (C::kFp4) {
-        const int sb = (q * C::kScaleBytes) & ~3;
-        const uint8_t* ksp = p.k_scales + pg * p.k_scale_strides.page + off * p.k_scale_strides.token +
-                             h * p.k_scale_strides.head + sb;
-        const uint8_t* vsp = p.v_scales + pg * p.v_scale_strides.page + off * p.v_scale_strides.token +
-                             h * p.v_scale_strides.head + sb;
-        uint8_t* sbase = stage + C::kDataBytes;
-        cp_async4(smem_addr(sbase + (((u * 2 + s) * 2 + 0) * 32 + lane) * 4), ksp, ok);
-        cp_async4(smem_addr(sbase + (((u * 2 + s) * 2 + 1) * 32 + lane) * 4), vsp, ok);
-      }
-    }
-}
 
 // Reads back this lane's raw run of (u, slot, k|v) from a completed stage.
 template <typename T, int D, int FMT>
@@ -359,41 +296,21 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
 
   const int n_chunks = s_end > s_begin ? (s_end - s_begin + C::kChunk - 1) / C::kChunk : 0;
 
-  // Per-warp ring of kStages chunks (cp.async groups, one per chunk; empty groups keep the
-  // count uniform). Chunk k of this warp is the CTA's chunk warp + k·kWarps.
-  uint8_t* ring = main_area + warp * C::kStages * C::kStageBytes;
   const int n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
   auto chunk_start_of = [&](int k) { return s_begin + (warp + k * kWarps) * C::kChunk; };
-  int pages[C::kU][2];
-#pragma unroll
-  for (int k = 0; k < C::kStages - 1; ++k) {
-    if (k < n_mine) {
-      load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(k), s_end, pages);
-      issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(k), pages, ring + k * C::kStageBytes);
-    }
-    cp_async_commit();
-  }
-  if (C::kStages - 1 < n_mine) load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(C::kStages - 1), s_end, pages);
+  const float cap_v = p.logits_soft_cap;
+  const float scale_log2 = logit_scale * kLog2e;
+  // Per-lane bases of the lane's runs (kv head h, dims q·D/4 …).
+  const int q4 = lane & 3;
+  const uint8_t* k_base = p.k_data + h * p.k_data_strides.head + q4 * (C::kWords * 4);
+  const uint8_t* v_base = p.v_data + h * p.v_data_strides.head + q4 * (C::kWords * 4);
+  const int scale_off = (q4 * C::kScaleBytes) & ~3;
+  const uint8_t* ks_base = C::kFp4 ? p.k_scales + h * p.k_scale_strides.head + scale_off : nullptr;
+  const uint8_t* vs_base = C::kFp4 ? p.v_scales + h * p.v_scale_strides.head + scale_off : nullptr;
 
-  for (int k = 0; k < n_mine; ++k) {
-    const int kn = k + C::kStages - 1;
-    if (kn < n_mine) {
-      issue_chunk<T, D, FMT>(p, pdiv, h, chunk_start_of(kn), pages, ring + (kn % C::kStages) * C::kStageBytes);
-      if (kn + 1 < n_mine) load_pages<T, D, FMT>(split_page_ids, first_page, pdiv, chunk_start_of(kn + 1), s_end, pages);
-    }
-    cp_async_commit();
-    cp_async_wait<C::kStages - 1>();
-    __syncwarp();
-    const uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
-    const int chunk_start = chunk_start_of(k);
-    uint32_t valid[C::kU][2];
-#pragma unroll
-    for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-      for (int sl = 0; sl < 2; ++sl)
-        valid[u][sl] = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4);
-
-    // S = Q·Kᵀ for the chunk.
+  // One chunk: S = Q·Kᵀ, online softmax, O += P·V. `get_run(u, slot, kv, raw, &scale)` returns
+  // the lane's raw run; `valid[u][slot]` the readable-token ballots.
+  auto compute_chunk = [&](auto&& get_run, const uint32_t (&valid)[C::kU][2], int chunk_start) {
     float s[C::kU][2][4];
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
@@ -401,39 +318,60 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
 #pragma unroll
       for (int sl = 0; sl < 2; ++sl) {
         uint32_t raw[C::kWords], sc;
-        read_run<T, D, FMT>(stage, u, sl, 0, raw, &sc);
+        get_run(u, sl, 0, raw, &sc);
         dequant_run<T, FMT, D>(raw, sc, kf[sl]);
       }
+      // Two accumulator chains (even / odd k-steps) halve the dependent mma latency.
+      float acc[2][2][4];
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) s[u][nt][0] = s[u][nt][1] = s[u][nt][2] = s[u][nt][3] = 0.f;
+      for (int c2 = 0; c2 < 2; ++c2)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) acc[c2][nt][0] = acc[c2][nt][1] = acc[c2][nt][2] = acc[c2][nt][3] = 0.f;
 #pragma unroll
       for (int j = 0; j < C::kKSteps; ++j) {
         const uint4 qv = q_frag[j * 32 + lane];
         const uint32_t a[4] = {qv.x, qv.y, qv.z, qv.w};
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) mma16816(s[u][nt], a, kf[nt][2 * j], kf[nt][2 * j + 1], kF16);
+        for (int nt = 0; nt < 2; ++nt) mma16816(acc[j & 1][nt], a, kf[nt][2 * j], kf[nt][2 * j + 1], kF16);
       }
-    }
-
-    // Logits (log2 domain), masks, running max.
-    float mx[2] = {m_run[0], m_run[1]};
-#pragma unroll
-    for (int u = 0; u < C::kU; ++u)
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int half = i >> 1;
-          const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
-          const int tok = chunk_start + 16 * u + tt;
-          const bool readable = (valid[u][nt] >> (4 * (tt & 7))) & 1u;
-          const bool vis = readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
-          float x = s[u][nt][i] * logit_scale;
-          if (cap) x = p.logits_soft_cap * tanhf(x / p.logits_soft_cap);
-          x = vis ? x * kLog2e : -INFINITY;
-          s[u][nt][i] = x;
-          mx[half] = fmaxf(mx[half], x);
-        }
+        for (int i = 0; i < 4; ++i) s[u][nt][i] = acc[0][nt][i] + acc[1][nt][i];
+    }
+
+    // Logits (log2 domain), masks, running max. The soft-cap branch sits outside the element
+    // loop so that each variant is one straight block (ILP across the 8 logits).
+    float mx[2] = {m_run[0], m_run[1]};
+    auto visible = [&](int u, int nt, int i) {
+      const int half = i >> 1;
+      const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
+      const int tok = chunk_start + 16 * u + tt;
+      const bool readable = (valid[u][nt] >> (4 * (tt & 7))) & 1u;
+      return readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
+    };
+    if (cap_v > 0.f) {
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float x = cap_v * tanhf(s[u][nt][i] * logit_scale / cap_v);
+            s[u][nt][i] = visible(u, nt, i) ? x * kLog2e : -INFINITY;
+            mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
+          }
+    } else {
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            s[u][nt][i] = visible(u, nt, i) ? s[u][nt][i] * scale_log2 : -INFINITY;
+            mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
+          }
+    }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xFFFFFFFFu, mx[half], 1));
@@ -475,16 +413,120 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
 #pragma unroll
       for (int sl = 0; sl < 2; ++sl) {
         uint32_t raw[C::kWords], sc;
-        read_run<T, D, FMT>(stage, u, sl, 1, raw, &sc);
+        get_run(u, sl, 1, raw, &sc);
         dequant_run<T, FMT, D>(raw, sc, vf[sl]);
       }
 #pragma unroll
       for (int e = 0; e < C::kPairs; ++e)
         mma16816(o[e], a, movmatrix_trans(vf[0][e]), movmatrix_trans(vf[1][e]), kF16);
     }
-    __syncwarp();  // every lane is done with this stage before lane 0 rewrites its valid words
+  };
+
+  // Page (from the staged table) and offset of token (u, slot) of a chunk for this lane.
+  auto locate = [&](int chunk_start, int u, int sl, int64_t* pg, int64_t* off) {
+    const int tok = chunk_start + 16 * u + 8 * sl + (lane >> 2);
+    const uint32_t pi = pdiv.quo(static_cast<uint32_t>(tok));
+    const int page = tok < s_end ? split_page_ids[pi - first_page] : -1;
+    const bool ok = page >= 0 && page < p.num_pages;
+    *pg = ok ? page : 0;
+    *off = ok ? tok - static_cast<int>(pi) * p.page_size : 0;
+    return ok;
+  };
+
+  if constexpr (C::kDirect) {
+    // 16-bit caches: global → registers, one chunk per iteration (8 KB per warp in flight at
+    // hd128). Staging them through shared memory would double the shared-memory traffic,
+    // which is the limit at these byte rates.
+    for (int k = 0; k < n_mine; ++k) {
+      const int chunk_start = chunk_start_of(k);
+      uint32_t rk[C::kU][2][C::kWords], rv[C::kU][2][C::kWords];
+      uint32_t valid[C::kU][2];
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int sl = 0; sl < 2; ++sl) {
+          int64_t pg, off;
+          const bool ok = locate(chunk_start, u, sl, &pg, &off);
+          valid[u][sl] = __ballot_sync(0xFFFFFFFFu, ok);
+          if (ok) {
+            load_run<C::kWords>(k_base + pg * p.k_data_strides.page + off * p.k_data_strides.token, rk[u][sl]);
+            load_run<C::kWords>(v_base + pg * p.v_data_strides.page + off * p.v_data_strides.token, rv[u][sl]);
+          } else {
+#pragma unroll
+            for (int w = 0; w < C::kWords; ++w) rk[u][sl][w] = 0, rv[u][sl][w] = 0;
+          }
+        }
+      compute_chunk(
+          [&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) {
+#pragma unroll
+            for (int w = 0; w < C::kWords; ++w) raw[w] = kv ? rv[u][sl][w] : rk[u][sl][w];
+            *sc = 0;
+          },
+          valid, chunk_start);
+    }
+  } else {
+    // Compressed caches: per-warp ring of kStages chunks filled with cp.async (one commit group
+    // per chunk; empty groups keep the count uniform), so 2-3 chunks are in flight while one
+    // is computed. Chunk k of this warp is the CTA's chunk warp + k·kWarps.
+    uint8_t* ring = main_area + warp * C::kStages * C::kStageBytes;
+    auto issue = [&](int k) {
+      uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
+      const int chunk_start = chunk_start_of(k);
+      constexpr int kRunBytes = C::kWords * 4;
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int sl = 0; sl < 2; ++sl) {
+          int64_t pg, off;
+          const bool ok = locate(chunk_start, u, sl, &pg, &off);
+          const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
+          if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4) = vb;
+          const uint8_t* kp = k_base + pg * p.k_data_strides.page + off * p.k_data_strides.token;
+          const uint8_t* vp = v_base + pg * p.v_data_strides.page + off * p.v_data_strides.token;
+          const uint32_t kd = smem_addr(stage + ((u * 2 + sl) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
+          const uint32_t vd = smem_addr(stage + ((u * 2 + sl) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
+          if constexpr (kRunBytes >= 16) {
+#pragma unroll
+            for (int i = 0; i < kRunBytes / 16; ++i) {
+              cp_async16(kd + 16 * i, kp + 16 * i, ok);
+              cp_async16(vd + 16 * i, vp + 16 * i, ok);
+            }
+          } else {
+            cp_async8(kd, kp, ok);
+            cp_async8(vd, vp, ok);
+          }
+          if constexpr (C::kFp4) {
+            uint8_t* sbase = stage + C::kDataBytes;
+            cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 0) * 32 + lane) * 4),
+                      ks_base + pg * p.k_scale_strides.page + off * p.k_scale_strides.token, ok);
+            cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 1) * 32 + lane) * 4),
+                      vs_base + pg * p.v_scale_strides.page + off * p.v_scale_strides.token, ok);
+          }
+        }
+    };
+#pragma unroll
+    for (int k = 0; k < C::kStages - 1; ++k) {
+      if (k < n_mine) issue(k);
+      cp_async_commit();
+    }
+    for (int k = 0; k < n_mine; ++k) {
+      if (k + C::kStages - 1 < n_mine) issue(k + C::kStages - 1);
+      cp_async_commit();
+      cp_async_wait<C::kStages - 1>();
+      __syncwarp();
+      const uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
+      uint32_t valid[C::kU][2];
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int sl = 0; sl < 2; ++sl)
+          valid[u][sl] = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4);
+      compute_chunk([&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
+                    valid, chunk_start_of(k));
+      __syncwarp();  // every lane is done with this stage before lane 0 rewrites its valid words
+    }
+    cp_async_wait<0>();
   }
-  cp_async_wait<0>();
   __syncthreads();  // the merge area overlaps the rings
 
   // Merge the warps: quad-reduce l, publish (m, l, O) per row, combine.
@@ -597,6 +639,52 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
   return Status();
 }
 
+template <typename T, int D, int FMT>
+int64_t resident_query() {
+  using C = Config<T, D, FMT>;
+  const int smem = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
+  auto kernel = decode_kernel<T, D, FMT>;
+  if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+    return 0;
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) return 0;
+  return static_cast<int64_t>(per_sm) * current_device_sm_count();
+}
+
+// Cached per kernel (the occupancy query costs host time on every decode call otherwise).
+template <typename T, int D, int FMT>
+int64_t resident_typed() {
+  static const int64_t resident = resident_query<T, D, FMT>();
+  return resident;
+}
+
+template <typename T, int D>
+int64_t resident_format(const DecodeParams& p) {
+  switch (p.format) {
+    case kFmtBF16:
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) return resident_typed<T, D, kFmtBF16>();
+      break;
+    case kFmtF16:
+      if constexpr (std::is_same_v<T, __half>) return resident_typed<T, D, kFmtF16>();
+      break;
+    case kFmtFP8: return resident_typed<T, D, kFmtFP8>();
+    case kFmtNvfp4: return resident_typed<T, D, kFmtNvfp4>();
+    case kFmtFp4Block16: return resident_typed<T, D, kFmtFp4Block16>();
+    default: break;
+  }
+  return 0;
+}
+
+template <typename T>
+int64_t resident_dtype(const DecodeParams& p) {
+  switch (p.head_dim) {
+    case 64: return resident_format<T, 64>(p);
+    case 128: return resident_format<T, 128>(p);
+    case 256: return resident_format<T, 256>(p);
+    default: return 0;
+  }
+}
+
 template <typename T, int D>
 Status launch_format(const DecodeParams& p, Stream stream) {
   switch (p.format) {
@@ -625,6 +713,10 @@ Status launch_dtype(const DecodeParams& p, Stream stream) {
 }
 
 }  // namespace
+
+int64_t decode_resident_ctas(const DecodeParams& p) {
+  return p.q_is_f16 ? resident_dtype<__half>(p) : resident_dtype<__nv_bfloat16>(p);
+}
 
 int current_device_sm_count() {
   int dev = 0, sms = 0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <vector>
 #include <cstddef>
 #include <cstdint>
 
@@ -57,20 +58,31 @@ inline constexpr int kDecodeRowsPerTile = 16;
 /// memory once (so no page-id load sits on the critical path of the KV loads).
 inline constexpr int64_t kDecodeMaxSplitPages = 2048;
 
-/// Number of KV splits: `requested` if > 0, else enough CTAs for ~4 per SM with ≥ 256 tokens
-/// per split; then raised so no split spans more than kDecodeMaxSplitPages pages; ≤ 1024.
+/// Number of KV splits. `requested` > 0 is taken as is. Otherwise, with `resident_ctas` CTAs
+/// fitting on the GPU at once and base = batch × kv heads × row tiles CTAs per split, the
+/// split count s ≤ min(kv/256, ⌈2·resident/base⌉) that minimises the number of CTA rounds per
+/// unit of work, ⌈base·s/resident⌉ / s (wave quantisation), the smallest within 5 % of the
+/// best. Either way s is then raised until no split spans more than kDecodeMaxSplitPages pages.
 inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                 int64_t num_kv_heads, int64_t max_pages, int64_t page_size,
-                                int requested, int num_sms) {
+                                int requested, int64_t resident_ctas) {
   const int64_t max_kv_len = max_pages * page_size;
   int64_t splits = requested;
   if (requested <= 0) {
     const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
     const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
     const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
-    const int64_t target = 4 * static_cast<int64_t>(std::max(num_sms, 1));
-    splits = (target + base - 1) / base;
-    splits = std::min(splits, std::max<int64_t>(1, max_kv_len / 256));
+    const int64_t resident = std::max<int64_t>(1, resident_ctas);
+    const int64_t limit = std::clamp<int64_t>(
+        std::min(max_kv_len / 256, (2 * resident + base - 1) / base), 1, 1024);
+    double best = 1e30;
+    std::vector<double> cost(static_cast<size_t>(limit) + 1);
+    for (int64_t s = 1; s <= limit; ++s) {
+      cost[s] = static_cast<double>((base * s + resident - 1) / resident) / static_cast<double>(s);
+      best = std::min(best, cost[s]);
+    }
+    splits = 1;
+    while (cost[splits] > 1.05 * best) ++splits;
   }
   // A split of ceil(L / splits) tokens rounded up to 16 spans at most that / page_size + 2 pages.
   while (splits < 1024) {
@@ -80,6 +92,10 @@ inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_he
   }
   return static_cast<int>(std::clamp<int64_t>(splits, 1, 1024));
 }
+
+/// Most CTAs of 128 threads an SM can hold (2048 threads): the bound decode_workspace_bytes
+/// assumes, so that any kernel's actual split count fits the workspace.
+inline constexpr int64_t kDecodeMaxCtasPerSm = 16;
 
 /// Page-table entries the kernel stages per CTA for `num_splits` (see choose_decode_splits).
 inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_splits) {
@@ -99,6 +115,10 @@ inline std::size_t decode_workspace_for(int64_t batch, int64_t qo_len, int64_t n
 
 /// SM count of the current device (0 if none).
 int current_device_sm_count();
+
+/// CTAs of the decode kernel chosen by `params` (q dtype, format, head_dim) that fit on the
+/// current GPU at once (occupancy × SMs, with the largest page-table staging); 0 on error.
+int64_t decode_resident_ctas(const DecodeParams& params);
 
 /// Launches the decode kernel (and the split merge) on `stream`; no synchronisation.
 Status launch_decode(const DecodeParams& params, Stream stream);
