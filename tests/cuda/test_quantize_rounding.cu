@@ -5,7 +5,10 @@
 // the GPU for all 2^32 bit patterns.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <random>
 
 #include <cuda_runtime.h>
 
@@ -57,6 +60,55 @@ TEST(CudaQuantizeRounding, HelpersMatchReferenceOnCpu) {
   for (uint32_t u : {0u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u, 0x7F7FFFFFu, 1u})
     if (!check(u)) return;
   EXPECT_GT(checked, 100000000u);
+}
+
+/// e2m1_pack8_by_fp32 (the kernels' packing of 8 codes) against the reference on random
+/// 8-tuples: E2M1 ties and grid points scaled by powers of two, random normals over many
+/// magnitudes, zeros of both signs, subnormals, huge values, Inf and NaN; encode multipliers 0,
+/// powers of two and arbitrary values. A tuple with a non-finite product must be flagged.
+TEST(CudaQuantizeRounding, Pack8MatchesReferenceOnCpu) {
+  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = rng();
+  rng.seed(seed);
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::uniform_real_distribution<float> uni(0.0f, 1.0f);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  static const float kT[] = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f, 2.5f, 3.0f, 3.5f, 4.0f, 5.0f, 6.0f, 7.0f};
+  auto value = [&]() -> float {
+    const float r = uni(rng);
+    const float sgn = uni(rng) < 0.5f ? -1.0f : 1.0f;
+    if (r < 0.5f) return sgn * kT[rng() % 16];
+    if (r < 0.8f) return normal(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
+    if (r < 0.85f) return sgn * 0.0f;
+    if (r < 0.90f) return sgn * 1.0e-40f * (1.0f + uni(rng));
+    if (r < 0.94f) return sgn * 3.0e38f;
+    if (r < 0.97f) return sgn * std::numeric_limits<float>::infinity();
+    return std::numeric_limits<float>::quiet_NaN();
+  };
+  int64_t flagged = 0;
+  for (int trial = 0; trial < 2000000; ++trial) {
+    float x[8];
+    for (float& v : x) v = value();
+    const float r = uni(rng);
+    const float enc = r < 0.05f ? 0.0f : r < 0.5f ? std::ldexp(1.0f, static_cast<int>(rng() % 60) - 30)
+                                                  : std::ldexp(uni(rng) + 0.5f, static_cast<int>(rng() % 60) - 30);
+    bool nonfinite = false;
+    const uint32_t got = cuda::e2m1_pack8_by_fp32(x, enc, nonfinite);
+    uint32_t want = 0;
+    bool any_nonfinite = false;
+    for (int i = 0; i < 8; ++i) {
+      const float y = fmt::fmul_rn(x[i], enc);
+      any_nonfinite = any_nonfinite || !std::isfinite(y);
+      want |= fmt::float_to_e2m1(y) << (4 * i);
+    }
+    ASSERT_EQ(nonfinite, any_nonfinite) << "trial " << trial;
+    if (nonfinite) {
+      ++flagged;
+      continue;
+    }
+    ASSERT_EQ(got, want) << std::hex << "trial " << std::dec << trial << " enc " << enc << " x0 " << x[0];
+  }
+  EXPECT_GT(flagged, 0);
 }
 
 __global__ void check_all_patterns(uint64_t start, uint64_t count, unsigned long long* first_bad) {

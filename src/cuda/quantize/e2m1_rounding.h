@@ -5,6 +5,7 @@
 // sampled) and on the GPU (all 2^32 floats).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/format.h"
@@ -45,21 +46,63 @@ NVFP4KV_HD float fma_exact(float a, float b, float c) {
 #endif
 }
 
+/// rn(a · b + c), one rounding (FFMA), identical on host and device.
+NVFP4KV_HD float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+/// The three saturated terms whose weighted sum 4·s1 + 2·s2 + s3 is the E2M1 magnitude code of
+/// a = |y| (non-NaN; NaN gives 0s), with fp32 FMA-pipe work only (twice the rate of the
+/// integer/logic pipe that e2m1_code_by_bits needs). t1, t2, t3 hold 2^23 + k with k = |y|·2,
+/// |y|, |y|/2 rounded to nearest-even integers (the ulp of 2^23 is 1, and each product is exact
+/// inside the fused operation); then s1 = clamp(k1/4, 0, 1), s2 = clamp(k2/2 − 1, 0, 1),
+/// s3 = clamp(k3 − 2, 0, 1) (the 2^23 offsets cancel exactly), so
+/// code = min(k1, 4) + clamp(k2 − 2, 0, 2) + clamp(k3 − 2, 0, 1): 2|y| rounded below 2, |y| + 2
+/// rounded in [2, 4), 6 in [4, 5] and 7 above (SPEC.md §1; each k ties to even, which is the even
+/// code). Large |y| and Inf saturate every term to 1 (code 7).
+struct E2m1Terms {
+  float s1, s2, s3;
+};
+NVFP4KV_HD E2m1Terms e2m1_terms(float a) {
+  const float t1 = fma_rn(a, 2.0f, 0x1p23f);
+  const float t2 = fmt::fadd_rn(a, 0x1p23f);
+  const float t3 = fma_rn(a, 0.5f, 0x1p23f);
+  return {saturate01(fma_exact(t1, 0.25f, -0x1p21f)), saturate01(fma_exact(t2, 0.5f, -(0x1p22f + 1.0f))),
+          saturate01(fmt::fadd_rn(t3, -(0x1p23f + 2.0f)))};
+}
+
 /// Magnitude bits (0..7) of fmt::float_to_e2m1(y) as an exact float, from a = |y|, for every
-/// non-NaN y (NaN gives 0). Only fp32 add/multiply with .sat, which run on the GPU's FMA pipe at
-/// twice the rate of the integer/logic pipe that e2m1_code_by_bits needs: g1, g2, g3 are |y|
-/// rounded to nearest-even multiples of 0.5, 1 and 2 (adding 2^22 / 2^23 / 2^24, whose ulp is
-/// that step); then code = min(2·g1, 4) + clamp(g2 − 2, 0, 2) + clamp(g3/2 − 2, 0, 1), which is
-/// 2·g1 below 2, g2 + 2 in [2, 4), 6 in [4, 5] and 7 above (SPEC.md §1; ties land on the even
-/// code because each g ties to the even multiple).
+/// non-NaN y (NaN gives 0): 4·s1 + 2·s2 + s3 of e2m1_terms.
 NVFP4KV_HD float e2m1_magnitude_code_f(float a) {
-  const float g1 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p22f), 0x1p22f);
-  const float g2 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p23f), 0x1p23f);
-  const float g3 = fmt::fsub_rn(fmt::fadd_rn(a, 0x1p24f), 0x1p24f);
-  const float s1 = saturate01(fmt::fmul_rn(g1, 0.5f));
-  const float s2 = saturate01(fma_exact(g2, 0.5f, -1.0f));
-  const float s3 = saturate01(fma_exact(g3, 0.5f, -2.0f));
-  return fma_exact(s1, 4.0f, fma_exact(s2, 2.0f, s3));
+  const E2m1Terms t = e2m1_terms(a);
+  return fma_exact(t.s1, 4.0f, fma_exact(t.s2, 2.0f, t.s3));
+}
+
+/// Eight packed codes fmt::pack of float_to_e2m1(rn(x_i · enc)), element 0 in the low nibble,
+/// with the magnitudes summed as exact floats: 2^23 + Σ m_i·16^i over 4 elements stays below
+/// 2^24, so its bit pattern minus 0x4B000000 is the 16-bit half-word (one FFMA per term). The
+/// sign is y's bit 31. `nonfinite` is set when some y is NaN or ±Inf (rn(y · 0) is then NaN): the
+/// caller must then use e2m1_code_by_bits, which gives NaN its code 0x7.
+NVFP4KV_HD uint32_t e2m1_pack8_by_fp32(const float (&x)[8], float enc, bool& nonfinite) {
+  float acc0 = 0x1p23f, acc1 = 0x1p23f, fin = 0.0f;
+  uint32_t signs = 0u;
+  for (int i = 0; i < 8; ++i) {
+    const float y = fmt::fmul_rn(x[i], enc);
+    const E2m1Terms t = e2m1_terms(fmt::abs_f(y));
+    const float p = static_cast<float>(1u << (4 * (i & 3)));
+    float& acc = i < 4 ? acc0 : acc1;
+    acc = fma_exact(t.s3, p, acc);
+    acc = fma_exact(t.s2, 2.0f * p, acc);
+    acc = fma_exact(t.s1, 4.0f * p, acc);
+    signs |= (fmt::float_bits(y) >> 31) << (4 * i + 3);
+    fin = fma_rn(y, 0.0f, fin);
+  }
+  nonfinite = !(fin == 0.0f);
+  return ((fmt::float_bits(acc0) - 0x4B000000u) | ((fmt::float_bits(acc1) - 0x4B000000u) << 16)) | signs;
 }
 
 /// Magnitude bits (0..7) of the code of a non-negative E2M1 grid value q (0, 0.5, ... 6) as an

@@ -222,29 +222,21 @@ __device__ __forceinline__ GlobalScales scales_from_decode(float s_dec) {
 }
 
 /// Packs the E2M1 codes of 8 elements (first at `i0`) of a sub-block into one word:
-/// fmt::float_to_e2m1(rn(x · enc)) for each, via e2m1_magnitude_code_f (fp32 FMA-pipe work;
-/// measured issue-bound on the integer pipe with e2m1_code_by_bits alone). Each term adds
-/// bits(m + 2^23) = 0x4B000000 + m at nibble i (integer multiply-adds, which wrap), so the
-/// 0x4B000000 parts are subtracted once at the end; the sign is y's bit 31. A NaN or infinite
-/// y (rare: NaN/Inf input, or enc = 0 against Inf) makes rn(y · 0) NaN and sends the 8 elements
-/// through the integer path, which handles NaN → 0x7.
+/// fmt::float_to_e2m1(rn(x · enc)) for each, through e2m1_pack8_by_fp32 (fp32 FMA-pipe work;
+/// with e2m1_code_by_bits alone the kernel was limited by the integer pipe). A NaN or infinite
+/// y (rare: NaN/Inf input, or enc = 0 against Inf) sends the 8 elements through
+/// e2m1_code_by_bits, which handles NaN → 0x7.
 template <QuantInput I>
 __device__ __forceinline__ uint32_t pack8(const uint32_t* w, int i0, float enc) {
-  uint32_t word = 0u;
-  float finite = 0.0f;
+  float x[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float y = __fmul_rn(element<I>(w, i0 + i), enc);
-    const float mf = e2m1_magnitude_code_f(fabsf(y));
-    word += __float_as_uint(__fadd_rn(mf, 0x1p23f)) * (1u << (4 * i));
-    word += (__float_as_uint(y) >> 31) * (8u << (4 * i));
-    finite = __fmaf_rn(y, 0.0f, finite);
-  }
-  word -= 0x4B000000u * 0x11111111u;
-  if (!(finite == 0.0f)) {
+  for (int i = 0; i < 8; ++i) x[i] = element<I>(w, i0 + i);
+  bool nonfinite = false;
+  uint32_t word = e2m1_pack8_by_fp32(x, enc, nonfinite);
+  if (nonfinite) {
     word = 0u;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) word |= e2m1_code_by_bits(__fmul_rn(element<I>(w, i0 + i), enc)) << (4 * i);
+    for (int i = 0; i < 8; ++i) word |= e2m1_code_by_bits(__fmul_rn(x[i], enc)) << (4 * i);
   }
   return word;
 }
