@@ -244,10 +244,11 @@ __device__ __forceinline__ uint32_t pack8(const uint32_t* w, int i0, float enc) 
 /// One "Four Over Six" block of 16 elements (SPEC.md §3.2): both candidates' errors in element
 /// order, the codes of the kept one. The error loop works on magnitudes: with enc ≥ 0 the code's
 /// sign is x's sign, and rn(|q|·sf·S_dec − |x|) = ±rn(q·sf·S_dec − x) (rounding is symmetric), so
-/// d² and |d| — all the error needs — are unchanged. Where |x|·enc is NaN (x NaN, or x = ±Inf
-/// with enc = 0 because sf·S_dec overflowed) the error here is NaN where the reference's may be
-/// +Inf; both make `err4 < err6` false in every such case (enc6 = 0 implies enc4 = 0, and an
-/// infinite or NaN error on either side already forbids the switch), so the choice is the same.
+/// d² and |d| — all the error needs — are unchanged. The two forms differ only where |x|·enc is
+/// NaN while x·enc is not a NaN of the same kind: x = ±Inf with enc = 0 (rn(sf·S_dec) overflowed).
+/// There this error is NaN and the reference's is +Inf or NaN. If that candidate is map-to-4,
+/// err4 is non-finite in both, so `err4 < err6` is false in both; if it is map-to-6, then enc4 = 0
+/// too (sf4 ≥ sf6), both errors are non-finite in both forms, and the test is false again.
 /// Grid values replace codes there because rn(rn(q · sf) · S_dec) needs the value.
 template <QuantInput I, bool kMae>
 __device__ __forceinline__ uint8_t four_over_six_block(const uint32_t* w, float v, const GlobalScales& g,
