@@ -11,6 +11,7 @@
 //      chunk is exactly one FP4 block, so no cross-thread reduction is needed.
 // One launch, no host synchronisation, no allocation: CUDA-graph safe (slots and scales are
 // read on the device at run time).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -181,6 +182,201 @@ __global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fast FP4 path (nvfp4, nvfp4 4over6, fp4_block16) for 16-byte aligned inputs and data views.
+// Mapping: one thread per (tensor, token, head, 32-element pair of blocks): blockIdx.y picks K
+// or V; four 16-byte loads, one 16-byte data store and two scale bytes. Per element: one unpack,
+// half a packed max, one FMUL, the 6-instruction E2M1 encode of kvfmt::e2m1_code_magic and
+// ~1.6 PRMT/LOP3 to pack codes and signs (v2 spent ~55 lane-instructions per element).
+// A block holding a NaN input takes the reference chunk code (rare; keeps NaN → 0x7 exact).
+
+struct FastAppendParams {
+  const uint16_t* in[2];  // keys, values
+  int64_t in_token[2], in_head[2];
+  uint8_t* data[2];       // FP4 data views (u8: strides in bytes)
+  RowStrides ds[2];
+  uint8_t* sf[2];         // scale views (1-byte elements)
+  RowStrides ss[2];
+  const float* dec[2];    // decode scales (nvfp4)
+  const int64_t* slots;
+  int64_t slot_stride;
+  int64_t capacity;
+  uint32_t items;         // num_tokens · num_kv_heads · head_dim / 32 (per tensor)
+  uint32_t pairs_log2;    // log2(head_dim / 32)
+  uint32_t heads;
+  int64_t page_size;
+  bool mae;               // 4over6 error metric
+};
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+/// Per-half unsigned max (sm_90): on |x| bit patterns this is the float max with NaN winning.
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/// E4M3 byte → fp32 through the hardware e4m3x2 → f16x2 conversion (exact).
+__device__ __forceinline__ float e4m3_byte_to_float(uint32_t byte) {
+  uint32_t h2;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(byte)));
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(h2)));
+}
+
+/// Packs 8 codes into one word (byte j = c[2j] | c[2j+1] << 4): magnitudes from the low bytes of
+/// mc[0..7] (e2m1_code_magic results: low byte = code 0..7), signs from the 16-bit input words
+/// w[0..3] (element 2k in the low half of w[k]; sign bits 15 and 31). Valid for NaN-free blocks,
+/// where the code's sign is the input's (the encode multiplier is ≥ +0).
+__device__ __forceinline__ uint32_t pack8(const uint32_t* mc, const uint32_t* w) {
+  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
+  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
+  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);  // sign bytes of elements 0, 1, 2, 3
+  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);  // 4, 5, 6, 7
+  const uint32_t s_ev = prmt(x01, x23, 0xECA8u);   // 0xFF/0x00 by the sign of 0, 2, 4, 6
+  const uint32_t s_od = prmt(x01, x23, 0xFDB9u);   // 1, 3, 5, 7
+  return (ev | (od << 4)) | (s_ev & 0x08080808u) | (s_od & 0x80808080u);
+}
+
+template <bool kInF16>
+__device__ __forceinline__ void unpack16(const uint32_t* w, float* x) {
+  NVFP4KV_KV_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    if constexpr (kInF16) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+      x[2 * k] = f.x;
+      x[2 * k + 1] = f.y;
+    } else {
+      x[2 * k] = __uint_as_float(w[k] << 16);
+      x[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+    }
+  }
+}
+
+/// E2M1 magnitude (fp32 bits) of code mc's low byte, by PRMT tables of the two varying bytes.
+__device__ __forceinline__ uint32_t magnitude_bits(uint32_t mc) {
+  // 0, 0.5, 1, 1.5, 2, 3, 4, 6: byte 3 = 00 3F 3F 3F 40 40 40 40, byte 2 = 00 00 80 C0 00 40 80 C0.
+  return prmt(0x3F3F3F00u, 0x40404040u, mc << 12) | prmt(0xC0800000u, 0xC0804000u, mc << 8);
+}
+
+/// Candidate of the 4over6 rule: codes (magic floats' bits) and error for scale byte `sf`.
+__device__ __forceinline__ float candidate(const float* x, float v, uint32_t sf, float s_dec, bool mae,
+                                           uint32_t* mc) {
+  const float sff = e4m3_byte_to_float(sf);
+  const float enc = v == 0.0f ? 0.0f : fminf(fmt::frcp_rn(fmt::fmul_rn(sff, s_dec)), fmt::kFltMax);
+  float err = 0.0f;
+  NVFP4KV_KV_UNROLL
+  for (int i = 0; i < 16; ++i) {
+    mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(fmt::fmul_rn(x[i], enc))));
+    const float q = __uint_as_float(magnitude_bits(mc[i]) | (__float_as_uint(x[i]) & 0x80000000u));
+    const float d = fmt::fsub_rn(fmt::fmul_rn(fmt::fmul_rn(q, sff), s_dec), x[i]);
+    err = fmt::fadd_rn(err, mae ? fabsf(d) : fmt::fmul_rn(d, d));
+  }
+  return err;
+}
+
+/// One 16-element block (8 input words) → two packed data words and the scale byte.
+/// kMode: 0 nvfp4 plain (§3.1), 1 nvfp4 4over6 (§3.2), 2 fp4_block16 (§3.4).
+template <int kMode, bool kInF16>
+__device__ __forceinline__ uint32_t encode_block(const uint32_t* w, const kvfmt::Nvfp4Scales& nv, bool mae,
+                                                 uint32_t* out) {
+  // max |x| with NaN winning, on the 16-bit patterns (exact: the input type's own order).
+  uint32_t m = w[0] & 0x7FFF7FFFu;
+  NVFP4KV_KV_UNROLL
+  for (int k = 1; k < 8; ++k) m = max_u16x2(m, w[k] & 0x7FFF7FFFu);
+  m = max_u16x2(m, m >> 16) & 0xFFFFu;
+  float x[16];
+  unpack16<kInF16>(w, x);
+  if (m > (kInF16 ? 0x7C00u : 0x7F80u)) {
+    // A NaN in the block: the reference chunk rules (NaN ignored by the max, coded 0x7).
+    uint8_t s;
+    if constexpr (kMode == 2) {
+      s = kvfmt::fp4_block16_chunk(x, out);
+    } else {
+      s = kvfmt::nvfp4_chunk(x, nv, kMode == 0 ? kvfmt::kModePlain
+                                                : (mae ? kvfmt::kModeFourOverSixMae : kvfmt::kModeFourOverSixMse), out);
+    }
+    return s;
+  }
+  const float v = kInF16 ? __half2float(__ushort_as_half(static_cast<unsigned short>(m))) : __uint_as_float(m << 16);
+  uint32_t mc[16];
+  uint32_t sf;
+  if constexpr (kMode == 1) {
+    // SPEC §3.2 with the hardware E4M3 conversion (same RNE/satfinite byte; base is not NaN).
+    const float base = fmt::fmul_rn(fmt::fdiv_rn(v, 6.0f), nv.s_enc);
+    const uint32_t sf6 = kvfmt::e4m3x2(fminf(base, fmt::kE4m3Max), 0.0f) & 0xFFu;
+    const uint32_t sf4 = kvfmt::e4m3x2(fminf(fmt::fmul_rn(base, 1.5f), fmt::kE4m3Max), 0.0f) & 0xFFu;
+    uint32_t mc4[16];
+    const float err6 = candidate(x, v, sf6, nv.s_dec, mae, mc);
+    const float err4 = candidate(x, v, sf4, nv.s_dec, mae, mc4);
+    sf = sf6;
+    if (err4 < err6) {  // ties (and NaN errors) keep map-to-6
+      sf = sf4;
+      NVFP4KV_KV_UNROLL
+      for (int i = 0; i < 16; ++i) mc[i] = mc4[i];
+    }
+  } else {
+    float enc;
+    if constexpr (kMode == 0) {
+      sf = kvfmt::e4m3x2(fmt::fmul_rn(v, nv.sf_mult), 0.0f) & 0xFFu;
+      enc = v == 0.0f ? 0.0f : fminf(fmt::frcp_rn(fmt::fmul_rn(e4m3_byte_to_float(sf), nv.s_dec)), fmt::kFltMax);
+    } else {
+      const fmt::MxBlockScale bs = fmt::mx_block_scale(v);
+      sf = bs.code;
+      enc = bs.encode;
+    }
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 16; ++i) mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(fmt::fmul_rn(x[i], enc))));
+  }
+  out[0] = pack8(mc, w);
+  out[1] = pack8(mc + 8, w + 4);
+  return sf;
+}
+
+template <int kMode, bool kInF16>
+__global__ void __launch_bounds__(256) append_fp4_fast_kernel(const __grid_constant__ FastAppendParams p) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= p.items) return;
+  const int ts = blockIdx.y;  // 0 keys, 1 values
+  const uint32_t pr = i & ((1u << p.pairs_log2) - 1u);
+  const uint32_t row = i >> p.pairs_log2;
+  const uint32_t t = row / p.heads;
+  const uint32_t h = row - t * p.heads;
+  const int64_t slot = __ldg(p.slots + static_cast<int64_t>(t) * p.slot_stride);
+  if (slot < 0 || slot >= p.capacity) return;  // skipped (negative) or unreportable (too large)
+  int64_t page, off;
+  if (p.capacity <= 0x7FFFFFFF) {
+    // capacity < 2^31, so page_size does too: 32-bit division.
+    const uint32_t s32 = static_cast<uint32_t>(slot), ps = static_cast<uint32_t>(p.page_size);
+    const uint32_t pg = s32 / ps;
+    page = pg;
+    off = s32 - pg * ps;
+  } else {
+    page = slot / p.page_size;
+    off = slot - page * p.page_size;
+  }
+  const uint4* src = reinterpret_cast<const uint4*>(p.in[ts] + t * p.in_token[ts] + h * p.in_head[ts] + pr * 32);
+  const uint4 a0 = __ldg(src), a1 = __ldg(src + 1), a2 = __ldg(src + 2), a3 = __ldg(src + 3);
+  kvfmt::Nvfp4Scales nv{};
+  if constexpr (kMode != 2) nv = kvfmt::nvfp4_scales(__ldg(p.dec[ts]));
+  const uint32_t w[16] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w,
+                          a2.x, a2.y, a2.z, a2.w, a3.x, a3.y, a3.z, a3.w};
+  uint32_t out[4];
+  const uint32_t s0 = encode_block<kMode, kInF16>(w, nv, p.mae, out);
+  const uint32_t s1 = encode_block<kMode, kInF16>(w + 8, nv, p.mae, out + 2);
+  const RowStrides& d = p.ds[ts];
+  *reinterpret_cast<uint4*>(p.data[ts] + page * d.page + off * d.token + h * d.head + pr * 16) =
+      make_uint4(out[0], out[1], out[2], out[3]);
+  const RowStrides& q = p.ss[ts];
+  uint8_t* sfp = p.sf[ts] + page * q.page + off * q.token + h * q.head + pr * 2;
+  sfp[0] = static_cast<uint8_t>(s0);
+  sfp[1] = static_cast<uint8_t>(s1);
+}
+
 RowStrides row_strides(const TensorView& v, KvLayout layout) {
   if (layout == KvLayout::kNHD) return {v.strides[0], v.strides[1], v.strides[2]};
   return {v.strides[0], v.strides[2], v.strides[1]};
@@ -243,12 +439,53 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
   p.vec_out = aligned(c.k_data.data, want) && aligned(c.v_data.data, want) &&
               strides_aligned(p.kd, es, want) && strides_aligned(p.vd, es, want);
   if (p.num_items == 0) return Status();
-  constexpr int kThreads = 256;
-  const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
-  const unsigned blocks = static_cast<unsigned>(blocks_needed < 65535 * 16 ? blocks_needed : 65535 * 16);
   if (p.num_items >= (int64_t(1) << 31)) {
     return Status(StatusCode::kInvalidArgument, "append_kv: num_tokens · num_kv_heads · head_dim / 16 must be < 2^31");
   }
+  constexpr int kThreads = 256;
+  if (fp4 && p.vec_in && aligned(c.k_data.data, 16) && aligned(c.v_data.data, 16) && strides_aligned(p.kd, 1, 16) &&
+      strides_aligned(p.vd, 1, 16)) {
+    FastAppendParams f{};
+    f.in[0] = p.keys;
+    f.in[1] = p.values;
+    f.in_token[0] = p.key_token_stride;
+    f.in_head[0] = p.key_head_stride;
+    f.in_token[1] = p.value_token_stride;
+    f.in_head[1] = p.value_head_stride;
+    f.data[0] = p.k_data;
+    f.data[1] = p.v_data;
+    f.ds[0] = p.kd;
+    f.ds[1] = p.vd;
+    f.sf[0] = p.k_sf;
+    f.sf[1] = p.v_sf;
+    f.ss[0] = p.ks;
+    f.ss[1] = p.vs;
+    f.dec[0] = p.k_scale;
+    f.dec[1] = p.v_scale;
+    f.slots = p.slots;
+    f.slot_stride = p.slot_stride;
+    f.capacity = p.capacity;
+    f.items = static_cast<uint32_t>(p.num_items / 2);  // pairs of chunks
+    f.pairs_log2 = p.chunks_log2 - 1;
+    f.heads = static_cast<uint32_t>(p.num_kv_heads);
+    f.page_size = p.page_size;
+    f.mae = p.fp4_mode == kvfmt::kModeFourOverSixMae;
+    const dim3 grid(static_cast<unsigned>((f.items + kThreads - 1) / kThreads), 2);
+    const bool f16 = p.in_f16;
+    if (c.format == KvFormat::kFp4Block16) {
+      if (f16) append_fp4_fast_kernel<2, true><<<grid, kThreads, 0, stream>>>(f);
+      else append_fp4_fast_kernel<2, false><<<grid, kThreads, 0, stream>>>(f);
+    } else if (p.fp4_mode == kvfmt::kModePlain) {
+      if (f16) append_fp4_fast_kernel<0, true><<<grid, kThreads, 0, stream>>>(f);
+      else append_fp4_fast_kernel<0, false><<<grid, kThreads, 0, stream>>>(f);
+    } else {
+      if (f16) append_fp4_fast_kernel<1, true><<<grid, kThreads, 0, stream>>>(f);
+      else append_fp4_fast_kernel<1, false><<<grid, kThreads, 0, stream>>>(f);
+    }
+    return check_launch("append_kv");
+  }
+  const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(blocks_needed < 65535 * 16 ? blocks_needed : 65535 * 16);
 #define NVFP4KV_APPEND_CASE(KF, F)                                                         \
   case KvFormat::KF:                                                                      \
     if (p.in_f16) append_kv_kernel<F, true><<<blocks, kThreads, 0, stream>>>(p);          \
