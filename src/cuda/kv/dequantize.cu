@@ -11,6 +11,7 @@
 // Device-side invalid input cannot be reported: negative lengths count as 0, tokens whose page
 // index is out of [0, num_pages) or beyond max_pages and rows past Σ seq_lens are written as
 // zeros, tokens past total_tokens are dropped; nothing outside out_k/out_v is written.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -265,6 +266,291 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_co
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fast path for bf16/f16 outputs with 16-byte aligned cache rows and outputs.
+// Mapping: persistent CTAs (≤ 8 per SM) scan seq_lens once, then walk tiles of rows: first one
+// thread per row finds its sequence (binary search), page and offset into shared memory, then
+// all threads take units of 8 elements (16 output bytes: a warp stores 512 contiguous bytes per
+// instruction; 16/8/4 cache bytes) of (row, K/V, head), 4-8 units per thread with every load
+// issued before the first store.
+// FP4 decodes through a per-block table: the 8 magnitudes' final 16-bit values
+// rn16(rn(rn(e2m1 · sf) · S_dec)) (the reference's arithmetic, once per block), looked up by PRMT
+// with the sign XORed in — exact because rn is symmetric; a block whose table has a NaN (NaN
+// scale byte or scale) takes the reference per-element path.
+
+constexpr int kMaxTileRows = 256;
+
+struct FastDeqParams {
+  const uint8_t* data[2];  // K, V cache data
+  RowStrides ds[2];        // elements of the data dtype
+  const uint8_t* sf[2];    // FP4 scales (1-byte elements)
+  RowStrides ss[2];
+  const float* dec[2];
+  const int32_t* block_tables;
+  int64_t bt_stride0, bt_stride1;
+  const int32_t* seq_lens;
+  int64_t sl_stride;
+  int batch;
+  int64_t max_pages, num_pages, page_size;
+  uint8_t* out[2];
+  int64_t o_token[2], o_head[2];  // elements (2 bytes)
+  int64_t total_tokens;
+  uint32_t uph_log2;   // log2(units per head row) = log2(head_dim / 8)
+  uint32_t upr;        // units per (row, tensor) = heads << uph_log2
+  uint32_t upr_magic;  // ceil(2^32 / upr) when exact for every unit index of a tile, else 0
+  uint32_t tile_rows;
+  uint32_t num_tiles;
+};
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+/// Exclusive prefix sums of max(seq_lens, 0) into prefix[0..batch] (block scan; kThreads threads).
+__device__ __forceinline__ void scan_lengths(const int32_t* seq_lens, int64_t sl_stride, int batch, int64_t* prefix,
+                                             int64_t* warp_sums) {
+  const int per = (batch + kThreads - 1) / kThreads;
+  const int begin = threadIdx.x * per;
+  const int end = begin + per < batch ? begin + per : batch;
+  int64_t local = 0;
+  for (int b = begin; b < end; ++b) {
+    const int32_t len = seq_lens[b * sl_stride];
+    local += len > 0 ? len : 0;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int64_t incl = local;
+  for (int d = 1; d < 32; d <<= 1) {
+    const int64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, d);
+    if (lane >= d) incl += y;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  int64_t run = incl - local;
+  for (int w = 0; w < warp; ++w) run += warp_sums[w];
+  for (int b = begin; b < end; ++b) {
+    prefix[b] = run;
+    const int32_t len = seq_lens[b * sl_stride];
+    run += len > 0 ? len : 0;
+  }
+  if (threadIdx.x == kThreads - 1) prefix[batch] = run;
+  __syncthreads();
+}
+
+/// Two fp32 → 16-bit pair (lo in the low half), hardware RNE (equals the software conversion for
+/// every non-NaN value; tables with NaN never reach it).
+template <bool kOutF16>
+__device__ __forceinline__ uint32_t cvt_pair(float lo, float hi) {
+  uint32_t r;
+  if constexpr (kOutF16) {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  }
+  return r;
+}
+
+/// 8 codes (one word) → 4 output pairs through the block's byte tables (lo/hi bytes of the
+/// 16-bit values of magnitudes 0..7); sign of each code XORed into bit 15 / 31.
+__device__ __forceinline__ void lookup8(uint32_t w, uint32_t lo0, uint32_t lo1, uint32_t hi0, uint32_t hi1,
+                                        uint32_t* r) {
+  const uint32_t idx = w & 0x77777777u;  // PRMT reads selector bit 3 as "replicate sign"
+  const uint32_t idx_hi = idx >> 16;
+  const uint32_t la = prmt(lo0, lo1, idx), ha = prmt(hi0, hi1, idx);
+  const uint32_t lb = prmt(lo0, lo1, idx_hi), hb = prmt(hi0, hi1, idx_hi);
+  const uint32_t w4 = w << 4;  // byte k bit 7 = sign of element 2k; w's byte k bit 7 = of 2k+1
+  r[0] = prmt(la, ha, 0x5140u) ^ (prmt(w4, w, 0x4000u) & 0x80008000u);
+  r[1] = prmt(la, ha, 0x7362u) ^ (prmt(w4, w, 0x5010u) & 0x80008000u);
+  r[2] = prmt(lb, hb, 0x5140u) ^ (prmt(w4, w, 0x6020u) & 0x80008000u);
+  r[3] = prmt(lb, hb, 0x7362u) ^ (prmt(w4, w, 0x7030u) & 0x80008000u);
+}
+
+/// 8 FP4 codes of one block (one data word) + the block's scale byte → 4 output words.
+template <int F, bool kOutF16>
+__device__ __forceinline__ void decode_fp4_word(uint32_t w0, uint32_t sfb, float s_dec, uint32_t* o) {
+  const float sff = F == kvfmt::kNvfp4 ? fmt::e4m3_to_float(sfb) : fmt::ue8m0_to_float(sfb);
+  float v[8];
+  NVFP4KV_KV_UNROLL
+  for (int m = 0; m < 8; ++m) {
+    const float q = fmt::fmul_rn(fmt::e2m1_magnitude(m), sff);
+    v[m] = F == kvfmt::kNvfp4 ? fmt::fmul_rn(q, s_dec) : q;
+  }
+  if (fmt::is_nan(v[0])) {
+    // v[0] = rn(rn(0 · sf) · S) is NaN whenever any entry is (NaN sf or S, or S = ±Inf).
+    const uint32_t words[2] = {w0, 0u};
+    NVFP4KV_KV_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      float x[2];
+      NVFP4KV_KV_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        const uint32_t code = kvfmt::chunk_code(words, 2 * i + k);
+        x[k] = F == kvfmt::kNvfp4 ? kvfmt::nvfp4_value(code, sff, s_dec) : kvfmt::fp4_block16_value(code, sff);
+      }
+      o[i] = kvfmt::pack_half2_rn(x[0], x[1], kOutF16);
+    }
+    return;
+  }
+  const uint32_t p01 = cvt_pair<kOutF16>(v[0], v[1]), p23 = cvt_pair<kOutF16>(v[2], v[3]);
+  const uint32_t p45 = cvt_pair<kOutF16>(v[4], v[5]), p67 = cvt_pair<kOutF16>(v[6], v[7]);
+  const uint32_t lo0 = prmt(p01, p23, 0x6420u), hi0 = prmt(p01, p23, 0x7531u);
+  const uint32_t lo1 = prmt(p45, p67, 0x6420u), hi1 = prmt(p45, p67, 0x7531u);
+  lookup8(w0, lo0, lo1, hi0, hi1, o);
+}
+
+template <int F, bool kOutF16>
+__global__ void __launch_bounds__(kThreads) dequantize_kv_fast_kernel(const __grid_constant__ FastDeqParams p) {
+  extern __shared__ int64_t prefix[];  // [batch + 1]
+  __shared__ int64_t warp_sums[kThreads / 32];
+  __shared__ int32_t s_page[kMaxTileRows];  // page of the tile's row, -1: write zeros
+  __shared__ int64_t s_off[kMaxTileRows];
+  constexpr bool kPlain = F == kvfmt::kBF16 || F == kvfmt::kF16;
+  constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
+  constexpr int kElemBytes = kPlain ? 2 : 1;
+  constexpr int kUnitElems = 8;  // 16 output bytes
+  constexpr int kOutWords = 4;
+  constexpr int kInBytes = kPlain ? 16 : F == kvfmt::kFP8 ? 8 : 4;
+  constexpr int kUnroll = kPlain ? 4 : 8;
+  constexpr bool kSame = kPlain && ((F == kvfmt::kF16) == kOutF16);
+  scan_lengths(p.seq_lens, p.sl_stride, p.batch, prefix, warp_sums);
+  const bool scaled = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
+  const float dec0 = scaled ? __ldg(p.dec[0]) : 1.0f, dec1 = scaled ? __ldg(p.dec[1]) : 1.0f;
+  const int64_t covered = prefix[p.batch];
+  const uint32_t uph_mask = (1u << p.uph_log2) - 1u;
+
+  for (uint32_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
+    const int64_t r0 = static_cast<int64_t>(tile) * p.tile_rows;
+    const int64_t left = p.total_tokens - r0;
+    const uint32_t rows = left < p.tile_rows ? static_cast<uint32_t>(left) : p.tile_rows;
+    if (threadIdx.x < rows) {
+      const int64_t r = r0 + threadIdx.x;
+      int32_t page = -1;
+      int64_t off = 0;
+      if (r < covered) {
+        // Sequence of row r: the last b with prefix[b] <= r.
+        int lo = 0, hi = p.batch - 1;
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) >> 1;
+          if (prefix[mid] <= r) lo = mid; else hi = mid - 1;
+        }
+        const int64_t pos = r - prefix[lo];
+        const int64_t j = pos / p.page_size;
+        off = pos - j * p.page_size;
+        if (j < p.max_pages) {
+          const int32_t pg = p.block_tables[lo * p.bt_stride0 + j * p.bt_stride1];
+          if (pg >= 0 && pg < p.num_pages) page = pg;
+        }
+      }
+      s_page[threadIdx.x] = page;
+      s_off[threadIdx.x] = off;
+    }
+    __syncthreads();
+    const uint32_t n = rows * 2u * p.upr;
+    for (uint32_t base = threadIdx.x; base < n; base += kThreads * kUnroll) {
+      // Unit j → (row_local rl, tensor t, head h, unit u of the head row); recomputed in the store
+      // loop rather than kept live across the loads (registers).
+      auto decompose = [&](uint32_t j, uint32_t& rl, int& t, uint32_t& h, uint32_t& u) {
+        const uint32_t q = p.upr_magic ? __umulhi(j, p.upr_magic) : j / p.upr;  // rl · 2 + t
+        const uint32_t jr = j - q * p.upr;
+        h = jr >> p.uph_log2;
+        u = jr & uph_mask;
+        rl = q >> 1;
+        t = static_cast<int>(q & 1u);
+      };
+      uint4 raw[kUnroll];
+      uint32_t sfw[kUnroll];
+      uint32_t zero = 0;  // bit k: unit k is written as zeros
+      NVFP4KV_KV_UNROLL
+      for (int k = 0; k < kUnroll; ++k) {
+        const uint32_t j = base + k * kThreads;
+        raw[k] = make_uint4(0, 0, 0, 0);
+        sfw[k] = 0;
+        if (j >= n) continue;
+        uint32_t rl, h, u;
+        int t;
+        decompose(j, rl, t, h, u);
+        const int32_t page = s_page[rl];
+        if (page < 0) {
+          zero |= 1u << k;
+          continue;
+        }
+        const int64_t off = s_off[rl];
+        const RowStrides& d = p.ds[t];
+        const uint8_t* src = p.data[t] + (page * d.page + off * d.token + h * d.head) * kElemBytes + u * kInBytes;
+        if constexpr (kInBytes == 16) {
+          raw[k] = __ldg(reinterpret_cast<const uint4*>(src));
+        } else if constexpr (kInBytes == 8) {
+          const uint2 a = __ldg(reinterpret_cast<const uint2*>(src));
+          raw[k].x = a.x;
+          raw[k].y = a.y;
+        } else {
+          raw[k].x = __ldg(reinterpret_cast<const uint32_t*>(src));
+        }
+        if constexpr (kFp4) {
+          const RowStrides& s = p.ss[t];
+          sfw[k] = __ldg(p.sf[t] + page * s.page + off * s.token + h * s.head + (u >> 1));  // 2 units per block
+        }
+      }
+      NVFP4KV_KV_UNROLL
+      for (int k = 0; k < kUnroll; ++k) {
+        const uint32_t j = base + k * kThreads;
+        if (j >= n) continue;
+        uint32_t rl, h, u;
+        int t;
+        decompose(j, rl, t, h, u);
+        uint8_t* dst = p.out[t] + ((r0 + rl) * p.o_token[t] + h * p.o_head[t] + u * kUnitElems) * 2;
+        uint32_t o[kOutWords];
+        const uint32_t rw[4] = {raw[k].x, raw[k].y, raw[k].z, raw[k].w};
+        if (zero & (1u << k)) {
+          NVFP4KV_KV_UNROLL
+          for (int i = 0; i < kOutWords; ++i) o[i] = 0;
+        } else if constexpr (kSame) {
+          NVFP4KV_KV_UNROLL
+          for (int i = 0; i < 4; ++i) o[i] = rw[i];
+        } else if constexpr (kPlain) {
+          // f16 cache into bf16 out or the reverse: software RNE as on the CPU (keeps payloads).
+          NVFP4KV_KV_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const float lo = kvfmt::half_to_float(static_cast<uint16_t>(rw[i]), F == kvfmt::kF16);
+            const float hi = kvfmt::half_to_float(static_cast<uint16_t>(rw[i] >> 16), F == kvfmt::kF16);
+            o[i] = static_cast<uint32_t>(kvfmt::float_to_half(lo, kOutF16)) |
+                   (static_cast<uint32_t>(kvfmt::float_to_half(hi, kOutF16)) << 16);
+          }
+        } else if constexpr (F == kvfmt::kFP8) {
+          // A byte 0x7F / 0xFF (NaN) anywhere in the unit: the per-element reference path.
+          uint32_t nan = 0;
+          NVFP4KV_KV_UNROLL
+          for (int i = 0; i < 2; ++i) nan |= ((rw[i] & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
+          const float sd = t ? dec1 : dec0;
+          NVFP4KV_KV_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t b2 = (rw[i >> 1] >> (16 * (i & 1))) & 0xFFFFu;
+            float lo, hi;
+            if (nan == 0) {
+              uint32_t h2;
+              asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(b2)));
+              const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h2));
+              lo = fmt::fmul_rn(f.x, sd);
+              hi = fmt::fmul_rn(f.y, sd);
+              o[i] = cvt_pair<kOutF16>(lo, hi);
+            } else {
+              lo = kvfmt::fp8_value(static_cast<uint8_t>(b2), sd);
+              hi = kvfmt::fp8_value(static_cast<uint8_t>(b2 >> 8), sd);
+              o[i] = kvfmt::pack_half2_rn(lo, hi, kOutF16);
+            }
+          }
+        } else {
+          decode_fp4_word<F, kOutF16>(rw[0], sfw[k], t ? dec1 : dec0, o);
+        }
+        uint4* od = reinterpret_cast<uint4*>(dst);
+        NVFP4KV_KV_UNROLL
+        for (int i = 0; i < kOutWords / 4; ++i) od[i] = make_uint4(o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]);
+      }
+    }
+    __syncthreads();
+  }
+}
+
 RowStrides row_strides(const TensorView& v, KvLayout layout) {
   if (layout == KvLayout::kNHD) return {v.strides[0], v.strides[1], v.strides[2]};
   return {v.strides[0], v.strides[2], v.strides[1]};
@@ -275,6 +561,25 @@ bool aligned(const void* ptr, int64_t bytes) { return reinterpret_cast<uintptr_t
 bool strides_aligned(const RowStrides& s, int64_t elem_bytes, int64_t bytes) {
   return (s.page * elem_bytes) % bytes == 0 && (s.token * elem_bytes) % bytes == 0 &&
          (s.head * elem_bytes) % bytes == 0;
+}
+
+/// Sets the dynamic shared-memory limit if needed and launches one persistent CTA per resident
+/// slot (SMs × occupancy), at most one per tile.
+template <int F, bool kOutF16>
+cudaError_t launch_fast(const FastDeqParams& f, std::size_t smem, int sms, cudaStream_t stream) {
+  auto kernel = dequantize_kv_fast_kernel<F, kOutF16>;
+  cudaError_t err = cudaSuccess;
+  if (smem > 40 * 1024) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  int occ = 0;
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kThreads, smem);
+  if (err != cudaSuccess) return err;
+  const uint64_t slots = static_cast<uint64_t>(sms) * static_cast<uint64_t>(occ < 1 ? 1 : occ);
+  const unsigned blocks = static_cast<unsigned>(f.num_tiles < slots ? f.num_tiles : slots);
+  kernel<<<blocks, kThreads, smem, stream>>>(f);
+  return cudaSuccess;
 }
 
 }  // namespace
@@ -332,6 +637,91 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
   }
   // With batch 0 every row is past Σ seq_lens and written as zeros; the scan needs one slot.
   const std::size_t smem = sizeof(int64_t) * (static_cast<std::size_t>(p.batch) + 1);
+  const int64_t unit_in = fp4 ? 4 : 8 * es;  // cache bytes of 8 elements
+  const bool unit_aligned = aligned(p.k_data, unit_in) && aligned(p.v_data, unit_in) &&
+                            strides_aligned(p.kd, es, unit_in) && strides_aligned(p.vd, es, unit_in);
+  if (p.out_kind != 0 && p.vec_out && unit_aligned) {
+    FastDeqParams f{};
+    f.data[0] = p.k_data;
+    f.data[1] = p.v_data;
+    f.ds[0] = p.kd;
+    f.ds[1] = p.vd;
+    f.sf[0] = p.k_sf;
+    f.sf[1] = p.v_sf;
+    f.ss[0] = p.ks;
+    f.ss[1] = p.vs;
+    f.dec[0] = p.k_scale;
+    f.dec[1] = p.v_scale;
+    f.block_tables = p.block_tables;
+    f.bt_stride0 = p.bt_stride0;
+    f.bt_stride1 = p.bt_stride1;
+    f.seq_lens = p.seq_lens;
+    f.sl_stride = p.sl_stride;
+    f.batch = p.batch;
+    f.max_pages = p.max_pages;
+    f.num_pages = p.num_pages;
+    f.page_size = p.page_size;
+    f.out[0] = p.out_k;
+    f.out[1] = p.out_v;
+    f.o_token[0] = p.ok_token;
+    f.o_head[0] = p.ok_head;
+    f.o_token[1] = p.ov_token;
+    f.o_head[1] = p.ov_head;
+    f.total_tokens = p.total_tokens;
+    const int64_t uph = c.head_dim / 8;  // 8-element units per head row
+    f.uph_log2 = 0;
+    while ((int64_t(1) << f.uph_log2) < uph) ++f.uph_log2;
+    const uint64_t upr = static_cast<uint64_t>(c.num_kv_heads) << f.uph_log2;
+    if (upr * 2 * kMaxTileRows >= (uint64_t(1) << 31)) {
+      return Status(StatusCode::kInvalidArgument, "dequantize_kv: num_kv_heads · head_dim too large");
+    }
+    f.upr = static_cast<uint32_t>(upr);
+    // About 4096 units (16 per thread) per tile, at most kMaxTileRows rows.
+    uint64_t tr = 4096 / (2 * upr);
+    tr = tr < 1 ? 1 : (tr > kMaxTileRows ? kMaxTileRows : tr);
+    f.tile_rows = static_cast<uint32_t>(tr);
+    f.num_tiles = static_cast<uint32_t>((p.total_tokens + static_cast<int64_t>(tr) - 1) / static_cast<int64_t>(tr));
+    // q = floor(j · m / 2^32) with m = ceil(2^32 / upr) is exact while j · (m · upr − 2^32) < 2^32.
+    const uint64_t m = ((uint64_t(1) << 32) + upr - 1) / upr;
+    const uint64_t e = m * upr - (uint64_t(1) << 32);
+    const uint64_t jmax = tr * 2 * upr;
+    f.upr_magic = (m < (uint64_t(1) << 32) && jmax * e < (uint64_t(1) << 32)) ? static_cast<uint32_t>(m) : 0u;
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      sms = 132;
+    }
+    const bool of16 = p.out_kind == 2;
+    cudaError_t fattr = cudaSuccess;
+    switch (c.format) {
+      case KvFormat::kBF16:
+        fattr = of16 ? launch_fast<kvfmt::kBF16, true>(f, smem, sms, stream) : launch_fast<kvfmt::kBF16, false>(f, smem, sms, stream);
+        break;
+      case KvFormat::kF16:
+        fattr = of16 ? launch_fast<kvfmt::kF16, true>(f, smem, sms, stream) : launch_fast<kvfmt::kF16, false>(f, smem, sms, stream);
+        break;
+      case KvFormat::kFP8E4M3:
+        fattr = of16 ? launch_fast<kvfmt::kFP8, true>(f, smem, sms, stream) : launch_fast<kvfmt::kFP8, false>(f, smem, sms, stream);
+        break;
+      case KvFormat::kNvfp4:
+        fattr = of16 ? launch_fast<kvfmt::kNvfp4, true>(f, smem, sms, stream) : launch_fast<kvfmt::kNvfp4, false>(f, smem, sms, stream);
+        break;
+      case KvFormat::kFp4Block16:
+        fattr = of16 ? launch_fast<kvfmt::kFp4Block16, true>(f, smem, sms, stream)
+                     : launch_fast<kvfmt::kFp4Block16, false>(f, smem, sms, stream);
+        break;
+    }
+    if (fattr != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status(StatusCode::kCudaError, std::string("dequantize_kv: kernel setup failed: ") +
+                                                cudaGetErrorString(fattr));
+    }
+    const cudaError_t ferr = cudaGetLastError();
+    if (ferr != cudaSuccess) {
+      return Status(StatusCode::kCudaError, std::string("dequantize_kv launch failed: ") + cudaGetErrorString(ferr));
+    }
+    return Status();
+  }
   const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
   // Enough CTAs to fill the GPU several times over; each pays for one scan of seq_lens.
   const unsigned blocks = static_cast<unsigned>(blocks_needed < 2048 ? blocks_needed : 2048);
