@@ -38,8 +38,9 @@ export PATH=$PATH:/usr/local/cuda/bin
 OBJ=$(find "$B" -name 'decode.cu.o' | head -1)
 if [ -n "$OBJ" ] && command -v cuobjdump >/dev/null; then
   cuobjdump -sass "$OBJ" | awk '/Function : .*decode_kernelI13__nv_bfloat16Li128ELi3E/{f=1;print;next} f&&/Function : /{f=0} f' >"$OUT/sass_nvfp4_hd128.txt"
-  echo "sass nvfp4 hd128: $(grep -cE '^\s+/\*[0-9a-f]{4,6}\*/' "$OUT/sass_nvfp4_hd128.txt") instructions; top opcodes:"
-  grep -oE '^\s+/\*[0-9a-f]{4,6}\*/\s+(@!?U?P[0-9T] )?[A-Z][A-Z0-9]+' "$OUT/sass_nvfp4_hd128.txt" | awk '{print $NF}' | sort | uniq -c | sort -rn | head -24 | tr '\n' ' '; echo
+  { echo "sass nvfp4 hd128 (both variants): $(grep -cE '^\s+/\*[0-9a-f]{4,6}\*/' "$OUT/sass_nvfp4_hd128.txt") instructions; top opcodes:"
+  grep -oE '^\s+/\*[0-9a-f]{4,6}\*/\s+(@!?U?P[0-9T] )?[A-Z][A-Z0-9]+' "$OUT/sass_nvfp4_hd128.txt" | awk '{print $NF}' | sort | uniq -c | sort -rn | head -24 | tr '\n' ' '; echo; } >"$OUT/sass_summary.txt"
+  rm -f "$OUT/sass_nvfp4_hd128.txt"
 fi
 echo "build $(( $(date +%s) - t0 )) s"
 "$T" --gtest_filter='*Decode*' >"$OUT/decode_tests.log" 2>&1; echo "tests rc=$?"
@@ -57,7 +58,9 @@ if [ "${DECODE_SANITIZER:-1}" = 1 ]; then
   done
 fi
 echo "== summary"
+cat "$OUT/sass_summary.txt" 2>/dev/null
+rm -f "$OUT/cfg.log"
 grep -E "check |copy" "$OUT/decode_bench.log" | head -8
-sed -n '/decode attention, 32/,$p' "$OUT/decode_bench.log" | head -20
+sed -n '/decode attention, 32/,$p' "$OUT/decode_bench.log" | head -32
 tail -16 "$OUT/torch_decode.log"
 grep -A8 "kv format" "$OUT/demo.log" | head -10
