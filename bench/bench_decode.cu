@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <numeric>
 #include <random>
@@ -239,10 +238,6 @@ double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
 void bench_decode(Context& ctx) {
   const KvFormat formats[] = {KvFormat::kBF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4};
   for (KvFormat f : formats) check_format(f);
-  setenv("NVFP4KV_DECODE_MIN_CTAS", "4", 1);  // the register-capped experiment must be right too
-  check_format(KvFormat::kFP8E4M3);
-  check_format(KvFormat::kNvfp4);
-  unsetenv("NVFP4KV_DECODE_MIN_CTAS");
 
   struct Shape {
     int64_t batch, kv_len;
@@ -255,7 +250,7 @@ void bench_decode(Context& ctx) {
       for (int64_t l : {1024, 8192, 32768}) shapes.push_back({b, l});
     shapes.push_back({1, 131072});
   }
-  std::map<std::pair<int64_t, int64_t>, std::map<KvFormat, double>> us, hnd_us, cap_us;
+  std::map<std::pair<int64_t, int64_t>, std::map<KvFormat, double>> us, hnd_us;
   std::mt19937 rng(5);
   for (KvFormat f : formats) {
     // One cache per format, big enough for the largest shape (pages shuffled per problem).
@@ -270,19 +265,13 @@ void bench_decode(Context& ctx) {
       BENCH_CHECK(st.ok(), st.to_string());
       const double t = ctx.time_us([&](int) { (void)run(c, p, o); }, /*flush_l2=*/true);
       us[{s.batch, s.kv_len}][f] = t;
-      // Experiments at a few shapes: HND pages; the 128-register (4 CTAs/SM) ring kernels.
+      // HND pages (the same bytes viewed [pages, heads, tokens, X]) at a few shapes.
       const bool probe = (s.batch == 16 && s.kv_len == 8192) || (s.batch == 128 && s.kv_len == 32768) ||
                          (s.batch == 1 && s.kv_len == 32768) || (s.batch == 64 && s.kv_len == 8192);
       if (probe) {
         const KvCacheView hnd = as_hnd(c.view);
         BENCH_CHECK(run_view(hnd, p, o).ok(), "HND run");
         hnd_us[{s.batch, s.kv_len}][f] = ctx.time_us([&](int) { (void)run_view(hnd, p, o); }, true);
-        if (f != KvFormat::kBF16) {
-          setenv("NVFP4KV_DECODE_MIN_CTAS", "4", 1);
-          BENCH_CHECK(run(c, p, o).ok(), "cap run");
-          cap_us[{s.batch, s.kv_len}][f] = ctx.time_us([&](int) { (void)run(c, p, o); }, true);
-          unsetenv("NVFP4KV_DECODE_MIN_CTAS");
-        }
       }
     }
   }
@@ -297,19 +286,10 @@ void bench_decode(Context& ctx) {
         ctx.add_row({{"bench", "decode_hnd"}, {"format", kv_format_name(f)}, {"batch", shape.first},
                      {"kv_len", shape.second}, {"us", m[f]}, {"tbps", tbps}});
       }
-      for (KvFormat f : {KvFormat::kFP8E4M3, KvFormat::kNvfp4}) {
-        const double t = cap_us[shape][f];
-        row.push_back(fmt("%.1f", t));
-        row.push_back(fmt("%.0f%%", 100.0 * bytes_moved(f, shape.first, shape.second) / (t * 1e-6) / 1e12 / ctx.copy_tbps));
-        ctx.add_row({{"bench", "decode_cap128"}, {"format", kv_format_name(f)}, {"batch", shape.first},
-                     {"kv_len", shape.second}, {"us", t}});
-      }
       rows.push_back(row);
     }
-    print_table("experiments: HND pages (same bytes), and NHD with the ring kernels capped at 128 registers",
-                {"batch", "kv", "HND bf16", "%copy", "HND fp8", "%copy", "HND nvfp4", "%copy", "cap fp8", "%copy",
-                 "cap nvfp4", "%copy"},
-                rows);
+    print_table("HND pages (same shapes, same bytes)",
+                {"batch", "kv", "HND bf16", "%copy", "HND fp8", "%copy", "HND nvfp4", "%copy"}, rows);
   }
   std::vector<std::vector<std::string>> rows;
   for (auto s : shapes) {

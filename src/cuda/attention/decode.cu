@@ -31,7 +31,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -209,11 +208,8 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
   }
 }
 
-// kMinCtas: CTAs per SM the compiler must allow (register cap 65536 / (128 · kMinCtas)). 1 is
-// the default; 4 (≤ 128 registers, a few spills for nvfp4) is an experiment for the ring
-// kernels, which are latency-bound at 3 CTAs per SM (bench/NOTES.md).
-template <typename T, int D, int FMT, int kMinCtas = 1>
-__global__ void __launch_bounds__(kThreads, kMinCtas) decode_kernel(const __grid_constant__ DecodeParams p,
+template <typename T, int D, int FMT>
+__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
   using C = Config<T, D, FMT>;
   constexpr bool kF16 = std::is_same_v<T, __half>;
@@ -612,16 +608,6 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
         l > 0.f ? (m + log2f(l)) / kLog2e : -INFINITY;
 }
 
-// The register-cap experiment (NVFP4KV_DECODE_MIN_CTAS=4) exists only for bf16 queries,
-// head_dim 128, fp8 and nvfp4 caches, to keep the instantiation list short.
-template <typename T, int D, int FMT>
-constexpr bool kHasCapVariant = std::is_same_v<T, __nv_bfloat16> && D == 128 && (FMT == kFmtFP8 || FMT == kFmtNvfp4);
-
-inline bool cap_variant_requested() {
-  const char* e = std::getenv("NVFP4KV_DECODE_MIN_CTAS");
-  return e != nullptr && e[0] == '4' && e[1] == 0;
-}
-
 Status cuda_status(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status();
   return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(e));
@@ -630,14 +616,11 @@ Status cuda_status(cudaError_t e, const char* what) {
 template <typename T, int D, int FMT>
 Status launch_typed(const DecodeParams& p, Stream stream) {
   using C = Config<T, D, FMT>;
-  auto kernel = decode_kernel<T, D, FMT, 1>;
-  if constexpr (kHasCapVariant<T, D, FMT>) {
-    if (cap_variant_requested()) kernel = decode_kernel<T, D, FMT, 4>;
-  }
+  auto kernel = decode_kernel<T, D, FMT>;
   const int split_pages = static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
   const int smem = C::smem_bytes(split_pages);
-  // Opt in to more than 48 KB of dynamic shared memory (once per size increase; not a stream
-  // operation, so it is allowed while a graph is being captured).
+  // Opt in to more than 48 KB of dynamic shared memory (a host-side attribute, not a stream
+  // operation, so it is allowed while a graph is being captured; cheap enough per launch).
   if (smem > 48 * 1024) {
     const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
@@ -654,11 +637,11 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
   return Status();
 }
 
-template <typename T, int D, int FMT, int kMinCtas>
+template <typename T, int D, int FMT>
 int64_t resident_query() {
   using C = Config<T, D, FMT>;
   const int smem = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
-  auto kernel = decode_kernel<T, D, FMT, kMinCtas>;
+  auto kernel = decode_kernel<T, D, FMT>;
   if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
     return 0;
   int per_sm = 0;
@@ -669,13 +652,7 @@ int64_t resident_query() {
 // Cached per kernel (the occupancy query costs host time on every decode call otherwise).
 template <typename T, int D, int FMT>
 int64_t resident_typed() {
-  if constexpr (kHasCapVariant<T, D, FMT>) {
-    if (cap_variant_requested()) {
-      static const int64_t resident4 = resident_query<T, D, FMT, 4>();
-      return resident4;
-    }
-  }
-  static const int64_t resident = resident_query<T, D, FMT, 1>();
+  static const int64_t resident = resident_query<T, D, FMT>();
   return resident;
 }
 
