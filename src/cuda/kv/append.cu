@@ -271,9 +271,12 @@ __device__ __forceinline__ float candidate(const float* x, float v, uint32_t sf,
   float err = 0.0f;
   NVFP4KV_KV_UNROLL
   for (int i = 0; i < 16; ++i) {
-    mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(fmt::fmul_rn(x[i], enc))));
-    const float q = __uint_as_float(magnitude_bits(mc[i]) | (__float_as_uint(x[i]) & 0x80000000u));
-    const float d = fmt::fsub_rn(fmt::fmul_rn(fmt::fmul_rn(q, sff), s_dec), x[i]);
+    // On magnitudes: the code's sign is x's (NaN-free block, enc ≥ 0) and rn is symmetric, so
+    // d = sign(x) · rn(rn(rn(|q| · sf) · S_dec) − |x|) bit for bit; d² and |d| are unchanged.
+    const float ax = fabsf(x[i]);
+    mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fmt::fmul_rn(ax, enc)));
+    const float q = __uint_as_float(magnitude_bits(mc[i]));
+    const float d = fmt::fsub_rn(fmt::fmul_rn(fmt::fmul_rn(q, sff), s_dec), ax);
     err = fmt::fadd_rn(err, mae ? fabsf(d) : fmt::fmul_rn(d, d));
   }
   return err;

@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_co
 // with the sign XORed in — exact because rn is symmetric; a block whose table has a NaN (NaN
 // scale byte or scale) takes the reference per-element path.
 
-constexpr int kMaxTileRows = 256;
+constexpr int kMaxTileRows = 128;
 
 struct FastDeqParams {
   const uint8_t* data[2];  // K, V cache data
@@ -294,6 +294,8 @@ struct FastDeqParams {
   int64_t max_pages, num_pages, page_size;
   uint8_t* out[2];
   int64_t o_token[2], o_head[2];  // elements (2 bytes)
+  int64_t hs_bytes[2];            // data head stride in bytes
+  int64_t ohs_bytes[2];           // output head stride in bytes
   int64_t total_tokens;
   uint32_t uph_log2;   // log2(units per head row) = log2(head_dim / 8)
   uint32_t upr;        // units per (row, tensor) = heads << uph_log2
@@ -366,61 +368,115 @@ __device__ __forceinline__ void lookup8(uint32_t w, uint32_t lo0, uint32_t lo1, 
   r[3] = prmt(lb, hb, 0x7362u) ^ (prmt(w4, w, 0x7030u) & 0x80008000u);
 }
 
-/// 8 FP4 codes of one block (one data word) + the block's scale byte → 4 output words.
+/// Decoded block scale: E4M3 through the hardware e4m3x2 → f16x2 conversion (exact; 0x7F/0xFF
+/// give NaN like fmt::e4m3_to_float), or UE8M0 2^(code − 127).
+template <int F>
+__device__ __forceinline__ float fp4_scale_value(uint32_t sfb) {
+  if constexpr (F == kvfmt::kNvfp4) {
+    uint32_t h2;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(sfb)));
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(h2)));
+  } else {
+    return fmt::ue8m0_to_float(sfb);
+  }
+}
+
+/// The lookup table of scale byte `sfb`: the 16-bit outputs of magnitudes 0..7,
+/// rn16(rn(rn(e2m1 · sf) · S_dec)) (nvfp4) or rn16(rn(e2m1 · 2^(c−127))) (fp4_block16), as byte
+/// tables {lo bytes 0-3, lo 4-7, hi 0-3, hi 4-7}. Only used where no entry is NaN (fp4_table_nan).
 template <int F, bool kOutF16>
-__device__ __forceinline__ void decode_fp4_word(uint32_t w0, uint32_t sfb, float s_dec, uint32_t* o) {
-  const float sff = F == kvfmt::kNvfp4 ? fmt::e4m3_to_float(sfb) : fmt::ue8m0_to_float(sfb);
+__device__ __forceinline__ uint4 fp4_table(uint32_t sfb, float s_dec) {
+  const float sff = fp4_scale_value<F>(sfb);
   float v[8];
   NVFP4KV_KV_UNROLL
   for (int m = 0; m < 8; ++m) {
     const float q = fmt::fmul_rn(fmt::e2m1_magnitude(m), sff);
     v[m] = F == kvfmt::kNvfp4 ? fmt::fmul_rn(q, s_dec) : q;
   }
-  if (fmt::is_nan(v[0])) {
-    // v[0] = rn(rn(0 · sf) · S) is NaN whenever any entry is (NaN sf or S, or S = ±Inf).
-    const uint32_t words[2] = {w0, 0u};
-    NVFP4KV_KV_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      float x[2];
-      NVFP4KV_KV_UNROLL
-      for (int k = 0; k < 2; ++k) {
-        const uint32_t code = kvfmt::chunk_code(words, 2 * i + k);
-        x[k] = F == kvfmt::kNvfp4 ? kvfmt::nvfp4_value(code, sff, s_dec) : kvfmt::fp4_block16_value(code, sff);
-      }
-      o[i] = kvfmt::pack_half2_rn(x[0], x[1], kOutF16);
-    }
-    return;
-  }
   const uint32_t p01 = cvt_pair<kOutF16>(v[0], v[1]), p23 = cvt_pair<kOutF16>(v[2], v[3]);
   const uint32_t p45 = cvt_pair<kOutF16>(v[4], v[5]), p67 = cvt_pair<kOutF16>(v[6], v[7]);
-  const uint32_t lo0 = prmt(p01, p23, 0x6420u), hi0 = prmt(p01, p23, 0x7531u);
-  const uint32_t lo1 = prmt(p45, p67, 0x6420u), hi1 = prmt(p45, p67, 0x7531u);
-  lookup8(w0, lo0, lo1, hi0, hi1, o);
+  return make_uint4(prmt(p01, p23, 0x6420u), prmt(p45, p67, 0x6420u), prmt(p01, p23, 0x7531u),
+                    prmt(p45, p67, 0x7531u));
+}
+
+/// True iff some entry of the table would be NaN: v0 = rn(rn(0 · sf) · S) is NaN exactly when
+/// sf or S is NaN or S is ±Inf, and any NaN entry implies a NaN v0 (E4M3 and UE8M0 are finite).
+template <int F>
+__device__ __forceinline__ bool fp4_table_nan(uint32_t sfb, bool bad_scale) {
+  if constexpr (F == kvfmt::kNvfp4) return (sfb & 0x7Fu) == 0x7Fu || bad_scale;
+  return sfb == 0xFFu;
+}
+
+/// The reference per-element path for one word of 8 codes (NaN tables).
+template <int F, bool kOutF16>
+__device__ __noinline__ uint4 decode_fp4_word_slow(uint32_t w0, uint32_t sfb, float s_dec) {
+  uint32_t o[4];
+  const float sff = fp4_scale_value<F>(sfb);
+  const uint32_t words[2] = {w0, 0u};
+  NVFP4KV_KV_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    float x[2];
+    NVFP4KV_KV_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const uint32_t code = kvfmt::chunk_code(words, 2 * i + k);
+      x[k] = F == kvfmt::kNvfp4 ? kvfmt::nvfp4_value(code, sff, s_dec) : kvfmt::fp4_block16_value(code, sff);
+    }
+    o[i] = kvfmt::pack_half2_rn(x[0], x[1], kOutF16);
+  }
+  return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+/// The reference per-element fp8 path for 8 bytes holding a NaN code (0x7F / 0xFF).
+template <bool kOutF16>
+__device__ __noinline__ uint4 decode_fp8_slow(uint32_t w0, uint32_t w1, float s_dec) {
+  const uint32_t w[2] = {w0, w1};
+  uint32_t o[4];
+  NVFP4KV_KV_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t b2 = (w[i >> 1] >> (16 * (i & 1))) & 0xFFFFu;
+    o[i] = kvfmt::pack_half2_rn(kvfmt::fp8_value(static_cast<uint8_t>(b2), s_dec),
+                                kvfmt::fp8_value(static_cast<uint8_t>(b2 >> 8), s_dec), kOutF16);
+  }
+  return make_uint4(o[0], o[1], o[2], o[3]);
 }
 
 template <int F, bool kOutF16>
-__global__ void __launch_bounds__(kThreads) dequantize_kv_fast_kernel(const __grid_constant__ FastDeqParams p) {
+__global__ void __launch_bounds__(kThreads, 5) dequantize_kv_fast_kernel(const __grid_constant__ FastDeqParams p) {
   extern __shared__ int64_t prefix[];  // [batch + 1]
   __shared__ int64_t warp_sums[kThreads / 32];
-  __shared__ int32_t s_page[kMaxTileRows];  // page of the tile's row, -1: write zeros
-  __shared__ int64_t s_off[kMaxTileRows];
+  // Per row of the tile and tensor: byte offsets of the row's (page, slot) in the data and scale
+  // views (-1: the row is written as zeros) and of the row in the output.
+  __shared__ int64_t s_src[2][kMaxTileRows];
+  __shared__ int64_t s_sfo[2][kMaxTileRows];
+  __shared__ int64_t s_dst[2][kMaxTileRows];
+  // FP4: the lookup table of every scale byte, per tensor (built once per CTA; 8 KiB).
+  __shared__ uint4 s_tab[kvfmt::kNvfp4 == F || kvfmt::kFp4Block16 == F ? 2 : 1][256];
   constexpr bool kPlain = F == kvfmt::kBF16 || F == kvfmt::kF16;
   constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
   constexpr int kElemBytes = kPlain ? 2 : 1;
   constexpr int kUnitElems = 8;  // 16 output bytes
   constexpr int kOutWords = 4;
   constexpr int kInBytes = kPlain ? 16 : F == kvfmt::kFP8 ? 8 : 4;
-  constexpr int kUnroll = kPlain ? 4 : 8;
+  constexpr int kUnroll = kPlain ? 2 : 3;  // units per thread and pass, each K and V
   constexpr bool kSame = kPlain && ((F == kvfmt::kF16) == kOutF16);
-  scan_lengths(p.seq_lens, p.sl_stride, p.batch, prefix, warp_sums);
   const bool scaled = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
   const float dec0 = scaled ? __ldg(p.dec[0]) : 1.0f, dec1 = scaled ? __ldg(p.dec[1]) : 1.0f;
+  // A NaN or infinite decode scale makes every nvfp4 table NaN (0 · Inf): reference path.
+  const bool bad0 = !(fabsf(dec0) <= fmt::kFltMax), bad1 = !(fabsf(dec1) <= fmt::kFltMax);
+  if constexpr (kFp4) {
+    static_assert(kThreads == 256, "one table entry per thread");
+    s_tab[0][threadIdx.x] = fp4_table<F, kOutF16>(threadIdx.x, dec0);
+    s_tab[1][threadIdx.x] = fp4_table<F, kOutF16>(threadIdx.x, dec1);
+  }
+  scan_lengths(p.seq_lens, p.sl_stride, p.batch, prefix, warp_sums);  // its barriers order s_tab too
   const int64_t covered = prefix[p.batch];
   const uint32_t uph_mask = (1u << p.uph_log2) - 1u;
 
-  for (uint32_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
-    const int64_t r0 = static_cast<int64_t>(tile) * p.tile_rows;
-    const int64_t left = p.total_tokens - r0;
+  // Each CTA takes an equal contiguous range of rows (no tail wave), in tiles.
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * p.total_tokens / gridDim.x;
+  const int64_t row_end = static_cast<int64_t>(blockIdx.x + 1) * p.total_tokens / gridDim.x;
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += p.tile_rows) {
+    const int64_t left = row_end - r0;
     const uint32_t rows = left < p.tile_rows ? static_cast<uint32_t>(left) : p.tile_rows;
     if (threadIdx.x < rows) {
       const int64_t r = r0 + threadIdx.x;
@@ -441,54 +497,57 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_fast_kernel(const __gr
           if (pg >= 0 && pg < p.num_pages) page = pg;
         }
       }
-      s_page[threadIdx.x] = page;
-      s_off[threadIdx.x] = off;
+      NVFP4KV_KV_UNROLL
+      for (int t = 0; t < 2; ++t) {
+        s_src[t][threadIdx.x] = page < 0 ? -1 : (page * p.ds[t].page + off * p.ds[t].token) * kElemBytes;
+        if constexpr (kFp4) s_sfo[t][threadIdx.x] = page * p.ss[t].page + off * p.ss[t].token;
+        s_dst[t][threadIdx.x] = r * p.o_token[t] * 2;
+      }
     }
     __syncthreads();
-    const uint32_t n = rows * 2u * p.upr;
+    const uint32_t n = rows * p.upr;  // units per tensor; a thread does K and V of a unit
     for (uint32_t base = threadIdx.x; base < n; base += kThreads * kUnroll) {
-      // Unit j → (row_local rl, tensor t, head h, unit u of the head row); recomputed in the store
-      // loop rather than kept live across the loads (registers).
-      auto decompose = [&](uint32_t j, uint32_t& rl, int& t, uint32_t& h, uint32_t& u) {
-        const uint32_t q = p.upr_magic ? __umulhi(j, p.upr_magic) : j / p.upr;  // rl · 2 + t
-        const uint32_t jr = j - q * p.upr;
+      // Unit j → (row_local rl, head h, unit u of the head row); recomputed in the store loop
+      // rather than kept live across the loads (registers).
+      auto decompose = [&](uint32_t j, uint32_t& rl, uint32_t& h, uint32_t& u) {
+        rl = p.upr_magic ? __umulhi(j, p.upr_magic) : j / p.upr;
+        const uint32_t jr = j - rl * p.upr;
         h = jr >> p.uph_log2;
         u = jr & uph_mask;
-        rl = q >> 1;
-        t = static_cast<int>(q & 1u);
       };
-      uint4 raw[kUnroll];
-      uint32_t sfw[kUnroll];
-      uint32_t zero = 0;  // bit k: unit k is written as zeros
+      uint4 raw[kUnroll][2];
+      uint32_t sfw[kUnroll][2];
+      uint32_t zero = 0;  // bit k: unit k is written as zeros (the row has no valid page)
       NVFP4KV_KV_UNROLL
       for (int k = 0; k < kUnroll; ++k) {
         const uint32_t j = base + k * kThreads;
-        raw[k] = make_uint4(0, 0, 0, 0);
-        sfw[k] = 0;
+        NVFP4KV_KV_UNROLL
+        for (int t = 0; t < 2; ++t) {
+          raw[k][t] = make_uint4(0, 0, 0, 0);
+          sfw[k][t] = 0;
+        }
         if (j >= n) continue;
         uint32_t rl, h, u;
-        int t;
-        decompose(j, rl, t, h, u);
-        const int32_t page = s_page[rl];
-        if (page < 0) {
+        decompose(j, rl, h, u);
+        if (s_src[0][rl] < 0) {  // K and V of a row share its page
           zero |= 1u << k;
           continue;
         }
-        const int64_t off = s_off[rl];
-        const RowStrides& d = p.ds[t];
-        const uint8_t* src = p.data[t] + (page * d.page + off * d.token + h * d.head) * kElemBytes + u * kInBytes;
-        if constexpr (kInBytes == 16) {
-          raw[k] = __ldg(reinterpret_cast<const uint4*>(src));
-        } else if constexpr (kInBytes == 8) {
-          const uint2 a = __ldg(reinterpret_cast<const uint2*>(src));
-          raw[k].x = a.x;
-          raw[k].y = a.y;
-        } else {
-          raw[k].x = __ldg(reinterpret_cast<const uint32_t*>(src));
-        }
-        if constexpr (kFp4) {
-          const RowStrides& s = p.ss[t];
-          sfw[k] = __ldg(p.sf[t] + page * s.page + off * s.token + h * s.head + (u >> 1));  // 2 units per block
+        NVFP4KV_KV_UNROLL
+        for (int t = 0; t < 2; ++t) {
+          const uint8_t* src = p.data[t] + s_src[t][rl] + h * p.hs_bytes[t] + u * kInBytes;
+          if constexpr (kInBytes == 16) {
+            raw[k][t] = __ldg(reinterpret_cast<const uint4*>(src));
+          } else if constexpr (kInBytes == 8) {
+            const uint2 a = __ldg(reinterpret_cast<const uint2*>(src));
+            raw[k][t].x = a.x;
+            raw[k][t].y = a.y;
+          } else {
+            raw[k][t].x = __ldg(reinterpret_cast<const uint32_t*>(src));
+          }
+          if constexpr (kFp4) {
+            sfw[k][t] = __ldg(p.sf[t] + s_sfo[t][rl] + h * p.ss[t].head + (u >> 1));  // 2 units per block
+          }
         }
       }
       NVFP4KV_KV_UNROLL
@@ -496,55 +555,63 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_fast_kernel(const __gr
         const uint32_t j = base + k * kThreads;
         if (j >= n) continue;
         uint32_t rl, h, u;
-        int t;
-        decompose(j, rl, t, h, u);
-        uint8_t* dst = p.out[t] + ((r0 + rl) * p.o_token[t] + h * p.o_head[t] + u * kUnitElems) * 2;
-        uint32_t o[kOutWords];
-        const uint32_t rw[4] = {raw[k].x, raw[k].y, raw[k].z, raw[k].w};
-        if (zero & (1u << k)) {
-          NVFP4KV_KV_UNROLL
-          for (int i = 0; i < kOutWords; ++i) o[i] = 0;
-        } else if constexpr (kSame) {
-          NVFP4KV_KV_UNROLL
-          for (int i = 0; i < 4; ++i) o[i] = rw[i];
-        } else if constexpr (kPlain) {
-          // f16 cache into bf16 out or the reverse: software RNE as on the CPU (keeps payloads).
-          NVFP4KV_KV_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            const float lo = kvfmt::half_to_float(static_cast<uint16_t>(rw[i]), F == kvfmt::kF16);
-            const float hi = kvfmt::half_to_float(static_cast<uint16_t>(rw[i] >> 16), F == kvfmt::kF16);
-            o[i] = static_cast<uint32_t>(kvfmt::float_to_half(lo, kOutF16)) |
-                   (static_cast<uint32_t>(kvfmt::float_to_half(hi, kOutF16)) << 16);
-          }
-        } else if constexpr (F == kvfmt::kFP8) {
-          // A byte 0x7F / 0xFF (NaN) anywhere in the unit: the per-element reference path.
-          uint32_t nan = 0;
-          NVFP4KV_KV_UNROLL
-          for (int i = 0; i < 2; ++i) nan |= ((rw[i] & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
+        decompose(j, rl, h, u);
+        NVFP4KV_KV_UNROLL
+        for (int t = 0; t < 2; ++t) {
+          uint8_t* dst = p.out[t] + s_dst[t][rl] + h * p.ohs_bytes[t] + u * (kUnitElems * 2);
           const float sd = t ? dec1 : dec0;
-          NVFP4KV_KV_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            const uint32_t b2 = (rw[i >> 1] >> (16 * (i & 1))) & 0xFFFFu;
-            float lo, hi;
+          uint32_t o[kOutWords];
+          const uint32_t rw[4] = {raw[k][t].x, raw[k][t].y, raw[k][t].z, raw[k][t].w};
+          if (zero & (1u << k)) {
+            NVFP4KV_KV_UNROLL
+            for (int i = 0; i < kOutWords; ++i) o[i] = 0;
+          } else if constexpr (kSame) {
+            NVFP4KV_KV_UNROLL
+            for (int i = 0; i < 4; ++i) o[i] = rw[i];
+          } else if constexpr (kPlain) {
+            // f16 cache into bf16 out or the reverse: software RNE as on the CPU (keeps payloads).
+            NVFP4KV_KV_UNROLL
+            for (int i = 0; i < 4; ++i) {
+              const float lo = kvfmt::half_to_float(static_cast<uint16_t>(rw[i]), F == kvfmt::kF16);
+              const float hi = kvfmt::half_to_float(static_cast<uint16_t>(rw[i] >> 16), F == kvfmt::kF16);
+              o[i] = static_cast<uint32_t>(kvfmt::float_to_half(lo, kOutF16)) |
+                     (static_cast<uint32_t>(kvfmt::float_to_half(hi, kOutF16)) << 16);
+            }
+          } else if constexpr (F == kvfmt::kFP8) {
+            // A byte 0x7F / 0xFF (NaN) anywhere in the unit: the per-element reference path.
+            uint32_t nan = 0;
+            NVFP4KV_KV_UNROLL
+            for (int i = 0; i < 2; ++i) nan |= ((rw[i] & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
             if (nan == 0) {
-              uint32_t h2;
-              asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(b2)));
-              const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h2));
-              lo = fmt::fmul_rn(f.x, sd);
-              hi = fmt::fmul_rn(f.y, sd);
-              o[i] = cvt_pair<kOutF16>(lo, hi);
+              NVFP4KV_KV_UNROLL
+              for (int i = 0; i < 4; ++i) {
+                const uint32_t b2 = (rw[i >> 1] >> (16 * (i & 1))) & 0xFFFFu;
+                uint32_t h2;
+                asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(b2)));
+                const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h2));
+                o[i] = cvt_pair<kOutF16>(fmt::fmul_rn(f.x, sd), fmt::fmul_rn(f.y, sd));
+              }
             } else {
-              lo = kvfmt::fp8_value(static_cast<uint8_t>(b2), sd);
-              hi = kvfmt::fp8_value(static_cast<uint8_t>(b2 >> 8), sd);
-              o[i] = kvfmt::pack_half2_rn(lo, hi, kOutF16);
+              const uint4 r = decode_fp8_slow<kOutF16>(rw[0], rw[1], sd);  // out of line
+              o[0] = r.x;
+              o[1] = r.y;
+              o[2] = r.z;
+              o[3] = r.w;
+            }
+          } else {
+            if (fp4_table_nan<F>(sfw[k][t], t ? bad1 : bad0)) {
+              const uint4 r = decode_fp4_word_slow<F, kOutF16>(rw[0], sfw[k][t], sd);  // out of line
+              o[0] = r.x;
+              o[1] = r.y;
+              o[2] = r.z;
+              o[3] = r.w;
+            } else {
+              const uint4 tab = s_tab[t][sfw[k][t]];
+              lookup8(rw[0], tab.x, tab.y, tab.z, tab.w, o);
             }
           }
-        } else {
-          decode_fp4_word<F, kOutF16>(rw[0], sfw[k], t ? dec1 : dec0, o);
+          *reinterpret_cast<uint4*>(dst) = make_uint4(o[0], o[1], o[2], o[3]);
         }
-        uint4* od = reinterpret_cast<uint4*>(dst);
-        NVFP4KV_KV_UNROLL
-        for (int i = 0; i < kOutWords / 4; ++i) od[i] = make_uint4(o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]);
       }
     }
     __syncthreads();
@@ -668,6 +735,10 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
     f.o_token[1] = p.ov_token;
     f.o_head[1] = p.ov_head;
     f.total_tokens = p.total_tokens;
+    f.hs_bytes[0] = p.kd.head * es;
+    f.hs_bytes[1] = p.vd.head * es;
+    f.ohs_bytes[0] = p.ok_head * 2;
+    f.ohs_bytes[1] = p.ov_head * 2;
     const int64_t uph = c.head_dim / 8;  // 8-element units per head row
     f.uph_log2 = 0;
     while ((int64_t(1) << f.uph_log2) < uph) ++f.uph_log2;
@@ -676,15 +747,16 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
       return Status(StatusCode::kInvalidArgument, "dequantize_kv: num_kv_heads · head_dim too large");
     }
     f.upr = static_cast<uint32_t>(upr);
-    // About 4096 units (16 per thread) per tile, at most kMaxTileRows rows.
-    uint64_t tr = 4096 / (2 * upr);
+    // About 2304 units of K and of V per tile (3 passes of 3 units per thread for FP4/fp8),
+    // at most kMaxTileRows rows.
+    uint64_t tr = 2304 / upr;
     tr = tr < 1 ? 1 : (tr > kMaxTileRows ? kMaxTileRows : tr);
     f.tile_rows = static_cast<uint32_t>(tr);
     f.num_tiles = static_cast<uint32_t>((p.total_tokens + static_cast<int64_t>(tr) - 1) / static_cast<int64_t>(tr));
     // q = floor(j · m / 2^32) with m = ceil(2^32 / upr) is exact while j · (m · upr − 2^32) < 2^32.
     const uint64_t m = ((uint64_t(1) << 32) + upr - 1) / upr;
     const uint64_t e = m * upr - (uint64_t(1) << 32);
-    const uint64_t jmax = tr * 2 * upr;
+    const uint64_t jmax = tr * upr;
     f.upr_magic = (m < (uint64_t(1) << 32) && jmax * e < (uint64_t(1) << 32)) ? static_cast<uint32_t>(m) : 0u;
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
