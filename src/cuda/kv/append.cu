@@ -5,9 +5,10 @@
 //      slot_mapping [num_tokens] i64 (slot = page · page_size + offset; < 0 skip; ≥ capacity skip:
 //      the kernel never writes outside the cache); per-layer fp32 decode scales by pointer.
 // Out: the cache's data (and FP4 scale) views, NHD or HND, strides from the views.
-// Mapping: one thread per (token, head, 16-element chunk), doing that chunk of both K and V:
-//      consecutive threads take consecutive chunks of a row, so a warp reads and writes
-//      contiguous runs (32 B of input per thread with two 16-byte loads when aligned). The
+// Mapping: FP4 formats with 16-byte aligned views: append_fp4_fast_kernel, one thread per
+//      (K or V, token, head, 32 elements = 2 FP4 blocks); everything else: append_kv_kernel, one
+//      thread per (token, head, 16-element chunk) doing that chunk of both K and V. Consecutive
+//      threads take consecutive pieces of a row, so a warp reads and writes contiguous runs; a
 //      chunk is exactly one FP4 block, so no cross-thread reduction is needed.
 // One launch, no host synchronisation, no allocation: CUDA-graph safe (slots and scales are
 // read on the device at run time).

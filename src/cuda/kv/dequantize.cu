@@ -5,9 +5,12 @@
 //      i32 (device memory), per-layer fp32 decode scales by pointer.
 // Out: out_k, out_v [total_tokens, num_kv_heads, head_dim], any token/head stride.
 // Mapping: each CTA first turns seq_lens into exclusive prefix sums in shared memory (a block
-//      scan; batch ≤ kMaxDequantizeKvBatch), then its threads walk (row, head, 16-element chunk)
-//      items grid-stride, K and V per item; a row finds its sequence by binary search in the
-//      prefix sums. Consecutive threads take consecutive chunks, so writes are contiguous.
+//      scan; batch ≤ kMaxDequantizeKvBatch). bf16/f16 outputs with aligned rows:
+//      dequantize_kv_fast_kernel (persistent CTAs, per-tile row lookup, 8-element units; see
+//      below). f32 outputs or unaligned views: dequantize_kv_kernel, whose threads walk (row,
+//      head, 16-element chunk) items grid-stride, K and V per item, each row found by binary
+//      search in the prefix sums. Consecutive threads take consecutive pieces, so writes are
+//      contiguous.
 // Device-side invalid input cannot be reported: negative lengths count as 0, tokens whose page
 // index is out of [0, num_pages) or beyond max_pages and rows past Σ seq_lens are written as
 // zeros, tokens past total_tokens are dropped; nothing outside out_k/out_v is written.
