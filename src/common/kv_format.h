@@ -172,8 +172,8 @@ NVFP4KV_KV_UNROLL
   return bs.code;
 }
 
-/// rn(a · b + c) with one rounding (the device FFMA; std::fma on the host). Used only where the
-/// product is exact, so it equals fadd_rn(fmul_rn(a, b), c) (see e2m1_code_magic).
+/// rn(a · b + c): the device FFMA; on the host fadd_rn(fmul_rn(a, b), c). Used only where the
+/// product is exact (or far below half an ulp of c), where both are the same value.
 NVFP4KV_HD float fma_rn(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, b, c);
@@ -187,8 +187,8 @@ NVFP4KV_HD float fma_rn(float a, float b, float c) {
 /// Fast E2M1 magnitude encode for the kernels: for a = |y| (any float, NaN included) returns the
 /// float 2^22 + m/2 whose low mantissa bits are m = fmt::float_to_e2m1(a) & 7 (0..7; NaN → 7),
 /// in 6 fp32 instructions instead of 7 comparisons and selects. Same results as the reference
-/// for every input (tests/kv/test_kv_fast_codec.cpp checks every float below 8 and a dense
-/// sample above, Inf and NaN):
+/// for every input (tests/kv/test_kv_fast_codec.cpp checks every float in [1/8, 8], where all
+/// rounding boundaries lie, and a dense sample of all others, Inf and NaN):
 ///   m = min(round(2a), round(a) + 2, round(a/2) + 4, 7), round = ties to even,
 /// since E2M1 steps are 0.5 below 2 (codes 0..4), 1 in [2, 4) (codes 4..6) and 2 from 4 (codes
 /// 6, 7); each candidate is ≥ the right one outside its own range. Each round(k·a) + o comes
