@@ -12,7 +12,12 @@
 // are merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
 // partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
 //
-// Operand layout (no shared-memory round trip for K/V): the k index of an mma is a free
+// Loads. First the CTA copies its split's page-table entries to shared memory. bf16/f16 caches
+// (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; fp8 and
+// FP4 caches go through a per-warp cp.async ring of kStages chunks in shared memory, each lane
+// copying exactly the bytes it reads back later (only the readable-token ballot crosses lanes).
+//
+// Operand layout (no shared-memory round trip for dequantization): the k index of an mma is a free
 // relabelling as long as both operands agree. In S = Q·Kᵀ (B = K, k = head dim, n = token) the
 // lane with lane%4 == q reads dims q·D/4 … q·D/4 + D/4 − 1 of token lane/4 (16 contiguous bytes
 // of nvfp4 at hd128, plus 2 scale bytes), dequantizes them into its B fragments (register e =
@@ -26,7 +31,7 @@
 // logits and v_scale the output.
 //
 // Preconditions (checked by src/api/attention.cpp): byte strides and bases of the K/V data
-// aligned to a lane's run (min(16, D/4·elem) bytes), scales to D/64 bytes; q/out 16-byte aligned.
+// aligned to a lane's run (min(16, D/4·elem) bytes), scales to 4 bytes; q/out 16-byte aligned.
 #include <cuda_runtime.h>
 
 #include <algorithm>
