@@ -258,8 +258,12 @@ std::size_t decode_workspace_bytes(int64_t batch_size, int64_t qo_len, int64_t n
                                    int64_t num_kv_heads, int64_t head_dim, int64_t max_pages,
                                    int64_t page_size, const DecodeOptions& options) {
   if (batch_size <= 0 || qo_len <= 0 || num_qo_heads <= 0 || num_kv_heads <= 0) return 0;
-  const int splits = device_splits(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size,
-                                   options.num_splits, nullptr);
+  int sms = 132;
+#if NVFP4KV_HAVE_CUDA
+  sms = std::max(cuda::current_device_sm_count(), 1);
+#endif
+  const int splits = cuda::decode_splits_bound(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages,
+                                               page_size, options.num_splits, sms);
   return cuda::decode_workspace_for(batch_size, qo_len, num_qo_heads, head_dim, splits);
 }
 

@@ -9,6 +9,7 @@
 
 #include "attention/decode_fixture.h"
 #include "nvfp4kv/attention.h"
+#include "cuda/attention/decode_params.h"
 #include "ref/attention.h"
 
 namespace nvfp4kv::test {
@@ -290,6 +291,29 @@ TEST(DecodeRef, WorkspaceSizing) {
   o.num_splits = 4;
   const size_t ws = decode_workspace_bytes(16, 1, 32, 8, 128, 512, 16, o);
   EXPECT_GE(ws, size_t(16) * 32 * 4 * (128 + 1) * sizeof(float));
+}
+
+// The workspace is sized with decode_splits_bound before the kernel (and so its occupancy) is
+// known: the bound must cover the automatic choice for every possible occupancy, and a forced
+// count exactly; no split may span more than kDecodeMaxSplitPages pages.
+TEST(DecodeRef, SplitBoundCoversEveryOccupancy) {
+  for (int64_t batch : {1, 3, 16, 64, 128})
+    for (int64_t heads : {1, 8, 32})
+      for (int64_t qo : {1, 4})
+        for (int64_t page : {1, 16, 64})
+          for (int64_t pages : {int64_t{1}, int64_t{7}, int64_t{512}, 70000 / page + 1}) {
+            const int64_t hq = heads * 4;
+            const int bound = cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 0, 132);
+            for (int64_t resident = 1; resident <= 132 * 16; resident = resident * 3 + 1) {
+              const int s = cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 0, resident);
+              ASSERT_LE(s, bound) << batch << " " << heads << " " << qo << " " << page << " " << pages << " " << resident;
+              const int64_t per_split = ((pages * page + s - 1) / s + 15) / 16 * 16;
+              if (s < 1024) EXPECT_LE(per_split / page + 2, cuda::kDecodeMaxSplitPages);
+              EXPECT_LE(cuda::decode_split_pages(pages, page, s), pages + 1);
+            }
+            EXPECT_EQ(cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 5, 132),
+                      cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 5, 7));
+          }
 }
 
 }  // namespace

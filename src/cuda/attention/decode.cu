@@ -276,7 +276,6 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   const float k_scale = p.k_scale ? __ldg(p.k_scale) : 1.0f;
   const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
   const float logit_scale = p.sm_scale * k_scale;
-  const bool cap = p.logits_soft_cap > 0;
 
   // Causal / window limits of this lane's two rows (r and r + 8).
   int pos_hi[2], pos_lo[2];

@@ -97,6 +97,23 @@ inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_he
 /// assumes, so that any kernel's actual split count fits the workspace.
 inline constexpr int64_t kDecodeMaxCtasPerSm = 16;
 
+/// An upper bound of choose_decode_splits(...) over every resident-CTA count up to
+/// num_sms · kDecodeMaxCtasPerSm (the search limit of the automatic choice, then the page cap).
+inline int decode_splits_bound(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads,
+                               int64_t max_pages, int64_t page_size, int requested, int num_sms) {
+  if (requested > 0)
+    return choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested, 1);
+  const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
+  const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
+  const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
+  const int64_t resident = std::max<int64_t>(1, num_sms) * kDecodeMaxCtasPerSm;
+  const int64_t limit =
+      std::clamp<int64_t>(std::min(max_pages * page_size / 256, (2 * resident + base - 1) / base), 1, 1024);
+  // The page cap only ever raises the count: apply it to the limit as a forced request.
+  return choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size,
+                              static_cast<int>(limit), 1);
+}
+
 /// Page-table entries the kernel stages per CTA for `num_splits` (see choose_decode_splits).
 inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_splits) {
   const int64_t max_kv_len = max_pages * page_size;
