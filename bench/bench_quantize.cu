@@ -7,6 +7,8 @@
 // Bytes counted: input read once + packed data + scale bytes written (dequantize: data + scales
 // read, bf16 written); the computed-scale row counts the input once although it is read twice.
 // % of copy is against the device-to-device copy measured by the harness in the same process.
+// Times: per call, from CUDA-graph replays of back-to-back calls (see Timer), so the host's API
+// validation and launch work is not counted; "call us" is one call between two events.
 // Each variant's output is checked before timing against the CPU reference on sampled rows
 // (rows are independent given the decode scale: the CPU quantizes just those rows with the same
 // decode scale and the bytes must match). Shapes needing more than 24 GiB are skipped.
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -137,6 +140,86 @@ void check_dequant_rows(const Buffers& b, const void* out, int64_t M, int64_t K,
   }
 }
 
+/// Device time per call of a variant. graph_us: `reps` calls (cycling through the `rot` buffer
+/// sets) captured in one CUDA graph, each replay timed with an event pair, median over
+/// ctx.min_runs replays divided by reps; reps is chosen so that a replay lasts ≥ ~1 ms. This
+/// keeps the host out of the measurement: with one event pair around one call, the GPU idles
+/// while the host validates the views and launches (≈ 10 µs), which dominated small shapes.
+/// call_us: one call between two events (what a caller sees per isolated call, host included).
+struct Timer {
+  Context& ctx;
+  cudaStream_t stream;
+  int rot;
+
+  double call_us(const std::function<void(int, cudaStream_t)>& fn) {
+    for (int i = 0; i < 3; ++i) fn(i, stream);
+    BENCH_CUDA(cudaStreamSynchronize(stream));
+    cudaEvent_t a, b;
+    BENCH_CUDA(cudaEventCreate(&a));
+    BENCH_CUDA(cudaEventCreate(&b));
+    std::vector<float> ms(static_cast<std::size_t>(ctx.min_runs));
+    for (int i = 0; i < ctx.min_runs; ++i) {
+      BENCH_CUDA(cudaEventRecord(a, stream));
+      fn(3 + i, stream);
+      BENCH_CUDA(cudaEventRecord(b, stream));
+      BENCH_CUDA(cudaEventSynchronize(b));
+      BENCH_CUDA(cudaEventElapsedTime(&ms[static_cast<std::size_t>(i)], a, b));
+    }
+    BENCH_CUDA(cudaEventDestroy(a));
+    BENCH_CUDA(cudaEventDestroy(b));
+    std::sort(ms.begin(), ms.end());
+    return 1000.0 * ms[ms.size() / 2];
+  }
+
+  double replay_ms(cudaGraphExec_t exec, int runs, cudaEvent_t a, cudaEvent_t b) {
+    std::vector<float> ms(static_cast<std::size_t>(runs));
+    for (int i = 0; i < runs; ++i) {
+      BENCH_CUDA(cudaEventRecord(a, stream));
+      BENCH_CUDA(cudaGraphLaunch(exec, stream));
+      BENCH_CUDA(cudaEventRecord(b, stream));
+      BENCH_CUDA(cudaEventSynchronize(b));
+      BENCH_CUDA(cudaEventElapsedTime(&ms[static_cast<std::size_t>(i)], a, b));
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+  cudaGraphExec_t capture(const std::function<void(int, cudaStream_t)>& fn, int reps) {
+    cudaGraph_t graph;
+    BENCH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < reps; ++i) fn(i, stream);
+    BENCH_CUDA(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec;
+    BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    BENCH_CUDA(cudaGraphDestroy(graph));
+    return exec;
+  }
+
+  double graph_us(const std::function<void(int, cudaStream_t)>& fn) {
+    cudaEvent_t a, b;
+    BENCH_CUDA(cudaEventCreate(&a));
+    BENCH_CUDA(cudaEventCreate(&b));
+    // Estimate with one pass over the buffer sets, then size the graph.
+    cudaGraphExec_t exec = capture(fn, rot);
+    BENCH_CUDA(cudaGraphLaunch(exec, stream));
+    const double est_ms = replay_ms(exec, 3, a, b) / rot;
+    int reps = rot;
+    const double target_ms = 1.0;
+    while (reps * est_ms < target_ms && reps < 4096) reps += rot;
+    if (reps != rot) {
+      BENCH_CUDA(cudaGraphExecDestroy(exec));
+      exec = capture(fn, reps);
+      BENCH_CUDA(cudaGraphLaunch(exec, stream));
+    }
+    const double ms = replay_ms(exec, ctx.min_runs, a, b);
+    BENCH_CUDA(cudaGraphExecDestroy(exec));
+    BENCH_CUDA(cudaEventDestroy(a));
+    BENCH_CUDA(cudaEventDestroy(b));
+    BENCH_CUDA(cudaGetLastError());
+    return 1000.0 * ms / reps;
+  }
+};
+
 void run(Context& ctx) {
   std::vector<int64_t> Ms = {128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
   std::vector<int64_t> Ks = {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768};
@@ -150,6 +233,8 @@ void run(Context& ctx) {
   const float s_dec_given = kFillBound / 2688.0f;
   BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec_given, sizeof(float), cudaMemcpyHostToDevice));
   std::mt19937_64 rng(20261121);
+  cudaStream_t stream = nullptr;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 
   std::vector<std::vector<std::string>> table;
   std::vector<double> pct_given, pct_pt, pct_46, pct_mx, pct_dq, ratio_46_big, pct_given_big, pct_pt_big;
@@ -166,6 +251,7 @@ void run(Context& ctx) {
         continue;
       }
       std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+      Timer timer{ctx, stream, rot};
       for (int i = 0; i < rot; ++i) {
         BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
         BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
@@ -185,7 +271,7 @@ void run(Context& ctx) {
         v.sf = make_view(bufs[i].sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols});
         return v;
       };
-      auto quant = [&](int i, Recipe r, GlobalScaleMode mode) {
+      auto quant = [&](int i, Recipe r, GlobalScaleMode mode, cudaStream_t st_ = nullptr) {
         const auto v = views(i % rot, r);
         QuantizeOptions o;
         o.recipe = r;
@@ -193,7 +279,7 @@ void run(Context& ctx) {
         o.global_scale_mode = mode;
         const TensorView gs = !recipe_has_global_scale(r) ? TensorView{}
                               : make_view(gs_dev + (mode == GlobalScaleMode::kGiven ? 0 : 1), DType::kF32, Device::kCuda, {1});
-        const Status st = quantize(v.in, v.data, v.sf, gs, o);
+        const Status st = quantize(v.in, v.data, v.sf, gs, o, st_);
         BENCH_CHECK(st.ok(), st.to_string());
       };
       auto tbps = [](std::size_t bytes, double us) { return static_cast<double>(bytes) / (us * 1e-6) / 1e12; };
@@ -203,12 +289,13 @@ void run(Context& ctx) {
       quant(0, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven);
       BENCH_CUDA(cudaDeviceSynchronize());
       check_rows(bufs[0], M, K, Recipe::kNvfp4FourOverSix, s_dec_given, rows, "nvfp4_4over6");
-      const double us_46 = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven); });
+      const double us_46 =
+          timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven, st); });
       // mxfp4.
       quant(0, Recipe::kMxfp4, GlobalScaleMode::kGiven);
       BENCH_CUDA(cudaDeviceSynchronize());
       check_rows(bufs[0], M, K, Recipe::kMxfp4, 0.0f, rows, "mxfp4");
-      const double us_mx = ctx.time_us([&](int i) { quant(i, Recipe::kMxfp4, GlobalScaleMode::kGiven); });
+      const double us_mx = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kMxfp4, GlobalScaleMode::kGiven, st); });
       // nvfp4, per-tensor scale computed on the device.
       quant(0, Recipe::kNvfp4, GlobalScaleMode::kPerTensor);
       BENCH_CUDA(cudaDeviceSynchronize());
@@ -224,14 +311,16 @@ void run(Context& ctx) {
                                           (long long)K, s_dec_pt, want));
       }
       check_rows(bufs[0], M, K, Recipe::kNvfp4, s_dec_pt, rows, "nvfp4 per-tensor");
-      const double us_pt = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kPerTensor); });
+      const double us_pt = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kPerTensor, st); });
       // nvfp4, given scale (last, so the buffers hold its output for the dequantize check).
-      const double us_given = ctx.time_us([&](int i) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven); });
+      const double us_given = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
+      // The same call timed alone between two events (host API time and launch latency included).
+      const double us_call = timer.call_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
       for (int i = 0; i < rot; ++i) quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven);
       BENCH_CUDA(cudaDeviceSynchronize());
       check_rows(bufs[0], M, K, Recipe::kNvfp4, s_dec_given, rows, "nvfp4");
       // Dequantize nvfp4 → bf16 into the next set's input buffer (rot ≥ 2) or over the input.
-      auto dequant = [&](int i) {
+      auto dequant = [&](int i, cudaStream_t st_ = nullptr) {
         const int s = i % rot;
         void* out = bufs[(s + 1) % rot].in;
         const auto v = views(s, Recipe::kNvfp4);
@@ -239,13 +328,13 @@ void run(Context& ctx) {
         o.recipe = Recipe::kNvfp4;
         o.sf_layout = SfLayout::k128x4;
         const Status st = dequantize(v.data, v.sf, make_view(gs_dev, DType::kF32, Device::kCuda, {1}),
-                                     make_view(out, DType::kBF16, Device::kCuda, {M, K}), o);
+                                     make_view(out, DType::kBF16, Device::kCuda, {M, K}), o, st_);
         BENCH_CHECK(st.ok(), st.to_string());
       };
       dequant(0);
       BENCH_CUDA(cudaDeviceSynchronize());
       check_dequant_rows(bufs[0], bufs[1 % rot].in, M, K, s_dec_given, rows);
-      const double us_dq = ctx.time_us(dequant);
+      const double us_dq = timer.graph_us([&](int i, cudaStream_t st) { dequant(i, st); });
 
       const double t_given = tbps(q_bytes, us_given), t_pt = tbps(q_bytes, us_pt), t_46 = tbps(q_bytes, us_46);
       const double t_mx = tbps(in_bytes + data_bytes + sf32_bytes, us_mx);
@@ -265,14 +354,15 @@ void run(Context& ctx) {
       table.push_back({fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.1f", in_bytes / 1048576.0),
                        fmt("%.1f", us_given), fmt("%.3f", t_given), fmt("%.1f%%", t_given * pc),
                        fmt("%.1f%%", t_pt * pc), fmt("%.2f", us_46 / us_given), fmt("%.1f%%", t_mx * pc),
-                       fmt("%.1f%%", t_dq * pc)});
+                       fmt("%.1f%%", t_dq * pc), fmt("%.1f", us_call)});
       const char* names[] = {"nvfp4_given", "nvfp4_per_tensor", "nvfp4_4over6_given", "mxfp4", "dequant_nvfp4_bf16"};
       const double us_all[] = {us_given, us_pt, us_46, us_mx, us_dq};
       const double tb_all[] = {t_given, t_pt, t_46, t_mx, t_dq};
       for (int v = 0; v < 5; ++v) {
         ctx.add_row({{"bench", "quantize"}, {"variant", names[v]}, {"m", M}, {"k", K}, {"input", "bf16"},
                      {"layout", "128x4"}, {"in_bytes", in_bytes}, {"us", us_all[v]}, {"tbps", tb_all[v]},
-                     {"pct_copy", tb_all[v] * pc}, {"ratio_to_nvfp4", us_all[v] / us_given}});
+                     {"pct_copy", tb_all[v] * pc}, {"ratio_to_nvfp4", us_all[v] / us_given},
+                     {"timing", "cuda graph replay, per call"}, {"us_single_call_events", v == 0 ? us_call : 0.0}});
       }
       for (auto& b : bufs) {
         BENCH_CUDA(cudaFree(b.in));
@@ -282,9 +372,12 @@ void run(Context& ctx) {
     }
   }
   BENCH_CUDA(cudaFree(gs_dev));
-  print_table("bf16 -> 128x4 layout: nvfp4 given scale (TB/s, % of copy), per-tensor computed scale (% of copy), "
-              "4over6/nvfp4 time ratio, mxfp4 and dequantize nvfp4->bf16 (% of copy)",
-              {"M", "K", "in MiB", "given us", "TB/s", "%copy", "pertensor", "4o6 ratio", "mxfp4", "dequant"}, table);
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  print_table("bf16 -> 128x4 layout; times are per call from CUDA-graph replays (host API work excluded; 'call us' = "
+              "one call between two events, host included): nvfp4 given scale (TB/s, % of copy), per-tensor computed "
+              "scale (% of copy), 4over6/nvfp4 time ratio, mxfp4 and dequantize nvfp4->bf16 (% of copy)",
+              {"M", "K", "in MiB", "given us", "TB/s", "%copy", "pertensor", "4o6 ratio", "mxfp4", "dequant", "call us"},
+              table);
   auto minv = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end()); };
   auto maxv = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
   std::printf("\nsummary (copy %.3f TB/s):\n", ctx.copy_tbps);

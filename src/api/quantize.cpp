@@ -31,7 +31,28 @@ bool valid_mode(GlobalScaleMode m) {
          m == GlobalScaleMode::kGiven;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
+/// An expected shape (rank ≤ 3 here): a fixed array, so that validating a call allocates nothing
+/// (the API is on the per-call path of every kernel launch; strings are built only on error).
+struct Shape {
+  int n = 0;
+  int64_t d[3] = {0, 0, 0};
+  size_t size() const { return static_cast<size_t>(n); }
+  int64_t operator[](size_t i) const { return d[i]; }
+  /// Prepends a leading (batch) extent.
+  void push_front(int64_t v) {
+    for (int i = n; i > 0; --i) d[i] = d[i - 1];
+    d[0] = v;
+    ++n;
+  }
+};
+
+Shape make_shape(std::initializer_list<int64_t> dims) {
+  Shape s;
+  for (int64_t v : dims) s.d[s.n++] = v;
+  return s;
+}
+
+std::string shape_string(const Shape& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
@@ -53,12 +74,13 @@ Status check_well_formed(const TensorView& v, const char* name) {
   return Status::ok_status();
 }
 
-/// Exact shape match; the message names the argument and the expected shape.
-Status check_shape(const TensorView& v, const char* name, const std::vector<int64_t>& expected,
-                   const char* what) {
+/// Exact shape match; the message (built only on failure) names the argument, the expected
+/// shape and what it is (`what` parts, concatenated).
+template <class... What>
+Status check_shape(const TensorView& v, const char* name, const Shape& expected, const What&... what) {
   bool match = v.ndim == static_cast<int>(expected.size());
   for (int d = 0; match && d < v.ndim; ++d) match = v.shape[d] == expected[static_cast<size_t>(d)];
-  NVFP4KV_CHECK_ARG(match, name, ": expected shape ", shape_string(expected), " (", what,
+  NVFP4KV_CHECK_ARG(match, name, ": expected shape ", shape_string(expected), " (", what...,
                     "), got ", v.describe());
   return Status::ok_status();
 }
@@ -116,8 +138,8 @@ Status check_common(const TensorView& elems, const char* elems_name, const Tenso
   NVFP4KV_RETURN_IF_ERROR(check_last_dim_contiguous(elems, elems_name));
   NVFP4KV_RETURN_IF_ERROR(check_not_null(elems, elems_name));
 
-  std::vector<int64_t> data_shape = {d.rows, d.cols / 2};
-  if (d.rank == 3) data_shape.insert(data_shape.begin(), d.batch);
+  Shape data_shape = make_shape({d.rows, d.cols / 2});
+  if (d.rank == 3) data_shape.push_front(d.batch);
   NVFP4KV_CHECK_ARG(data.dtype == DType::kU8, "data: expected dtype u8 (packed E2M1 pairs), got ",
                     data.describe());
   NVFP4KV_RETURN_IF_ERROR(check_shape(data, "data", data_shape, "K/2 packed bytes per row"));
@@ -125,8 +147,8 @@ Status check_common(const TensorView& elems, const char* elems_name, const Tenso
   NVFP4KV_RETURN_IF_ERROR(check_not_null(data, "data"));
 
   const ScaleShape ss = scale_shape(recipe, layout, d.rows, d.cols);
-  std::vector<int64_t> scale_dims = {ss.rows, ss.cols};
-  if (d.rank == 3) scale_dims.insert(scale_dims.begin(), d.batch);
+  Shape scale_dims = make_shape({ss.rows, ss.cols});
+  if (d.rank == 3) scale_dims.push_front(d.batch);
   if (recipe_has_global_scale(recipe)) {
     NVFP4KV_CHECK_ARG(scales.dtype == DType::kU8 || scales.dtype == DType::kFP8E4M3,
                       "scales: expected dtype u8 or fp8_e4m3 (E4M3 scale bytes of ",
@@ -135,9 +157,8 @@ Status check_common(const TensorView& elems, const char* elems_name, const Tenso
     NVFP4KV_CHECK_ARG(scales.dtype == DType::kU8, "scales: expected dtype u8 (UE8M0 scale bytes of ",
                       recipe_name(recipe), "), got ", scales.describe());
   }
-  const std::string what = concat(sf_layout_name(layout), " layout of ", recipe_name(recipe),
-                                  " scales, padding included");
-  NVFP4KV_RETURN_IF_ERROR(check_shape(scales, "scales", scale_dims, what.c_str()));
+  NVFP4KV_RETURN_IF_ERROR(check_shape(scales, "scales", scale_dims, sf_layout_name(layout), " layout of ",
+                                      recipe_name(recipe), " scales, padding included"));
   NVFP4KV_RETURN_IF_ERROR(check_contiguous(scales, "scales"));
   NVFP4KV_RETURN_IF_ERROR(check_not_null(scales, "scales"));
   *dims = d;
@@ -156,9 +177,9 @@ Status check_global_scale(const TensorView& gs, Recipe recipe, const Dims& d, bo
                     recipe_name(recipe), " has a global scale), got an empty view");
   NVFP4KV_CHECK_ARG(gs.dtype == DType::kF32, "global_scale: expected dtype f32, got ",
                     gs.describe());
-  std::vector<int64_t> per_row = {d.rows};
-  if (d.rank == 3) per_row.insert(per_row.begin(), d.batch);
-  const std::vector<int64_t> one = {1};
+  Shape per_row = make_shape({d.rows});
+  if (d.rank == 3) per_row.push_front(d.batch);
+  const Shape one = make_shape({1});
   const bool is_one = gs.ndim == 1 && gs.shape[0] == 1;
   bool is_row = gs.ndim == static_cast<int>(per_row.size());
   for (int i = 0; is_row && i < gs.ndim; ++i) is_row = gs.shape[i] == per_row[static_cast<size_t>(i)];

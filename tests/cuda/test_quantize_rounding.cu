@@ -9,12 +9,15 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include <cuda_runtime.h>
 
 #include "common/format.h"
 #include "cuda/gpu_test_util.h"
+#include "common/kv_format.h"
 #include "cuda/quantize/e2m1_rounding.h"
+#include "cuda/quantize/fast_div.h"
 
 namespace nvfp4kv {
 namespace {
@@ -23,7 +26,8 @@ namespace fmt = nvfp4kv::fmt;
 
 /// 0 if the three helpers agree with the reference for bit pattern `u` (the grid value of a NaN
 /// must be NaN), else a bit saying which failed (1: code by bits, 2: grid value, 4: code of grid
-/// value, 8: code by fp32, 16: magnitude code of the grid value by fp32).
+/// value, 8: code by fp32, 16: magnitude code of the grid value by fp32, 32: kvfmt::e2m1_code_magic, 64: grid value from
+/// the magic code, 128: hardware E4M3 conversion — only meaningful on the GPU).
 __host__ __device__ uint32_t check_pattern(uint32_t u) {
   const float y = fmt::bits_float(u);
   const uint32_t ref = fmt::float_to_e2m1(y);
@@ -36,6 +40,15 @@ __host__ __device__ uint32_t check_pattern(uint32_t u) {
     const float mf = cuda::e2m1_magnitude_code_of_grid_value_f(fmt::abs_f(q));
     if (fmt::float_bits(fmt::fadd_rn(mf, 0x1p23f)) - 0x4B000000u != (ref & 7u)) bad |= 16u;
   }
+  // The fast kernels' encode (kvfmt::e2m1_code_magic) and grid value from its result.
+  const float c = kvfmt::e2m1_code_magic(fmt::abs_f(y));
+  if (fmt::float_bits(c) - 0x4A800000u != (ref & 7u)) bad |= 32u;
+  if (!fmt::is_nan(y) && fmt::float_bits(cuda::e2m1_grid_from_magic(c)) != fmt::float_bits(fmt::e2m1_to_float(ref & 7u)))
+    bad |= 64u;
+  // The hardware E4M3 conversion the fast kernels use for scale bytes (on the GPU; the host
+  // build of kvfmt::e4m3x2 is the reference itself), for every non-NaN input.
+  if (!fmt::is_nan(y) && (kvfmt::e4m3x2(y, 0.0f) & 0xFFu) != fmt::float_to_e4m3(y)) bad |= 128u;
+  if (!fmt::is_nan(y) && (kvfmt::e4m3x2(0.0f, y) >> 8) != fmt::float_to_e4m3(y)) bad |= 128u;
   return bad;
 }
 
@@ -109,6 +122,24 @@ TEST(CudaQuantizeRounding, Pack8MatchesReferenceOnCpu) {
     ASSERT_EQ(got, want) << std::hex << "trial " << std::dec << trial << " enc " << enc << " x0 " << x[0];
   }
   EXPECT_GT(flagged, 0);
+}
+
+/// The multiply-high division of the fast kernels' index split, against '/' (divisors of every
+/// size, dividends at the edges and random).
+TEST(CudaQuantizeRounding, FastDivMatchesDivision) {
+  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = rng();
+  rng.seed(seed);
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::vector<uint32_t> divisors = {1u, 2u, 3u, 5u, 7u, 64u, 127u, 128u, 129u, 255u, 256u, 1000u, 65535u, 65536u,
+                                    (1u << 31) - 1u, 1u << 31};
+  for (int i = 0; i < 2000; ++i) divisors.push_back(static_cast<uint32_t>(rng() % (1u << (1 + rng() % 31))) + 1u);
+  for (uint32_t d : divisors) {
+    const cuda::FastDiv f = cuda::make_fast_div(d);
+    std::vector<uint32_t> ns = {0u, 1u, d - 1u, d, d + 1u, 2u * d - 1u, 0xFFFFFFFFu, 0xFFFFFFFEu, 1u << 31, 1u << 30};
+    for (int i = 0; i < 500; ++i) ns.push_back(static_cast<uint32_t>(rng()));
+    for (uint32_t n : ns) ASSERT_EQ(cuda::fast_div(n, f), n / d) << "n " << n << " d " << d;
+  }
 }
 
 __global__ void check_all_patterns(uint64_t start, uint64_t count, unsigned long long* first_bad) {

@@ -147,4 +147,15 @@ NVFP4KV_HD uint32_t e2m1_code_of_grid_value(float q) {
   return a > 0x7F800000u ? 7u : (((u >> 28) & 8u) | m);
 }
 
+/// Grid value |q| (0, 0.5, 1, 1.5, 2, 3, 4, 6) of the E2M1 magnitude code held in the magic float
+/// c = 2^22 + m/2 that kvfmt::e2m1_code_magic returns, exactly and with FMA-pipe work only:
+/// with t = m/2, q = t + sat(t − 2) + 1.5·sat(2t − 6) (the extra terms are 0 up to t = 2, then
+/// 0.5, 1, 1 and 0, 0, 1 for t = 2.5, 3, 3.5). Every step is exact (small multiples of 0.5).
+NVFP4KV_HD float e2m1_grid_from_magic(float c) {
+  const float t = fmt::fadd_rn(c, -0x1p22f);
+  const float sa = saturate01(fmt::fadd_rn(c, -(0x1p22f + 2.0f)));
+  const float sb = saturate01(fma_exact(c, 2.0f, -(0x1p23f + 6.0f)));
+  return fma_exact(sb, 1.5f, fmt::fadd_rn(t, sa));
+}
+
 }  // namespace nvfp4kv::cuda

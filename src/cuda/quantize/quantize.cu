@@ -17,6 +17,7 @@
 // Per-row scale: quantize_per_row.cu.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "api/check.h"
@@ -173,7 +174,15 @@ Status launch_quantize(const TensorView& input, const TensorView& data, const Te
   }
 
   const int64_t total = p.batch * p.rows_grid * p.chunks_per_row;
-  if (total > 0) {
+  // NVFP4KV_QUANTIZE_GENERIC=1 (read once) keeps every launch on the general kernel: an A/B knob
+  // for the benchmark (bench/NOTES.md compares both in one process), not a user setting.
+  static const bool generic_only = [] {
+    const char* e = std::getenv("NVFP4KV_QUANTIZE_GENERIC");
+    return e != nullptr && e[0] == '1';
+  }();
+  if (total > 0 && !generic_only && fast_quantize_applies(p, in)) {
+    NVFP4KV_RETURN_IF_ERROR(launch_quantize_fast(p, in, kind, stream));
+  } else if (total > 0) {
     const int64_t grid = (total + kThreads - 1) / kThreads;
     if (grid > 0x7FFFFFFFll) {
       return Status(StatusCode::kUnsupported, "input: tensor too large for one launch (" + input.describe() + ")");

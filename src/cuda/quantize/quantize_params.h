@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "cuda/quantize/fast_div.h"
 #include "nvfp4kv/status.h"
 #include "nvfp4kv/types.h"
 
@@ -88,5 +89,36 @@ Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream)
 Status launch_quantize_per_row(const QuantizeParams& p, QuantInput in, QuantKind kind, Stream stream);
 /// Turns the amax in global_scale[0] into the decode scale rn(1 / S_enc) (amax.cu).
 Status launch_amax_to_decode_scale(float* global_scale, float numerator, Stream stream);
+
+/// One launch of the fast 16-bit-input kernel (quantize_fast.cu): 32-bit unit indices, byte
+/// strides, precomputed divisors. A unit is 32 consecutive elements of a row (2 blocks of 16, or
+/// 1 mxfp4 block) and its scale column(s); the flat unit index runs over (batch, padded row, unit).
+struct FastQuantizeParams {
+  const void* input = nullptr;
+  int64_t in_batch_bytes = 0, in_row_bytes = 0;
+  uint8_t* data = nullptr;
+  int64_t data_batch_bytes = 0, data_row_bytes = 0;
+  uint8_t* scales = nullptr;
+  int64_t scales_batch_bytes = 0;
+  float* global_scale = nullptr;  // kGiven: S_dec; kAmax: the tensor amax
+  ScaleSource source = ScaleSource::kNone;
+  float numerator = 0.0f;
+  uint32_t batch = 1, rows = 0, rows_grid = 0, k = 0, kv = 0, cols_grid = 0;
+  uint32_t units_per_row = 0;
+  uint32_t total_units = 0;       // < 2^30
+  FastDiv units_div;              // ÷ units_per_row
+  FastDiv rows_div;               // ÷ rows_grid
+  int layout = 0;
+  bool reverse = false;           // walk units last-first (the amax pass left the tail in L2)
+  bool sf_vec2 = false;           // a unit's two scale bytes may be stored as one 16-bit word
+};
+
+/// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
+/// data rows, given or per-tensor scale (or none), indices within 32 bits.
+bool fast_quantize_applies(const QuantizeParams& p, QuantInput in);
+/// Runs the fast kernel (quantize_fast.cu); the caller checked fast_quantize_applies.
+Status launch_quantize_fast(const QuantizeParams& p, QuantInput in, QuantKind kind, Stream stream);
+/// Number of SMs of the current device, cached per device (host-side cost of every launch).
+int fast_quantize_sm_count();
 
 }  // namespace nvfp4kv::cuda

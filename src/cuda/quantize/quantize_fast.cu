@@ -1,0 +1,433 @@
+// nvfp4kv — fast quantize kernels for 16-bit inputs (bf16 / f16) with 16-byte aligned rows:
+// every recipe, given or per-tensor (computed) global scale, every layout. The general kernels of
+// quantize.cu still handle f32 / fp8 inputs, unaligned views, per-row scales and tensors whose
+// unit count does not fit 31 bits; both produce the bytes of the CPU reference (SPEC.md §1-4).
+//
+// Map: a persistent grid (a few CTAs per SM) walks "units" of 32 consecutive elements of a row
+// (two 16-element blocks, or one mxfp4 block) with a grid-stride loop, unrolled by two so that
+// the four 16-byte loads of the next unit are in flight while the current one is encoded (no
+// register copy of a pending load: each half of the unroll has its own buffer). The flat unit
+// index runs over (batch, padded row, padded scale column pair), so the 0x00 padding of the
+// 128x4 / 8x4 layouts is written by the same loop; the index split uses multiply-high division.
+// Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
+// one 2-byte (mxfp4: 1-byte) store of scale bytes.
+//
+// Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
+// win, so one compare per block routes a block holding either to the reference code), one FMUL,
+// the 6-instruction E2M1 encode kvfmt::e2m1_code_magic (the project's one fast encode, shared with
+// the KV append kernel), ~1.6 PRMT/LOP3 to pack codes and signs. Per block: hardware
+// e4m3x2 conversion (same RNE/satfinite byte, tested exhaustively) and the element encode
+// multiplier rn(1 / rn(sf · S_dec)) read from a 256-entry table built once per CTA from S_dec
+// (the reference's own arithmetic per byte; table[0] = FLT_MAX, which gives an all-zero block
+// the same codes as the reference's enc = 0, since its elements are all ±0).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "common/kv_format.h"
+#include "cuda/quantize/quantize_chunk.cuh"
+
+namespace nvfp4kv::cuda {
+namespace {
+
+namespace fmt = nvfp4kv::fmt;
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+/// Per-half unsigned max: on |x| bit patterns of bf16/f16 the float max with NaN (and Inf) winning.
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/// Packs 8 codes (byte j = c[2j] | c[2j+1] << 4): magnitudes from the low bytes of the magic
+/// floats mc[0..7] (low byte = 2^22 + code/2 → code), signs from the 16-bit input words w[0..3]
+/// (bits 15 and 31). Valid for NaN-free blocks, where the code's sign is the input's (enc ≥ +0).
+__device__ __forceinline__ uint32_t pack8(const uint32_t* mc, const uint32_t* w) {
+  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
+  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
+  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);  // high bytes of elements 0..3
+  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);  // 4..7
+  const uint32_t s_ev = prmt(x01, x23, 0xECA8u);   // 0xFF/0x00 by the sign of 0, 2, 4, 6
+  const uint32_t s_od = prmt(x01, x23, 0xFDB9u);   // 1, 3, 5, 7
+  return (ev | (od << 4)) | (s_ev & 0x08080808u) | (s_od & 0x80808080u);
+}
+
+template <bool kF16>
+__device__ __forceinline__ float lo_elem(uint32_t w) {
+  if constexpr (kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu)));
+  else return __uint_as_float(w << 16);
+}
+template <bool kF16>
+__device__ __forceinline__ float hi_elem(uint32_t w) {
+  if constexpr (kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+  else return __uint_as_float(w & 0xFFFF0000u);
+}
+
+/// Block max |x| as 16-bit pattern (NaN/Inf patterns win) of 8 words.
+__device__ __forceinline__ uint32_t block_max_bits(const uint32_t* w) {
+  uint32_t m = max_u16x2(w[0] & 0x7FFF7FFFu, w[1] & 0x7FFF7FFFu);
+#pragma unroll
+  for (int k = 2; k < 8; ++k) m = max_u16x2(m, w[k] & 0x7FFF7FFFu);
+  return max_u16x2(m, m >> 16) & 0xFFFFu;
+}
+
+template <bool kF16>
+__device__ __forceinline__ float bits_to_float16(uint32_t h) {
+  if constexpr (kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+  else return __uint_as_float(h << 16);
+}
+
+/// Reference encode of one block (a NaN or Inf among its elements; rare): SPEC.md §3 literally,
+/// through src/common/format.h. Returns the scale byte, writes 2 (block 32: 4) code words.
+template <QuantKind K, bool kF16>
+__device__ __noinline__ uint32_t reference_block(const uint32_t* w, int n, const detail::GlobalScales& g,
+                                                 uint32_t* out) {
+  float x[32];
+  float v = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    x[i] = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+    v = fmt::max_f(v, fmt::abs_f(x[i]));
+  }
+  uint32_t codes[32];
+  uint32_t sf = 0;
+  if constexpr (K == QuantKind::kNvfp4) {
+    const fmt::BlockScale bs = fmt::nvfp4_block_scale(v, g.sf_mult, g.s_dec);
+    sf = bs.sf_byte;
+    for (int i = 0; i < n; ++i) codes[i] = fmt::float_to_e2m1(fmt::fmul_rn(x[i], bs.encode));
+  } else if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
+    constexpr bool kMae = K == QuantKind::kFourOverSixMae;
+    const fmt::FourOverSixCandidates c = fmt::four_over_six_candidates(v, g.s_enc);
+    uint32_t codes4[16];
+    const float err6 = fmt::four_over_six_candidate_error(x, n, v, c.sf6, g.s_dec, kMae, codes);
+    const float err4 = fmt::four_over_six_candidate_error(x, n, v, c.sf4, g.s_dec, kMae, codes4);
+    sf = c.sf6;
+    if (err4 < err6) {
+      sf = c.sf4;
+      for (int i = 0; i < n; ++i) codes[i] = codes4[i];
+    }
+  } else {
+    const fmt::MxBlockScale ms = fmt::mx_block_scale(v);
+    sf = ms.code;
+    for (int i = 0; i < n; ++i) codes[i] = fmt::float_to_e2m1(fmt::fmul_rn(x[i], ms.encode));
+  }
+  for (int j = 0; j < n / 8; ++j) {
+    uint32_t word = 0;
+    for (int i = 0; i < 8; ++i) word |= codes[8 * j + i] << (4 * i);
+    out[j] = word;
+  }
+  return sf;
+}
+
+/// Encode multiplier and decoded value of every E4M3 scale byte (nvfp4 recipes), per CTA.
+struct ScaleEntry {
+  float enc;  // min(rn(1 / rn(sf · S_dec)), FLT_MAX) (fmt::nvfp4_element_encode of a non-zero block)
+  float sf;   // fmt::e4m3_to_float(byte)
+};
+
+/// 4over6 candidate (magic code floats and error) for scale entry `e`.
+template <bool kF16, bool kMae>
+__device__ __forceinline__ float candidate(const uint32_t* w, ScaleEntry e, float s_dec, uint32_t* mc) {
+  float err = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const float a = fabsf((i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]));
+    const float c = kvfmt::e2m1_code_magic(__fmul_rn(a, e.enc));
+    mc[i] = __float_as_uint(c);
+    // Magnitudes: with enc ≥ 0 the code's sign is x's and rounding is symmetric, so
+    // rn(rn(|q|·sf)·S_dec) − |x| = ±(the reference's d): same d², same |d|.
+    const float d = __fsub_rn(__fmul_rn(__fmul_rn(e2m1_grid_from_magic(c), e.sf), s_dec), a);
+    err = __fadd_rn(err, kMae ? fabsf(d) : __fmul_rn(d, d));
+  }
+  return err;
+}
+
+/// One NaN/Inf-free 16-element block of nvfp4 / 4over6 / fp4_block16 → 2 code words; returns the
+/// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8).
+template <QuantKind K, bool kF16>
+__device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_t sfb, const ScaleEntry* table,
+                                             float s_dec, uint32_t* out) {
+  uint32_t mc[16];
+  uint32_t sf;
+  if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
+    constexpr bool kMae = K == QuantKind::kFourOverSixMae;
+    const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
+    uint32_t mc4[16];
+    const float err6 = candidate<kF16, kMae>(w, table[sf6], s_dec, mc);
+    const float err4 = candidate<kF16, kMae>(w, table[sf4], s_dec, mc4);
+    const bool four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
+    sf = four ? sf4 : sf6;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) mc[i] = four ? mc4[i] : mc[i];
+  } else {
+    float enc;
+    if constexpr (K == QuantKind::kNvfp4) {
+      sf = sfb;
+      enc = table[sf].enc;
+    } else {
+      const fmt::MxBlockScale ms = fmt::mx_block_scale(v);
+      sf = ms.code;
+      enc = ms.encode;
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+      mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
+    }
+  }
+  out[0] = pack8(mc, w);
+  out[1] = pack8(mc + 8, w + 4);
+  return sf;
+}
+
+/// The unit (32 elements) a thread works on, and its raw words.
+struct Unit {
+  uint4 q[4];
+};
+
+struct UnitPos {
+  uint32_t row;   // flat (batch, padded row)
+  uint32_t col;   // unit column within the row
+};
+
+__device__ __forceinline__ UnitPos unit_pos(const FastQuantizeParams& p, uint32_t u) {
+  if (p.reverse) u = p.total_units - 1u - u;
+  const uint32_t r = fast_div(u, p.units_div);
+  return {r, u - r * p.units_per_row};
+}
+
+/// Number of valid elements of unit `pos` (0, 16 or 32): 0 for padding rows / columns.
+__device__ __forceinline__ int unit_valid(const FastQuantizeParams& p, UnitPos pos, uint32_t& b, uint32_t& m) {
+  b = p.batch == 1 ? 0u : fast_div(pos.row, p.rows_div);
+  m = pos.row - b * p.rows_grid;
+  if (m >= p.rows) return 0;
+  const int64_t rem = static_cast<int64_t>(p.k) - static_cast<int64_t>(pos.col) * 32;
+  return rem <= 0 ? 0 : (rem >= 32 ? 32 : static_cast<int>(rem));
+}
+
+__device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t u, Unit& d) {
+  if (u >= p.total_units) return;
+  const UnitPos pos = unit_pos(p, u);
+  uint32_t b, m;
+  const int n = unit_valid(p, pos, b, m);
+  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.input) + b * p.in_batch_bytes +
+                                                    m * p.in_row_bytes + pos.col * 64u);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) d.q[j] = j < n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+template <QuantKind K, bool kF16>
+__device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32_t u, const Unit& d,
+                                             const ScaleEntry* table, const detail::GlobalScales& g) {
+  constexpr bool kMx32 = K == QuantKind::kMx32;
+  const UnitPos pos = unit_pos(p, u);
+  uint32_t b, m;
+  const int n = unit_valid(p, pos, b, m);
+  const uint32_t w[16] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w,
+                          d.q[2].x, d.q[2].y, d.q[2].z, d.q[2].w, d.q[3].x, d.q[3].y, d.q[3].z, d.q[3].w};
+  uint32_t out[4];
+  uint32_t sf_pair = 0;  // scale bytes of the unit, little-endian (padding: 0)
+  if (n > 0) {
+    const uint32_t h0 = block_max_bits(w), h1 = block_max_bits(w + 8);
+    constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
+    if constexpr (kMx32) {
+      const uint32_t h = h0 > h1 ? h0 : h1;
+      if (h >= kInfBits) {
+        sf_pair = reference_block<K, kF16>(w, 32, g, out);
+      } else {
+        const fmt::MxBlockScale ms = fmt::mx_block_scale(bits_to_float16<kF16>(h));
+        sf_pair = ms.code;
+        uint32_t mc[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+          mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, ms.encode))));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[j] = pack8(mc + 8 * j, w + 4 * j);
+      }
+    } else {
+      const float v0 = bits_to_float16<kF16>(h0), v1 = bits_to_float16<kF16>(h1);
+      uint32_t sfb0 = 0, sfb1 = 0;
+      if constexpr (K == QuantKind::kNvfp4) {
+        const uint32_t pr = kvfmt::e4m3x2(__fmul_rn(v0, g.sf_mult), __fmul_rn(v1, g.sf_mult));
+        sfb0 = pr & 0xFFu;
+        sfb1 = pr >> 8;
+      } else if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
+        const float base0 = __fmul_rn(__fdiv_rn(v0, 6.0f), g.s_enc);
+        const float base1 = __fmul_rn(__fdiv_rn(v1, 6.0f), g.s_enc);
+        const uint32_t p6 = kvfmt::e4m3x2(fminf(base0, fmt::kE4m3Max), fminf(base1, fmt::kE4m3Max));
+        const uint32_t p4 = kvfmt::e4m3x2(fminf(__fmul_rn(base0, 1.5f), fmt::kE4m3Max),
+                                          fminf(__fmul_rn(base1, 1.5f), fmt::kE4m3Max));
+        sfb0 = (p6 & 0xFFu) | ((p4 & 0xFFu) << 8);
+        sfb1 = (p6 >> 8) | (p4 & 0xFF00u);
+      }
+      const uint32_t s0 = h0 >= kInfBits ? reference_block<K, kF16>(w, 16, g, out)
+                                         : encode16<K, kF16>(w, v0, sfb0, table, g.s_dec, out);
+      uint32_t s1 = 0;
+      if (n == 32) {
+        s1 = h1 >= kInfBits ? reference_block<K, kF16>(w + 8, 16, g, out + 2)
+                            : encode16<K, kF16>(w + 8, v1, sfb1, table, g.s_dec, out + 2);
+      }
+      sf_pair = s0 | (s1 << 8);
+    }
+    uint8_t* dst = p.data + b * p.data_batch_bytes + m * p.data_row_bytes + pos.col * 16u;
+    if (n == 32) *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
+    else *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[1]);
+  }
+  // Scale bytes (real and padding): block columns 2·col, 2·col + 1 (mxfp4: col), consecutive in
+  // every layout (k % 4 is the fastest index of the padded ones).
+  const uint32_t bb = p.batch == 1 ? 0u : fast_div(pos.row, p.rows_div);
+  const uint32_t mm = pos.row - bb * p.rows_grid;
+  constexpr int kCols = kMx32 ? 1 : 2;
+  const uint32_t k0 = pos.col * kCols;
+  uint8_t* sfp = p.scales + bb * p.scales_batch_bytes + fmt::sf_offset(p.layout, mm, k0, p.kv);
+  if constexpr (kMx32) {
+    *sfp = static_cast<uint8_t>(sf_pair);
+  } else if (p.sf_vec2 && k0 + 2 <= p.cols_grid) {
+    *reinterpret_cast<uint16_t*>(sfp) = static_cast<uint16_t>(sf_pair);
+  } else {
+    sfp[0] = static_cast<uint8_t>(sf_pair);
+    if (k0 + 1 < p.cols_grid) sfp[1] = static_cast<uint8_t>(sf_pair >> 8);
+  }
+}
+
+template <QuantKind K, bool kF16>
+__global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
+  constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
+  __shared__ ScaleEntry table[kNv ? 256 : 1];
+  detail::GlobalScales g;
+  if constexpr (kNv) {
+    if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
+    else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
+    for (int i = threadIdx.x; i < 256; i += kThreads) {
+      const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
+      table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
+    }
+    __syncthreads();
+  }
+  const uint32_t stride = gridDim.x * kThreads;
+  uint32_t u = blockIdx.x * kThreads + threadIdx.x;
+  Unit a, c;
+  load_unit(p, u, a);
+  while (u < p.total_units) {
+    const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
+    load_unit(p, u1, c);
+    process_unit<K, kF16>(p, u, a, table, g);
+    if (u1 >= p.total_units) break;
+    const uint32_t u2 = u1 + stride;
+    load_unit(p, u2, a);
+    process_unit<K, kF16>(p, u1, c, table, g);
+    u = u2;
+  }
+}
+
+/// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
+/// the CTAs of the second wave would run their whole share after the first).
+template <QuantKind K, bool kF16>
+int resident_ctas() {
+  static int cached = 0;
+  if (cached == 0) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_fast_kernel<K, kF16>, kThreads, 0) != cudaSuccess ||
+        n < 1) {
+      n = 1;
+    }
+    cached = n;
+  }
+  return cached;
+}
+
+template <QuantKind K, bool kF16>
+void launch_one(const FastQuantizeParams& p, Stream stream) {
+  const int64_t want = (static_cast<int64_t>(p.total_units) + kThreads - 1) / kThreads;
+  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * resident_ctas<K, kF16>();
+  const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
+  quantize_fast_kernel<K, kF16><<<grid, kThreads, 0, stream>>>(p);
+}
+
+template <bool kF16>
+void launch_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
+  switch (kind) {
+    case QuantKind::kNvfp4: launch_one<QuantKind::kNvfp4, kF16>(p, stream); break;
+    case QuantKind::kFourOverSixMse: launch_one<QuantKind::kFourOverSixMse, kF16>(p, stream); break;
+    case QuantKind::kFourOverSixMae: launch_one<QuantKind::kFourOverSixMae, kF16>(p, stream); break;
+    case QuantKind::kMx32: launch_one<QuantKind::kMx32, kF16>(p, stream); break;
+    case QuantKind::kMx16: launch_one<QuantKind::kMx16, kF16>(p, stream); break;
+  }
+}
+
+}  // namespace
+
+int fast_quantize_sm_count() {
+  // Cached per process for device 0 .. 15: the attribute query costs host time on every call.
+  static int cache[16] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
+  if (dev >= 0 && dev < 16 && cache[dev] > 0) return cache[dev];
+  int sms = 132;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 132;
+  if (dev >= 0 && dev < 16) cache[dev] = sms;
+  return sms;
+}
+
+bool fast_quantize_applies(const QuantizeParams& p, QuantInput in) {
+  if (in != QuantInput::kBF16 && in != QuantInput::kF16) return false;
+  if (!p.in_vec16 || p.data_align != 16) return false;
+  if (p.source == ScaleSource::kPerRow) return false;
+  const int64_t cols_per_unit = p.kv == p.k / 32 ? 1 : 2;  // mxfp4 blocks are 32 elements
+  const int64_t units_per_row = (p.cols_grid + cols_per_unit - 1) / cols_per_unit;
+  const int64_t total = p.batch * p.rows_grid * units_per_row;
+  // 32-bit unit indices and byte offsets below 2^32 per batch (b · stride is 64-bit).
+  return total < (int64_t(1) << 30) && p.rows_grid < (int64_t(1) << 31) &&
+         p.in_row_stride * 2 * p.rows_grid < (int64_t(1) << 40) && p.k < (int64_t(1) << 31);
+}
+
+Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind kind, Stream stream) {
+  FastQuantizeParams p;
+  p.input = q.input;
+  p.in_batch_bytes = q.in_batch_stride * 2;
+  p.in_row_bytes = q.in_row_stride * 2;
+  p.data = q.data;
+  p.data_batch_bytes = q.data_batch_stride;
+  p.data_row_bytes = q.data_row_stride;
+  p.scales = q.scales;
+  p.scales_batch_bytes = q.scales_batch_stride;
+  p.global_scale = q.global_scale;
+  p.source = q.source;
+  p.numerator = q.numerator;
+  p.batch = static_cast<uint32_t>(q.batch);
+  p.rows = static_cast<uint32_t>(q.rows);
+  p.rows_grid = static_cast<uint32_t>(q.rows_grid);
+  p.k = static_cast<uint32_t>(q.k);
+  p.kv = static_cast<uint32_t>(q.kv);
+  p.cols_grid = static_cast<uint32_t>(q.cols_grid);
+  const bool mx32 = kind == QuantKind::kMx32;
+  p.units_per_row = static_cast<uint32_t>(mx32 ? q.cols_grid : (q.cols_grid + 1) / 2);
+  p.total_units = static_cast<uint32_t>(q.batch * q.rows_grid * p.units_per_row);
+  p.units_div = make_fast_div(p.units_per_row);
+  p.rows_div = make_fast_div(p.rows_grid);
+  p.layout = q.layout;
+  p.reverse = q.reverse;
+  // 2-byte scale stores: the pair starts at an even column of an even-aligned row.
+  p.sf_vec2 = reinterpret_cast<uintptr_t>(q.scales) % 2 == 0 && q.scales_batch_stride % 2 == 0 &&
+              (q.layout != 0 || q.kv % 2 == 0);
+  if (p.total_units == 0) return Status();
+  // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
+  // gets about one unit).
+  if (in == QuantInput::kF16) launch_kind<true>(p, kind, stream);
+  else launch_kind<false>(p, kind, stream);
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError, std::string("fast quantize kernel launch: ") + cudaGetErrorString(err));
+}
+
+}  // namespace nvfp4kv::cuda
