@@ -355,6 +355,10 @@ void run(Context& ctx) {
                        fmt("%.1f", us_given), fmt("%.3f", t_given), fmt("%.1f%%", t_given * pc),
                        fmt("%.1f%%", t_pt * pc), fmt("%.2f", us_46 / us_given), fmt("%.1f%%", t_mx * pc),
                        fmt("%.1f%%", t_dq * pc), fmt("%.1f", us_call)});
+      std::printf("progress M=%lld K=%lld given %.1f us (%.1f%%) call %.1f us, per-tensor %.1f%%, 4o6 %.2fx, mx %.1f%%, dq %.1f%%\n",
+                  (long long)M, (long long)K, us_given, t_given * pc, us_call, t_pt * pc, us_46 / us_given, t_mx * pc,
+                  t_dq * pc);
+      std::fflush(stdout);
       const char* names[] = {"nvfp4_given", "nvfp4_per_tensor", "nvfp4_4over6_given", "mxfp4", "dequant_nvfp4_bf16"};
       const double us_all[] = {us_given, us_pt, us_46, us_mx, us_dq};
       const double tb_all[] = {t_given, t_pt, t_46, t_mx, t_dq};

@@ -86,15 +86,23 @@ __device__ __forceinline__ float bits_to_float16(uint32_t h) {
   else return __uint_as_float(h << 16);
 }
 
+/// Result of reference_block: code words (2, or 4 for a 32-element block) and the scale byte.
+struct RefBlock {
+  uint32_t w[4];
+  uint32_t sf;
+};
+
 /// Reference encode of one block (a NaN or Inf among its elements; rare): SPEC.md §3 literally,
-/// through src/common/format.h. Returns the scale byte, writes 2 (block 32: 4) code words.
+/// through src/common/format.h. Reads its n elements again from global memory (`src`) and
+/// returns by value: taking the address of the caller's register arrays instead made the
+/// compiler keep them in local memory on every unit (80 bytes of STL per 64 input bytes in v5).
 template <QuantKind K, bool kF16>
-__device__ __noinline__ uint32_t reference_block(const uint32_t* w, int n, const detail::GlobalScales& g,
-                                                 uint32_t* out) {
+__device__ __noinline__ RefBlock reference_block(const uint16_t* src, int n, detail::GlobalScales g) {
   float x[32];
   float v = 0.0f;
   for (int i = 0; i < n; ++i) {
-    x[i] = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+    const uint32_t h = src[i];
+    x[i] = kF16 ? fmt::f16_bits_to_float(static_cast<uint16_t>(h)) : fmt::bf16_bits_to_float(static_cast<uint16_t>(h));
     v = fmt::max_f(v, fmt::abs_f(x[i]));
   }
   uint32_t codes[32];
@@ -119,12 +127,13 @@ __device__ __noinline__ uint32_t reference_block(const uint32_t* w, int n, const
     sf = ms.code;
     for (int i = 0; i < n; ++i) codes[i] = fmt::float_to_e2m1(fmt::fmul_rn(x[i], ms.encode));
   }
+  RefBlock r{{0u, 0u, 0u, 0u}, sf};
   for (int j = 0; j < n / 8; ++j) {
     uint32_t word = 0;
     for (int i = 0; i < 8; ++i) word |= codes[8 * j + i] << (4 * i);
-    out[j] = word;
+    r.w[j] = word;
   }
-  return sf;
+  return r;
 }
 
 /// Encode multiplier and decoded value of every E4M3 scale byte (nvfp4 recipes), per CTA.
@@ -213,6 +222,12 @@ __device__ __forceinline__ int unit_valid(const FastQuantizeParams& p, UnitPos p
   return rem <= 0 ? 0 : (rem >= 32 ? 32 : static_cast<int>(rem));
 }
 
+/// First element of unit column `col` of row (b, m).
+__device__ __forceinline__ const uint16_t* src_unit(const FastQuantizeParams& p, uint32_t b, uint32_t m, uint32_t col) {
+  return reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + b * p.in_batch_bytes +
+                                           m * p.in_row_bytes + col * 64u);
+}
+
 __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t u, Unit& d) {
   if (u >= p.total_units) return;
   const UnitPos pos = unit_pos(p, u);
@@ -241,7 +256,12 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
     if constexpr (kMx32) {
       const uint32_t h = h0 > h1 ? h0 : h1;
       if (h >= kInfBits) {
-        sf_pair = reference_block<K, kF16>(w, 32, g, out);
+        const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col), 32, g);
+        sf_pair = r.sf;
+        out[0] = r.w[0];
+        out[1] = r.w[1];
+        out[2] = r.w[2];
+        out[3] = r.w[3];
       } else {
         const fmt::MxBlockScale ms = fmt::mx_block_scale(bits_to_float16<kF16>(h));
         sf_pair = ms.code;
@@ -270,12 +290,24 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
         sfb0 = (p6 & 0xFFu) | ((p4 & 0xFFu) << 8);
         sfb1 = (p6 >> 8) | (p4 & 0xFF00u);
       }
-      const uint32_t s0 = h0 >= kInfBits ? reference_block<K, kF16>(w, 16, g, out)
-                                         : encode16<K, kF16>(w, v0, sfb0, table, g.s_dec, out);
-      uint32_t s1 = 0;
+      uint32_t s0, s1 = 0;
+      if (h0 >= kInfBits) {
+        const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col), 16, g);
+        s0 = r.sf;
+        out[0] = r.w[0];
+        out[1] = r.w[1];
+      } else {
+        s0 = encode16<K, kF16>(w, v0, sfb0, table, g.s_dec, out);
+      }
       if (n == 32) {
-        s1 = h1 >= kInfBits ? reference_block<K, kF16>(w + 8, 16, g, out + 2)
-                            : encode16<K, kF16>(w + 8, v1, sfb1, table, g.s_dec, out + 2);
+        if (h1 >= kInfBits) {
+          const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col) + 16, 16, g);
+          s1 = r.sf;
+          out[2] = r.w[0];
+          out[3] = r.w[1];
+        } else {
+          s1 = encode16<K, kF16>(w + 8, v1, sfb1, table, g.s_dec, out + 2);
+        }
       }
       sf_pair = s0 | (s1 << 8);
     }
@@ -300,6 +332,8 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
   }
 }
 
+// Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
+// cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
 template <QuantKind K, bool kF16>
 __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
