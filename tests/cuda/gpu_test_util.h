@@ -22,7 +22,9 @@ template <class T>
 DeviceBuffer to_device(const std::vector<T>& host) {
   DeviceBuffer buf;
   EXPECT_TRUE(buf.allocate(host.size() * sizeof(T)).ok());
-  if (!host.empty()) EXPECT_TRUE(copy_to_device(buf.data(), host.data(), host.size() * sizeof(T)).ok());
+  if (!host.empty()) {
+    EXPECT_TRUE(copy_to_device(buf.data(), host.data(), host.size() * sizeof(T)).ok());
+  }
   return buf;
 }
 
@@ -30,7 +32,9 @@ DeviceBuffer to_device(const std::vector<T>& host) {
 template <class T>
 std::vector<T> to_host(const DeviceBuffer& buf, std::size_t count) {
   std::vector<T> host(count);
-  if (count) EXPECT_TRUE(copy_to_host(host.data(), buf.data(), count * sizeof(T)).ok());
+  if (count) {
+    EXPECT_TRUE(copy_to_host(host.data(), buf.data(), count * sizeof(T)).ok());
+  }
   return host;
 }
 

@@ -38,8 +38,10 @@ std::vector<uint8_t> as_bytes(const std::vector<T>& v) {
 }
 
 /// One GPU-vs-CPU case: append (with some slots out of range on the GPU copy), then dequantize.
+/// `forced_scale` > 0 replaces the calibrated decode scales and `with_inf` plants ±Inf inputs
+/// (calibration rejects infinite inputs, so the two go together).
 void run_case(const Config& cfg, KvLayout layout, int64_t page_size, int64_t head_dim, Variant variant,
-              uint64_t seed, int case_index) {
+              uint64_t seed, int case_index, float forced_scale = 0.0f, bool with_inf = false) {
   std::mt19937_64 rng(seed);
   const int64_t heads = 1 + case_index % 3;
   const int64_t max_tokens = page_size == 64 ? 70 : page_size * 3 + 4;
@@ -56,10 +58,18 @@ void run_case(const Config& cfg, KvLayout layout, int64_t page_size, int64_t hea
   const int64_t n = static_cast<int64_t>(batch.slots.size());
   Inputs in = make_inputs(n, heads, head_dim, variant, in_f16, rng);
   float scales[2] = {1.0f, 1.0f};
-  ASSERT_TRUE(calibrate_kv_scale(input_view(in.buf.data(), in, false, n, heads, head_dim, in_f16, Device::kCpu),
-                                 cfg.format, cfg.mode != 0, &scales[0]).ok());
-  ASSERT_TRUE(calibrate_kv_scale(input_view(in.buf.data(), in, true, n, heads, head_dim, in_f16, Device::kCpu),
-                                 cfg.format, cfg.mode != 0, &scales[1]).ok());
+  if (with_inf) {
+    const uint16_t pos_inf = in_f16 ? 0x7C00 : 0x7F80;
+    for (std::size_t i = 0; i < in.buf.size(); i += 97) in.buf[i] = static_cast<uint16_t>(pos_inf | ((i / 97) % 2 ? 0x8000 : 0));
+  }
+  if (forced_scale > 0.0f) {
+    scales[0] = scales[1] = forced_scale;
+  } else {
+    ASSERT_TRUE(calibrate_kv_scale(input_view(in.buf.data(), in, false, n, heads, head_dim, in_f16, Device::kCpu),
+                                   cfg.format, cfg.mode != 0, &scales[0]).ok());
+    ASSERT_TRUE(calibrate_kv_scale(input_view(in.buf.data(), in, true, n, heads, head_dim, in_f16, Device::kCpu),
+                                   cfg.format, cfg.mode != 0, &scales[1]).ok());
+  }
 
   // GPU slots: a few skipped tokens get slots past the cache instead of −1 (must be skipped too).
   std::vector<int64_t> gpu_slots = batch.slots;
@@ -147,6 +157,24 @@ TEST(KvGpuSmall, Fp8) { run_matrix({KvFormat::kFP8E4M3, 0}, true, 32); }
 TEST(KvGpuSmall, Nvfp4) { run_matrix({KvFormat::kNvfp4, 0}, true, 33); }
 TEST(KvGpuSmall, Nvfp4FourOverSix) { run_matrix({KvFormat::kNvfp4, 1}, true, 34); }
 TEST(KvGpuSmall, Fp4Block16) { run_matrix({KvFormat::kFp4Block16, 0}, true, 35); }
+
+// ±Inf inputs with ordinary and extreme decode scales: with S_dec ≥ ~7.6e35 the encode multiplier
+// is 0 and ±Inf · 0 = NaN, which must code exactly as the reference does (the fast append path
+// sends blocks holding an infinity through the reference rules).
+TEST(KvGpuSmall, InfinitiesWithOrdinaryAndExtremeScales) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  int idx = 0;
+  for (const Config cfg : {Config{KvFormat::kNvfp4, 0}, Config{KvFormat::kNvfp4, 1}, Config{KvFormat::kFp4Block16, 0},
+                           Config{KvFormat::kFP8E4M3, 0}}) {
+    for (float scale : {0.05f, 1e36f}) {
+      for (int64_t hd : {64, 128}) {
+        ++idx;
+        run_case(cfg, KvLayout::kNHD, 16, hd, Variant::kSeparate, 4242u + idx, idx, scale, true);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
 
 /// Device-side invalid inputs of dequantize_kv: rows of out-of-range pages, rows past Σ seq_lens
 /// and negative lengths become zeros; nothing outside the outputs is written.

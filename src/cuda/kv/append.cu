@@ -295,8 +295,10 @@ __device__ __forceinline__ uint32_t encode_block(const uint32_t* w, const kvfmt:
   m = max_u16x2(m, m >> 16) & 0xFFFFu;
   float x[16];
   unpack16<kInF16>(w, x);
-  if (m > (kInF16 ? 0x7C00u : 0x7F80u)) {
-    // A NaN in the block: the reference chunk rules (NaN ignored by the max, coded 0x7).
+  if (m >= (kInF16 ? 0x7C00u : 0x7F80u)) {
+    // A NaN or an infinity in the block: the reference chunk rules (NaN ignored by the max,
+    // coded 0x7). Infinities go here too because with an extreme decode scale the encode
+    // multiplier can be 0 and ±Inf · 0 = NaN must still code as the reference does.
     uint8_t s;
     if constexpr (kMode == 2) {
       s = kvfmt::fp4_block16_chunk(x, out);
