@@ -9,6 +9,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -236,14 +239,32 @@ double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
 }
 
 void bench_decode(Context& ctx) {
-  const KvFormat formats[] = {KvFormat::kBF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4};
-  for (KvFormat f : formats) check_format(f);
+  // DECODE_FORMATS (e.g. "nvfp4,fp8") and DECODE_SHAPES (e.g. "16x8192,1x32768") restrict the run,
+  // for profiling one kernel; DECODE_NO_CHECK=1 skips the correctness check (profiler launches).
+  std::vector<KvFormat> formats = {KvFormat::kBF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4};
+  if (const char* e = std::getenv("DECODE_FORMATS")) {
+    const std::string s(e);
+    std::vector<KvFormat> keep;
+    for (KvFormat f : formats)
+      if (s.find(f == KvFormat::kBF16 ? "bf16" : (f == KvFormat::kFP8E4M3 ? "fp8" : "nvfp4")) != std::string::npos)
+        keep.push_back(f);
+    formats = keep;
+  }
+  if (!std::getenv("DECODE_NO_CHECK"))
+    for (KvFormat f : formats) check_format(f);
 
   struct Shape {
     int64_t batch, kv_len;
   };
   std::vector<Shape> shapes;
-  if (ctx.quick) {
+  if (const char* e = std::getenv("DECODE_SHAPES")) {
+    for (const char* c = e; *c;) {
+      long long b = 0, l = 0;
+      if (std::sscanf(c, "%lldx%lld", &b, &l) == 2) shapes.push_back({b, l});
+      while (*c && *c != ',') ++c;
+      if (*c == ',') ++c;
+    }
+  } else if (ctx.quick) {
     shapes = {{16, 8192}, {1, 32768}};
   } else {
     for (int64_t b : {1, 16, 64, 128})
@@ -266,8 +287,9 @@ void bench_decode(Context& ctx) {
       const double t = ctx.time_us([&](int) { (void)run(c, p, o); }, /*flush_l2=*/true);
       us[{s.batch, s.kv_len}][f] = t;
       // HND pages (the same bytes viewed [pages, heads, tokens, X]) at a few shapes.
-      const bool probe = (s.batch == 16 && s.kv_len == 8192) || (s.batch == 128 && s.kv_len == 32768) ||
-                         (s.batch == 1 && s.kv_len == 32768) || (s.batch == 64 && s.kv_len == 8192);
+      const bool probe = !std::getenv("DECODE_NO_HND") &&
+                         ((s.batch == 16 && s.kv_len == 8192) || (s.batch == 128 && s.kv_len == 32768) ||
+                          (s.batch == 1 && s.kv_len == 32768) || (s.batch == 64 && s.kv_len == 8192));
       if (probe) {
         const KvCacheView hnd = as_hnd(c.view);
         BENCH_CHECK(run_view(hnd, p, o).ok(), "HND run");

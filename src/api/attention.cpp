@@ -136,6 +136,16 @@ Status validate(const TensorView& q, const KvCacheView& c, const TensorView& blo
     NVFP4KV_CHECK_ARG(aligned(c.k_data, run_bytes) && aligned(c.v_data, run_bytes),
                       "cache.k_data/v_data base and page/token/head strides must be multiples of ", run_bytes,
                       " bytes on CUDA, got ", c.k_data.describe(), " / ", c.v_data.describe());
+    // The kernel forms page and token offsets with 32-bit strides (one IMAD.WIDE per address).
+    auto fits32 = [&](const TensorView& v) {
+      const int64_t es = static_cast<int64_t>(dtype_size(v.dtype));
+      for (int i = 0; i < 3; ++i)
+        if (v.strides[i] * es >= (int64_t{1} << 31) || v.strides[i] * es < -(int64_t{1} << 31)) return false;
+      return true;
+    };
+    NVFP4KV_CHECK_ARG(fits32(c.k_data) && fits32(c.v_data) && (!fp4 || (fits32(c.k_scales) && fits32(c.v_scales))),
+                      "cache byte strides (page, token, head) must be below 2^31 on CUDA, got ", c.k_data.describe(),
+                      " / ", c.v_data.describe());
     if (fp4) {
       NVFP4KV_CHECK_ARG(aligned(c.k_scales, scale_run) && aligned(c.v_scales, scale_run),
                         "cache.k_scales/v_scales base and strides must be multiples of ", scale_run,

@@ -35,6 +35,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -141,6 +142,13 @@ __device__ __forceinline__ uint32_t load_scales(const uint8_t* p) {
   else return __ldg(p);
 }
 
+// Address of (page, token offset) in a KV view: 32-bit page ids and offsets times strides that
+// fit 32 bits (checked by src/api/attention.cpp), one IMAD.WIDE each instead of 64 × 64 products.
+__device__ __forceinline__ const uint8_t* at(const uint8_t* base, int pg, int off, const KvStrides& s) {
+  return base + static_cast<int64_t>(pg) * static_cast<int32_t>(s.page) +
+         static_cast<int64_t>(off) * static_cast<int32_t>(s.token);
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -160,11 +168,17 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+#ifndef NVFP4KV_DECODE_NVFP4_KU
+#define NVFP4KV_DECODE_NVFP4_KU 2
+#endif
+
 template <typename T, int D, int FMT>
 struct Config {
   static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
-  // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk.
-  static constexpr int kU = kWords >= 4 ? 1 : 4 / kWords;
+  // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk; nvfp4 at hd128
+  // takes 32-token chunks (NVFP4KV_DECODE_NVFP4_KU), which amortise the per-chunk softmax
+  // reductions, waits and Q fragment loads (bench/NOTES.md, v6: 64 × 32K 1246 → 1155 µs).
+  static constexpr int kU = kExpTrick<FMT> && kWords == 4 ? NVFP4KV_DECODE_NVFP4_KU : (kWords >= 4 ? 1 : 4 / kWords);
   static constexpr bool kFp4 = FMT == kFmtNvfp4 || FMT == kFmtFp4Block16;
   static constexpr bool kDirect = kBitsPerElem<FMT> == 16 && D <= 128;  // 16-bit caches: no smem ring
   static constexpr int kScaleBytes = kFp4 ? D / 64 : 0;        // per lane per token
@@ -213,8 +227,16 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
   }
 }
 
+// nvfp4 at hd ≤ 128: capped at 168 registers = 3 CTAs per SM (without the cap ptxas takes 187
+// and only 2 fit); 4 CTAs (128 registers) spills and ran slower (bench/NOTES.md, v5).
+#ifndef NVFP4KV_DECODE_NVFP4_MIN_CTAS
+#define NVFP4KV_DECODE_NVFP4_MIN_CTAS 3
+#endif
+template <int D, int FMT>
+inline constexpr int kMinCtas = (kExpTrick<FMT> && D <= 128) ? NVFP4KV_DECODE_NVFP4_MIN_CTAS : 1;
+
 template <typename T, int D, int FMT>
-__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ DecodeParams p,
+__global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
   using C = Config<T, D, FMT>;
   constexpr bool kF16 = std::is_same_v<T, __half>;
@@ -246,21 +268,26 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   const int s_end = min(kv_len, s_begin + per_split);
 
   // Q fragments in shared memory, permuted like K (see the file comment).
+  // k-step j: a0/a1 (rows r, r + 8) pair with B register e = 2j, a2/a3 with e = 2j + 1; half c
+  // of register e is dim run_pos(e, c) of the lane's run.
   for (int i = threadIdx.x; i < C::kKSteps * 32; i += kThreads) {
     const int j = i / 32, l = i % 32;
     const int r = l >> 2, qq = l & 3;
-    const int dim = qq * (D / 4) + 4 * j;
+    const int run0 = qq * (D / 4);
     uint32_t f[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = row0 + r + 8 * half;
       if (row < rows) {
         const int t = row / G, g = row % G;
-        const T* src = static_cast<const T*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
-                       (h * G + g) * p.q_stride[2] + dim;
-        const uint2 v = *reinterpret_cast<const uint2*>(src);
-        f[half] = v.x;      // a0 / a1: dims +0, +1
-        f[2 + half] = v.y;  // a2 / a3: dims +2, +3
+        const uint16_t* src = static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
+                              (h * G + g) * p.q_stride[2] + run0;
+#pragma unroll
+        for (int ee = 0; ee < 2; ++ee) {
+          const int e = 2 * j + ee;
+          f[2 * ee + half] = static_cast<uint32_t>(src[run_pos<FMT>(e, 0)]) |
+                             (static_cast<uint32_t>(src[run_pos<FMT>(e, 1)]) << 16);
+        }
       }
     }
     q_frag[i] = make_uint4(f[0], f[1], f[2], f[3]);
@@ -273,9 +300,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
   __syncthreads();
 
+  // The nvfp4 path's K and V carry a factor 2^-kExpShift (decode_dequant.cuh): undone here in
+  // the logit scale and, for V, on the normalised output (both exact powers of two).
+  constexpr float kUnshift = kExpTrick<FMT> ? static_cast<float>(1ull << kExpShift<T>) : 1.0f;
   const float k_scale = p.k_scale ? __ldg(p.k_scale) : 1.0f;
   const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
-  const float logit_scale = p.sm_scale * k_scale;
+  const float logit_scale = p.sm_scale * k_scale * kUnshift;
 
   // Causal / window limits of this lane's two rows (r and r + 8).
   int pos_hi[2], pos_lo[2];
@@ -287,10 +317,14 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       pos_hi[half] = pos;
       pos_lo[half] = p.window_left >= 0 ? pos - p.window_left : 0;
     } else {
-      pos_hi[half] = -1;
-      pos_lo[half] = 0;
+      // Padding row (zero query): it may see every key (finite logits, never written out), so
+      // that it does not stop a chunk from taking the unmasked path below.
+      pos_hi[half] = INT_MAX;
+      pos_lo[half] = INT_MIN;
     }
   }
+  // Keys every row of this lane sees (a chunk inside it, all tokens readable, needs no mask).
+  const int vis_lo = max(pos_lo[0], pos_lo[1]), vis_hi = min(pos_hi[0], pos_hi[1]);
 
   float o[C::kPairs][4];
 #pragma unroll
@@ -366,15 +400,32 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
             mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
           }
     } else {
+      // Whole chunk visible to every row of the warp (the common case away from the split's
+      // end, the causal diagonal and the window edge): no per-logit mask.
+      bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo && chunk_start + C::kChunk - 1 <= vis_hi;
 #pragma unroll
-      for (int u = 0; u < C::kU; ++u)
+      for (int u = 0; u < C::kU; ++u) full_lane = full_lane && valid[u][0] == 0xFFFFFFFFu && valid[u][1] == 0xFFFFFFFFu;
+      if (__all_sync(0xFFFFFFFFu, full_lane)) {
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
+        for (int u = 0; u < C::kU; ++u)
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            s[u][nt][i] = visible(u, nt, i) ? s[u][nt][i] * scale_log2 : -INFINITY;
-            mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
-          }
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              s[u][nt][i] *= scale_log2;
+              mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
+            }
+      } else {
+#pragma unroll
+        for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              s[u][nt][i] = visible(u, nt, i) ? s[u][nt][i] * scale_log2 : -INFINITY;
+              mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
+            }
+      }
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -427,7 +478,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   };
 
   // Page (from the staged table) and offset of token (u, slot) of a chunk for this lane.
-  auto locate = [&](int chunk_start, int u, int sl, int64_t* pg, int64_t* off) {
+  auto locate = [&](int chunk_start, int u, int sl, int* pg, int* off) {
     const int tok = chunk_start + 16 * u + 8 * sl + (lane >> 2);
     const uint32_t pi = pdiv.quo(static_cast<uint32_t>(tok));
     const int page = tok < s_end ? split_page_ids[pi - first_page] : -1;
@@ -449,12 +500,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       for (int u = 0; u < C::kU; ++u)
 #pragma unroll
         for (int sl = 0; sl < 2; ++sl) {
-          int64_t pg, off;
+          int pg, off;
           const bool ok = locate(chunk_start, u, sl, &pg, &off);
           valid[u][sl] = __ballot_sync(0xFFFFFFFFu, ok);
           if (ok) {
-            load_run<C::kWords>(k_base + pg * p.k_data_strides.page + off * p.k_data_strides.token, rk[u][sl]);
-            load_run<C::kWords>(v_base + pg * p.v_data_strides.page + off * p.v_data_strides.token, rv[u][sl]);
+            load_run<C::kWords>(at(k_base, pg, off, p.k_data_strides), rk[u][sl]);
+            load_run<C::kWords>(at(v_base, pg, off, p.v_data_strides), rv[u][sl]);
           } else {
 #pragma unroll
             for (int w = 0; w < C::kWords; ++w) rk[u][sl][w] = 0, rv[u][sl][w] = 0;
@@ -481,12 +532,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       for (int u = 0; u < C::kU; ++u)
 #pragma unroll
         for (int sl = 0; sl < 2; ++sl) {
-          int64_t pg, off;
+          int pg, off;
           const bool ok = locate(chunk_start, u, sl, &pg, &off);
           const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
           if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4) = vb;
-          const uint8_t* kp = k_base + pg * p.k_data_strides.page + off * p.k_data_strides.token;
-          const uint8_t* vp = v_base + pg * p.v_data_strides.page + off * p.v_data_strides.token;
+          const uint8_t* kp = at(k_base, pg, off, p.k_data_strides);
+          const uint8_t* vp = at(v_base, pg, off, p.v_data_strides);
           const uint32_t kd = smem_addr(stage + ((u * 2 + sl) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
           const uint32_t vd = smem_addr(stage + ((u * 2 + sl) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
           if constexpr (kRunBytes >= 16) {
@@ -502,9 +553,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
           if constexpr (C::kFp4) {
             uint8_t* sbase = stage + C::kDataBytes;
             cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 0) * 32 + lane) * 4),
-                      ks_base + pg * p.k_scale_strides.page + off * p.k_scale_strides.token, ok);
+                      at(ks_base, pg, off, p.k_scale_strides), ok);
             cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 1) * 32 + lane) * 4),
-                      vs_base + pg * p.v_scale_strides.page + off * p.v_scale_strides.token, ok);
+                      at(vs_base, pg, off, p.v_scale_strides), ok);
           }
         }
     };
@@ -549,9 +600,18 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     }
 #pragma unroll
     for (int e = 0; e < C::kPairs; ++e) {
-      const int dim = qq * (D / 4) + 2 * e;
-      *reinterpret_cast<float2*>(merge_o + (warp * 16 + r) * C::kOStride + dim) = make_float2(o[e][0], o[e][1]);
-      *reinterpret_cast<float2*>(merge_o + (warp * 16 + r + 8) * C::kOStride + dim) = make_float2(o[e][2], o[e][3]);
+      if constexpr (kExpTrick<FMT>) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int dim = qq * (D / 4) + run_pos<FMT>(e, c);
+          merge_o[(warp * 16 + r) * C::kOStride + dim] = o[e][c];
+          merge_o[(warp * 16 + r + 8) * C::kOStride + dim] = o[e][2 + c];
+        }
+      } else {
+        const int dim = qq * (D / 4) + 2 * e;
+        *reinterpret_cast<float2*>(merge_o + (warp * 16 + r) * C::kOStride + dim) = make_float2(o[e][0], o[e][1]);
+        *reinterpret_cast<float2*>(merge_o + (warp * 16 + r + 8) * C::kOStride + dim) = make_float2(o[e][2], o[e][3]);
+      }
     }
   }
   __syncthreads();
@@ -572,7 +632,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     }
     const int row = row0 + r;
     const int t = row / G, hq = h * G + row % G;
-    const float val = l > 0.f ? acc / l : 0.f;
+    const float val = l > 0.f ? acc / l * kUnshift : 0.f;
     const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
     if (p.num_splits == 1) {
       T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + d;

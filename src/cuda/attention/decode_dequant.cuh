@@ -2,8 +2,9 @@
 // fragments (SPEC.md §5), for the decode kernel (decode.cu).
 //
 // A lane owns head_dim/4 consecutive dims of one token: raw words in memory order (W words).
-// Output register e (0 ≤ e < head_dim/8) holds dims (2e, 2e+1) of the run, low half = 2e. The
-// decode kernel relies only on this mapping (it permutes Q and O to match).
+// Output register e (0 ≤ e < head_dim/8) holds dims (run_pos(e, 0), run_pos(e, 1)) of the run,
+// low half first: (2e, 2e+1) in general, (i, i+4) within each 8-dim word for nvfp4. The decode
+// kernel relies only on this mapping (it permutes Q and O to match).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -115,6 +116,70 @@ __device__ __forceinline__ void e2m1x8(uint32_t w, uint32_t (&r)[4]) {
   r[3] |= prmt(w4, w, 0x7030u) & 0x80008000u;
 }
 
+// ---- nvfp4 fast path: exponent-field dequantization ------------------------------------------
+// Register e of a lane's run holds dims (pos(e, 0), pos(e, 1)) of the run; the decode kernel
+// permutes Q and O by the same map (an mma's k index, and P·V's n index, are free relabellings).
+// The generic path pairs neighbours (2e, 2e+1); the nvfp4 path pairs (i, i + 4) inside each
+// 8-dim word, so that one integer multiply lines up both codes of a pair at once.
+template <int FMT>
+inline constexpr bool kExpTrick = FMT == kFmtNvfp4;
+
+template <int FMT>
+__host__ __device__ constexpr int run_pos(int e, int c) {
+  if constexpr (kExpTrick<FMT>) return 8 * (e / 4) + (e % 4) + 4 * c;
+  else return 2 * e + c;
+}
+
+// Dequantized nvfp4 values are x̂ · 2^-kExpShift: the power of two is folded into the logit scale
+// (K) and the output scale (V) by the kernel.
+template <typename T>
+inline constexpr int kExpShift = std::is_same_v<T, __half> ? 14 : 62;
+
+// The bits (m << 6) | (s << 15) of a code with magnitude bits m (3) and sign s are, read as a
+// bf16, exactly e2m1 · 2^-126 (m = 1 gives the subnormal 2^-127 = 0.5 · 2^-126; m = 2..7 put the
+// E2M1 exponent into the bf16 exponent field and its mantissa bit into the mantissa MSB). In f16
+// the bits (m << 9) | (s << 15) are e2m1 · 2^-14. One HMUL2 by the block scale (bf16: sf · 2^64;
+// f16: sf) then gives e2m1 · sf · 2^-62 (bf16: 2^-72 … 2^-50, normal, ≤ 6 significant bits) or
+// e2m1 · sf · 2^-14 (f16: a multiple of 2^-24 below 0.17, ≤ 6 significant bits): exact either
+// way. Neither mul.rn.bf16x2 nor mul.rn.f16x2 flushes subnormal inputs (no .ftz on sm_90).
+//
+// bf16, pair i of word w (codes at nibbles i and i + 4): t = code bits at 4i and 4i + 16;
+// t · (2^(6−4i) + 2^(12−4i)) puts (code << 6) and (code << 12) side by side without overlap, and
+// the mask keeps the magnitude of the first and the sign of the second. i = 2, 3 use w >> 8.
+template <typename T>
+__device__ __forceinline__ void e2m1x8_exp(uint32_t w, uint32_t (&r)[4]) {
+  const uint32_t w2 = w >> 8;
+  if constexpr (std::is_same_v<T, __half>) {
+    // f16: (c + 7·(c & 8)) = m + 64 s, shifted to bit 9: m << 9 | s << 15.
+    const uint32_t t0 = w & 0x000F000Fu, t1 = w & 0x00F000F0u, t2 = w2 & 0x000F000Fu, t3 = w2 & 0x00F000F0u;
+    r[0] = (t0 + 7u * (t0 & 0x00080008u)) << 9;
+    r[1] = (t1 + 7u * (t1 & 0x00800080u)) << 5;
+    r[2] = (t2 + 7u * (t2 & 0x00080008u)) << 9;
+    r[3] = (t3 + 7u * (t3 & 0x00800080u)) << 5;
+  } else {
+    r[0] = ((w & 0x000F000Fu) * 0x1040u) & 0x81C081C0u;
+    r[1] = ((w & 0x00F000F0u) * 0x0104u) & 0x81C081C0u;
+    r[2] = ((w2 & 0x000F000Fu) * 0x1040u) & 0x81C081C0u;
+    r[3] = ((w2 & 0x00F000F0u) * 0x0104u) & 0x81C081C0u;
+  }
+}
+
+// Two E4M3 block-scale bytes (low two bytes of `b2`) → the two splatted multipliers of
+// e2m1x8_exp: bf16 (sf · 2^64) or f16 (sf), exact (E4M3 has ≤ 4 significant bits, 2^-9 … 448).
+template <typename T>
+__device__ __forceinline__ void scale_pair_exp(uint32_t b2, uint32_t& s0, uint32_t& s1) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(b2 & 0xFFFFu), __NV_E4M3);
+  const uint32_t hh = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  if constexpr (std::is_same_v<T, __half>) {
+    s0 = prmt(hh, 0u, 0x1010u);
+    s1 = prmt(hh, 0u, 0x3232u);
+  } else {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&hh));
+    s0 = splat<T>(f.x * 0x1p64f);
+    s1 = splat<T>(f.y * 0x1p64f);
+  }
+}
+
 // One lane's run of one token: raw words (memory order) + its block-scale bytes → D/8 pairs.
 template <typename T, int FMT, int D>
 __device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales, uint32_t* out) {
@@ -136,6 +201,26 @@ __device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales
           const float2 f = __half22float2(__half2(p));
           __nv_bfloat162 b = __float22bfloat162_rn(f);
           out[2 * w + h] = *reinterpret_cast<uint32_t*>(&b);
+        }
+      }
+    }
+  } else if constexpr (kExpTrick<FMT>) {
+    // 16 dims per scale block = 8 pairs = 2 words; the lane's run has D/64 blocks.
+#pragma unroll
+    for (int blk2 = 0; blk2 < (kPairs / 8 + 1) / 2; ++blk2) {
+      uint32_t s2[2];
+      scale_pair_exp<T>(scales >> (16 * blk2), s2[0], s2[1]);
+#pragma unroll
+      for (int bb = 0; bb < 2; ++bb) {
+        const int blk = 2 * blk2 + bb;
+        if (blk < kPairs / 8) {
+#pragma unroll
+          for (int w = 0; w < 2; ++w) {
+            uint32_t r[4];
+            e2m1x8_exp<T>(raw[2 * blk + w], r);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) out[8 * blk + 4 * w + i] = hmul2<T>(r[i], s2[bb]);
+          }
         }
       }
     }
