@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/bits.cuh"
+
 namespace nvfp4kv::cuda::attn {
 
 // KvFormat values (kv_cache.h order), usable as template arguments.
@@ -21,12 +23,6 @@ inline constexpr int kFmtBF16 = 0, kFmtF16 = 1, kFmtFP8 = 2, kFmtNvfp4 = 3, kFmt
 
 template <int FMT>
 inline constexpr int kBitsPerElem = FMT <= kFmtF16 ? 16 : (FMT == kFmtFP8 ? 8 : 4);
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
 
 // Broadcast one block scale to both halves of a 16-bit pair, in the compute type.
 template <typename T>

@@ -20,6 +20,7 @@
 #include "api/check.h"
 #include "common/kv_format.h"
 #include "cuda/kv/launch.h"
+#include "cuda/common/bits.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -209,38 +210,11 @@ struct FastAppendParams {
   bool mae;               // 4over6 error metric
 };
 
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-
-/// Per-half unsigned max (sm_90): on |x| bit patterns this is the float max with NaN winning.
-__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-
 /// E4M3 byte → fp32 through the hardware e4m3x2 → f16x2 conversion (exact).
 __device__ __forceinline__ float e4m3_byte_to_float(uint32_t byte) {
   uint32_t h2;
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(byte)));
   return __half2float(__ushort_as_half(static_cast<unsigned short>(h2)));
-}
-
-/// Packs 8 codes into one word (byte j = c[2j] | c[2j+1] << 4): magnitudes from the low bytes of
-/// mc[0..7] (e2m1_code_magic results: low byte = code 0..7), signs from the 16-bit input words
-/// w[0..3] (element 2k in the low half of w[k]; sign bits 15 and 31). Valid for NaN-free blocks,
-/// where the code's sign is the input's (the encode multiplier is ≥ +0).
-__device__ __forceinline__ uint32_t pack8(const uint32_t* mc, const uint32_t* w) {
-  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
-  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
-  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);  // sign bytes of elements 0, 1, 2, 3
-  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);  // 4, 5, 6, 7
-  const uint32_t s_ev = prmt(x01, x23, 0xECA8u);   // 0xFF/0x00 by the sign of 0, 2, 4, 6
-  const uint32_t s_od = prmt(x01, x23, 0xFDB9u);   // 1, 3, 5, 7
-  return (ev | (od << 4)) | (s_ev & 0x08080808u) | (s_od & 0x80808080u);
 }
 
 template <bool kInF16>
@@ -338,8 +312,8 @@ __device__ __forceinline__ uint32_t encode_block(const uint32_t* w, const kvfmt:
     NVFP4KV_KV_UNROLL
     for (int i = 0; i < 16; ++i) mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(fmt::fmul_rn(x[i], enc))));
   }
-  out[0] = pack8(mc, w);
-  out[1] = pack8(mc + 8, w + 4);
+  out[0] = pack8_magic_codes(mc, w);
+  out[1] = pack8_magic_codes(mc + 8, w + 4);
   return sf;
 }
 

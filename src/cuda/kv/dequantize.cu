@@ -21,6 +21,7 @@
 
 #include "common/kv_format.h"
 #include "cuda/kv/launch.h"
+#include "cuda/common/bits.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -306,12 +307,6 @@ struct FastDeqParams {
   uint32_t tile_rows;
   uint32_t num_tiles;
 };
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
 
 /// Exclusive prefix sums of max(seq_lens, 0) into prefix[0..batch] (block scan; kThreads threads).
 __device__ __forceinline__ void scan_lengths(const int32_t* seq_lens, int64_t sl_stride, int batch, int64_t* prefix,

@@ -28,38 +28,13 @@
 
 #include "common/kv_format.h"
 #include "cuda/quantize/quantize_chunk.cuh"
+#include "cuda/common/bits.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
 
 namespace fmt = nvfp4kv::fmt;
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-
-/// Per-half unsigned max: on |x| bit patterns of bf16/f16 the float max with NaN (and Inf) winning.
-__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-
-/// Packs 8 codes (byte j = c[2j] | c[2j+1] << 4): magnitudes from the low bytes of the magic
-/// floats mc[0..7] (low byte = 2^22 + code/2 → code), signs from the 16-bit input words w[0..3]
-/// (bits 15 and 31). Valid for NaN-free blocks, where the code's sign is the input's (enc ≥ +0).
-__device__ __forceinline__ uint32_t pack8(const uint32_t* mc, const uint32_t* w) {
-  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
-  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
-  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);  // high bytes of elements 0..3
-  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);  // 4..7
-  const uint32_t s_ev = prmt(x01, x23, 0xECA8u);   // 0xFF/0x00 by the sign of 0, 2, 4, 6
-  const uint32_t s_od = prmt(x01, x23, 0xFDB9u);   // 1, 3, 5, 7
-  return (ev | (od << 4)) | (s_ev & 0x08080808u) | (s_od & 0x80808080u);
-}
 
 template <bool kF16>
 __device__ __forceinline__ float lo_elem(uint32_t w) {
@@ -192,8 +167,8 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
       mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
     }
   }
-  out[0] = pack8(mc, w);
-  out[1] = pack8(mc + 8, w + 4);
+  out[0] = pack8_magic_codes(mc, w);
+  out[1] = pack8_magic_codes(mc + 8, w + 4);
   return sf;
 }
 
@@ -272,7 +247,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
           mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, ms.encode))));
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) out[j] = pack8(mc + 8 * j, w + 4 * j);
+        for (int j = 0; j < 4; ++j) out[j] = pack8_magic_codes(mc + 8 * j, w + 4 * j);
       }
     } else {
       const float v0 = bits_to_float16<kF16>(h0), v1 = bits_to_float16<kF16>(h1);

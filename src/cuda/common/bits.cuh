@@ -1,0 +1,39 @@
+// nvfp4kv — small PTX bit-manipulation helpers shared by the quantize, KV-cache and attention
+// kernels (one definition instead of one per kernel file).
+#pragma once
+
+#include <cstdint>
+
+namespace nvfp4kv::cuda {
+
+/// Byte permute (PRMT): result byte i = byte sel.nibble(i) of the 8-byte value {b, a}; used for
+/// table lookups and byte shuffles in the E2M1 pack/unpack paths.
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+/// Per-half unsigned max (sm_90): on |x| bit patterns of bf16/f16 this is the float max with
+/// NaN (and Inf) winning, which is how the fast paths detect blocks needing the reference rules.
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/// Packs 8 E2M1 codes into one word (byte j = c[2j] | c[2j+1] << 4, SPEC.md §1): magnitudes from
+/// the low bytes of mc[0..7] (kvfmt::e2m1_code_magic results: low byte = code 0..7), signs from
+/// the 16-bit input words w[0..3] (element 2k in the low half of w[k]; sign bits 15 and 31).
+/// Valid for NaN-free blocks, where the code's sign is the input's (the encode multiplier ≥ +0).
+__device__ __forceinline__ uint32_t pack8_magic_codes(const uint32_t* mc, const uint32_t* w) {
+  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
+  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
+  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);  // sign bytes of elements 0, 1, 2, 3
+  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);  // 4, 5, 6, 7
+  const uint32_t s_ev = prmt(x01, x23, 0xECA8u);   // 0xFF/0x00 by the sign of 0, 2, 4, 6
+  const uint32_t s_od = prmt(x01, x23, 0xFDB9u);   // 1, 3, 5, 7
+  return (ev | (od << 4)) | (s_ev & 0x08080808u) | (s_od & 0x80808080u);
+}
+
+}  // namespace nvfp4kv::cuda
