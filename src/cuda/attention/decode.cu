@@ -142,11 +142,28 @@ __device__ __forceinline__ uint32_t load_scales(const uint8_t* p) {
   else return __ldg(p);
 }
 
-// Address of (page, token offset) in a KV view: 32-bit page ids and offsets times strides that
-// fit 32 bits (checked by src/api/attention.cpp), one IMAD.WIDE each instead of 64 × 64 products.
+// Address of (page, token offset) in a KV view: base + pg·page_stride + off·token_stride with
+// 32-bit page ids, offsets and strides (src/api/attention.cpp checks |stride| < 2^31), written as
+// two mad.wide.s32 = two IMAD.WIDE. The plain C++ form (int64 × int32) compiled to full 64 × 64
+// products with sign-extension of every stride (~20 instructions per address, bench/NOTES.md v7).
+__device__ __forceinline__ const uint8_t* at(const uint8_t* base, int pg, int off, int32_t page_stride,
+                                             int32_t token_stride) {
+  uint64_t a = reinterpret_cast<uint64_t>(base);
+  asm("mad.wide.s32 %0, %1, %2, %0;" : "+l"(a) : "r"(pg), "r"(page_stride));
+  asm("mad.wide.s32 %0, %1, %2, %0;" : "+l"(a) : "r"(off), "r"(token_stride));
+  return reinterpret_cast<const uint8_t*>(a);
+}
 __device__ __forceinline__ const uint8_t* at(const uint8_t* base, int pg, int off, const KvStrides& s) {
-  return base + static_cast<int64_t>(pg) * static_cast<int32_t>(s.page) +
-         static_cast<int64_t>(off) * static_cast<int32_t>(s.token);
+  return at(base, pg, off, static_cast<int32_t>(s.page), static_cast<int32_t>(s.token));
+}
+
+// 2^x with the MUFU alone: ex2.approx.ftz (exp2f adds a range test and two multiplies to keep
+// subnormal results; a probability below 2^-126 next to a running max of 2^0 is 0 either way,
+// and −inf still gives +0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -172,6 +189,11 @@ __device__ __forceinline__ void cp_async_wait() {
 #define NVFP4KV_DECODE_NVFP4_KU 2
 #endif
 
+// Ring stages of the nvfp4 hd128 kernel (0: chosen from the stage size below); an experiment knob.
+#ifndef NVFP4KV_DECODE_NVFP4_STAGES
+#define NVFP4KV_DECODE_NVFP4_STAGES 0
+#endif
+
 template <typename T, int D, int FMT>
 struct Config {
   static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
@@ -192,7 +214,9 @@ struct Config {
   static constexpr int kStageBytes = kDataBytes + kScaleStageBytes + ((kU * 2 * 4 + 15) / 16) * 16;
   // Stages per warp: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without
   // starving occupancy for the wide formats.
-  static constexpr int kStages = kStageBytes <= 3072 ? 4 : (kStageBytes <= 8704 ? 3 : 2);
+  static constexpr int kStages = kExpTrick<FMT> && kWords == 4 && NVFP4KV_DECODE_NVFP4_STAGES > 0
+                                     ? NVFP4KV_DECODE_NVFP4_STAGES
+                                     : (kStageBytes <= 3072 ? 4 : (kStageBytes <= 8704 ? 3 : 2));
   static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
   static constexpr int kSmemRing = kDirect ? 0 : kWarps * kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
@@ -359,23 +383,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
         get_run(u, sl, 0, raw, &sc);
         dequant_run<T, FMT, D>(raw, sc, kf[sl]);
       }
-      // Two accumulator chains (even / odd k-steps) halve the dependent mma latency.
-      float acc[2][2][4];
+      // One accumulator chain per n-tile: with kU = 2 the 2 × kU chains of a chunk already hide
+      // the mma latency; a second (even / odd k-step) chain cost 8 FADDs per subtile (v7).
 #pragma unroll
-      for (int c2 = 0; c2 < 2; ++c2)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) acc[c2][nt][0] = acc[c2][nt][1] = acc[c2][nt][2] = acc[c2][nt][3] = 0.f;
+      for (int nt = 0; nt < 2; ++nt) s[u][nt][0] = s[u][nt][1] = s[u][nt][2] = s[u][nt][3] = 0.f;
 #pragma unroll
       for (int j = 0; j < C::kKSteps; ++j) {
         const uint4 qv = q_frag[j * 32 + lane];
         const uint32_t a[4] = {qv.x, qv.y, qv.z, qv.w};
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) mma16816(acc[j & 1][nt], a, kf[nt][2 * j], kf[nt][2 * j + 1], kF16);
+        for (int nt = 0; nt < 2; ++nt) mma16816(s[u][nt], a, kf[nt][2 * j], kf[nt][2 * j + 1], kF16);
       }
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) s[u][nt][i] = acc[0][nt][i] + acc[1][nt][i];
     }
 
     // Logits (log2 domain), masks, running max. The soft-cap branch sits outside the element
@@ -436,7 +454,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float m_use = mx[half] == -INFINITY ? 0.f : mx[half];
-      alpha[half] = exp2f(m_run[half] - m_use);  // m_run = −inf → 0 (O and l are 0 then)
+      alpha[half] = fast_exp2(m_run[half] - m_use);  // m_run = −inf → 0 (O and l are 0 then)
       m_run[half] = mx[half];
       l_run[half] *= alpha[half];
 #pragma unroll
@@ -445,7 +463,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
           for (int i = 0; i < 2; ++i) {
-            const float pv = exp2f(s[u][nt][2 * half + i] - m_use);
+            const float pv = fast_exp2(s[u][nt][2 * half + i] - m_use);
             s[u][nt][2 * half + i] = pv;
             l_run[half] += pv;
           }
@@ -524,6 +542,10 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     // per chunk; empty groups keep the count uniform), so 2-3 chunks are in flight while one
     // is computed. Chunk k of this warp is the CTA's chunk warp + k·kWarps.
     uint8_t* ring = main_area + warp * C::kStages * C::kStageBytes;
+    const int32_t kd_page = static_cast<int32_t>(p.k_data_strides.page), kd_token = static_cast<int32_t>(p.k_data_strides.token);
+    const int32_t vd_page = static_cast<int32_t>(p.v_data_strides.page), vd_token = static_cast<int32_t>(p.v_data_strides.token);
+    const int32_t ks_page = static_cast<int32_t>(p.k_scale_strides.page), ks_token = static_cast<int32_t>(p.k_scale_strides.token);
+    const int32_t vs_page = static_cast<int32_t>(p.v_scale_strides.page), vs_token = static_cast<int32_t>(p.v_scale_strides.token);
     auto issue = [&](int k) {
       uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
       const int chunk_start = chunk_start_of(k);
@@ -536,8 +558,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
           const bool ok = locate(chunk_start, u, sl, &pg, &off);
           const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
           if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4) = vb;
-          const uint8_t* kp = at(k_base, pg, off, p.k_data_strides);
-          const uint8_t* vp = at(v_base, pg, off, p.v_data_strides);
+          const uint8_t* kp = at(k_base, pg, off, kd_page, kd_token);
+          const uint8_t* vp = at(v_base, pg, off, vd_page, vd_token);
           const uint32_t kd = smem_addr(stage + ((u * 2 + sl) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
           const uint32_t vd = smem_addr(stage + ((u * 2 + sl) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
           if constexpr (kRunBytes >= 16) {
@@ -553,9 +575,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
           if constexpr (C::kFp4) {
             uint8_t* sbase = stage + C::kDataBytes;
             cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 0) * 32 + lane) * 4),
-                      at(ks_base, pg, off, p.k_scale_strides), ok);
+                      at(ks_base, pg, off, ks_page, ks_token), ok);
             cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 1) * 32 + lane) * 4),
-                      at(vs_base, pg, off, p.v_scale_strides), ok);
+                      at(vs_base, pg, off, vs_page, vs_token), ok);
           }
         }
     };
