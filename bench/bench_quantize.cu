@@ -25,6 +25,7 @@
 #include "common/format.h"
 #include "harness.h"
 #include "nvfp4kv/quantize.h"
+#include "cuda/quantize/quantize_params.h"
 
 namespace nvfp4kv::bench {
 namespace {
@@ -401,7 +402,112 @@ void run(Context& ctx) {
                {"mxfp4_geomean_pct", geomean(pct_mx)}, {"dequant_geomean_pct", geomean(pct_dq)}});
 }
 
+/// A/B of the fast kernel's unit order (row-major vs sector order) on chosen shapes, nvfp4 given
+/// scale and mxfp4, 128x4; nvfp4 with the linear layout (no scattered scale sectors) as a control.
+/// Each 128x4 variant is checked on sampled rows (scales poisoned first) before timing.
+void run_order(Context& ctx) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {131072, 32768}, {65536, 32768}, {32768, 32768}, {131072, 8192}, {65536, 12288}, {16384, 32768},
+      {131072, 4096},  {16384, 8192},  {1024, 32768},  {4096, 8192},   {16384, 2048},  {65536, 512}};
+  float* gs_dev = nullptr;
+  BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
+  const float s_dec = kFillBound / 2688.0f;
+  BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec, sizeof(float), cudaMemcpyHostToDevice));
+  std::mt19937_64 rng(20261122);
+  cudaStream_t stream = nullptr;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::vector<std::vector<std::string>> table;
+  for (const auto& [M, K] : shapes) {
+    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
+    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
+    const std::size_t sf32_bytes = static_cast<std::size_t>(scale_shape(Recipe::kMxfp4, SfLayout::k128x4, M, K).bytes());
+    const int rot = ctx.rotation_count(in_bytes + data_bytes + sf_bytes);
+    std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+    for (int i = 0; i < rot; ++i) {
+      BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
+      BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
+      BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
+      fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
+      BENCH_CUDA(cudaGetLastError());
+    }
+    BENCH_CUDA(cudaDeviceSynchronize());
+    Timer timer{ctx, stream, rot};
+    std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
+    for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
+    auto quant = [&](int i, Recipe r, SfLayout lay, cudaStream_t st_) {
+      const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
+      const ScaleShape ss = scale_shape(r, lay, M, K);
+      QuantizeOptions o;
+      o.recipe = r;
+      o.sf_layout = lay;
+      o.global_scale_mode = GlobalScaleMode::kGiven;
+      const TensorView gs = recipe_has_global_scale(r) ? make_view(gs_dev, DType::kF32, Device::kCuda, {1}) : TensorView{};
+      const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
+                                 make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
+                                 make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}), gs, o, st_);
+      BENCH_CHECK(st.ok(), st.to_string());
+    };
+    const double pc = 100.0 / ctx.copy_tbps;
+    auto pct = [&](std::size_t bytes, double us) { return static_cast<double>(bytes) / (us * 1e-6) / 1e12 * pc; };
+    std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.0f", in_bytes / 1048576.0)};
+    struct Var {
+      const char* name;
+      Recipe r;
+      SfLayout lay;
+      int order;
+      int ctas = 0;
+    };
+    const Var vars[] = {{"nv_rowmajor", Recipe::kNvfp4, SfLayout::k128x4, 0},
+                        {"nv_sector", Recipe::kNvfp4, SfLayout::k128x4, 1},
+                        {"nv_linear", Recipe::kNvfp4, SfLayout::kLinear, -1},
+                        {"mx_rowmajor", Recipe::kMxfp4, SfLayout::k128x4, 0},
+                        {"mx_sector", Recipe::kMxfp4, SfLayout::k128x4, 1},
+                        {"nv_rowmajor_2cta", Recipe::kNvfp4, SfLayout::k128x4, 0, 2},
+                        {"nv_sector_2cta", Recipe::kNvfp4, SfLayout::k128x4, 1, 2},
+                        {"nv_rowmajor_again", Recipe::kNvfp4, SfLayout::k128x4, 0},
+                        {"nv_sector_again", Recipe::kNvfp4, SfLayout::k128x4, 1},
+                        {"nv_auto", Recipe::kNvfp4, SfLayout::k128x4, -1}};
+    for (const Var& v : vars) {
+      cuda::set_fast_quantize_order_override(v.order);
+      cuda::set_fast_quantize_ctas_override(v.ctas);
+      if (v.lay == SfLayout::k128x4) {
+        BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
+        BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
+        quant(0, v.r, v.lay, nullptr);
+        BENCH_CUDA(cudaDeviceSynchronize());
+        check_rows(bufs[0], M, K, v.r, s_dec, rows, v.name);
+      }
+      const double us = timer.graph_us([&](int i, cudaStream_t st) { quant(i, v.r, v.lay, st); });
+      const std::size_t bytes = in_bytes + data_bytes + (v.r == Recipe::kMxfp4 ? sf32_bytes : sf_bytes);
+      row.push_back(fmt("%.1f (%.1f%%)", us, pct(bytes, us)));
+      ctx.add_row({{"bench", "q128x4_order"}, {"variant", v.name}, {"m", M}, {"k", K}, {"us", us}, {"pct_copy", pct(bytes, us)}});
+    }
+    cuda::set_fast_quantize_order_override(-1);
+    cuda::set_fast_quantize_ctas_override(0);
+    std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
+    for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
+    std::printf("\n");
+    std::fflush(stdout);
+    table.push_back(row);
+    for (auto& b : bufs) {
+      BENCH_CUDA(cudaFree(b.in));
+      BENCH_CUDA(cudaFree(b.data));
+      BENCH_CUDA(cudaFree(b.sf));
+    }
+  }
+  BENCH_CUDA(cudaFree(gs_dev));
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  print_table(fmt("fast quantize unit order, bf16, given scale: us per call (graph replays) (%% of copy %.3f TB/s)",
+                  ctx.copy_tbps),
+              {"M", "K", "MiB", "nv128x4 rowmajor", "nv128x4 sector", "nv linear", "mx128x4 rowmajor", "mx128x4 sector",
+               "nv rowmajor 2cta", "nv sector 2cta", "nv rowmajor again", "nv sector again", "nv auto (library rule)"},
+              table);
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q128x4_order", "A/B of the fast quantize kernel's unit order on chosen shapes (nvfp4/mxfp4 128x4, linear control)",
+                  run_order);
 
 NVFP4KV_BENCHMARK("quantize", "bf16 -> nvfp4/4over6/mxfp4 (128x4) and dequantize bandwidth over the M x K grid", run);
 

@@ -9,6 +9,9 @@
 // register copy of a pending load: each half of the unroll has its own buffer). The flat unit
 // index runs over (batch, padded row, padded scale column pair), so the 0x00 padding of the
 // 128x4 / 8x4 layouts is written by the same loop; the index split uses multiply-high division.
+// Large tiled inputs walk the units in "sector order" (FastQuantizeParams::order): each CTA's 256
+// units of a loop step are the 8 rows × 32 units that complete whole 32-byte scale sectors, so no
+// sector is left half-written in L2 waiting for another CTA (launch_quantize_fast says when).
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
 // one 2-byte (mxfp4: 1-byte) store of scale bytes.
 //
@@ -24,6 +27,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <string>
 
 #include "common/kv_format.h"
@@ -184,8 +188,24 @@ struct UnitPos {
 
 __device__ __forceinline__ UnitPos unit_pos(const FastQuantizeParams& p, uint32_t u) {
   if (p.reverse) u = p.total_units - 1u - u;
-  const uint32_t r = fast_div(u, p.units_div);
-  return {r, u - r * p.units_per_row};
+  if (p.order == 0) {
+    const uint32_t r = fast_div(u, p.units_div);
+    return {r, u - r * p.units_per_row};
+  }
+  // Sector order (FastQuantizeParams::order): u = (band, [row pair j,] column group g, warp w, lane).
+  const uint32_t lane = u & 31u, w = (u >> 5) & 7u, cg = u >> 8;
+  const uint32_t band = fast_div(cg, p.band_div);
+  const uint32_t rem = cg - band * p.groups_per_band;
+  uint32_t row, g;
+  if (p.order == 1) {
+    const uint32_t j = fast_div(rem, p.groups_div);
+    g = rem - j * p.groups_per_row;
+    row = band * 128u + 2u * j + (w & 1u) + ((w >> 1) << 5);
+  } else {
+    g = rem;
+    row = band * 8u + w;
+  }
+  return {row, g * 32u + lane};
 }
 
 /// Number of valid elements of unit `pos` (0, 16 or 32): 0 for padding rows / columns.
@@ -313,6 +333,12 @@ template <QuantKind K, bool kF16>
 __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   __shared__ ScaleEntry table[kNv ? 256 : 1];
+  const uint32_t stride = gridDim.x * kThreads;
+  uint32_t u = blockIdx.x * kThreads + threadIdx.x;
+  Unit a, c;
+  // The first unit's loads go out before the global scale is read and the table is built, so
+  // that their latency overlaps that prologue (it was serial: scale load → table → loads).
+  load_unit(p, u, a);
   detail::GlobalScales g;
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
@@ -323,10 +349,6 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
     }
     __syncthreads();
   }
-  const uint32_t stride = gridDim.x * kThreads;
-  uint32_t u = blockIdx.x * kThreads + threadIdx.x;
-  Unit a, c;
-  load_unit(p, u, a);
   while (u < p.total_units) {
     const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
     load_unit(p, u1, c);
@@ -338,6 +360,9 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
     u = u2;
   }
 }
+
+std::atomic<int> g_order_override{-1};
+std::atomic<int> g_ctas_override{0};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
@@ -358,7 +383,9 @@ int resident_ctas() {
 template <QuantKind K, bool kF16>
 void launch_one(const FastQuantizeParams& p, Stream stream) {
   const int64_t want = (static_cast<int64_t>(p.total_units) + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * resident_ctas<K, kF16>();
+  const int per_sm = resident_ctas<K, kF16>();
+  const int cap_ovr = g_ctas_override.load(std::memory_order_relaxed);
+  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * (cap_ovr > 0 && cap_ovr < per_sm ? cap_ovr : per_sm);
   const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
   quantize_fast_kernel<K, kF16><<<grid, kThreads, 0, stream>>>(p);
 }
@@ -375,6 +402,9 @@ void launch_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
 }
 
 }  // namespace
+
+void set_fast_quantize_order_override(int order) { g_order_override.store(order, std::memory_order_relaxed); }
+void set_fast_quantize_ctas_override(int ctas_per_sm) { g_ctas_override.store(ctas_per_sm, std::memory_order_relaxed); }
 
 int fast_quantize_sm_count() {
   // Cached per process for device 0 .. 15: the attribute query costs host time on every call.
@@ -429,6 +459,27 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // 2-byte scale stores: the pair starts at an even column of an even-aligned row.
   p.sf_vec2 = reinterpret_cast<uintptr_t>(q.scales) % 2 == 0 && q.scales_batch_stride % 2 == 0 &&
               (q.layout != 0 || q.kv % 2 == 0);
+  // Sector order for the tiled layouts when rows are whole 32-unit groups (rows_grid is a multiple
+  // of the tile height by padding), on large inputs only. Row-major order leaves each 32-byte scale
+  // sector to be completed by 8 rows up to 97 rows apart, i.e. by different CTAs, whose progress
+  // drifts apart over a long persistent loop; on large inputs the partly written sectors then leave
+  // L2 before they are complete (H200: 8 GiB at 50% of copy row-major, 73% in sector order). On
+  // smaller inputs row-major order is 2-5% faster (its CTAs read 16 KiB contiguous; sector order
+  // reads 8 rows 32 rows apart). Rule from the H200 A/B in bench/NOTES.md (quantize, v6): sector
+  // order iff input ≥ 1 GiB and input bytes × K ≥ 2^44 (K is the row span the sectors wait on);
+  // it picked the faster order on all 12 nvfp4 shapes measured. mxfp4 (1-byte scale stores, 2
+  // CTAs/SM) never collapsed in row-major order and gained nothing from the sector order (−1.5 to
+  // +1.7%), so it stays row-major unless forced.
+  const int ov = g_order_override.load(std::memory_order_relaxed);
+  const double in_bytes = static_cast<double>(q.batch) * static_cast<double>(q.rows) * static_cast<double>(q.k) * 2.0;
+  const bool big = !mx32 && in_bytes >= 1073741824.0 && in_bytes * static_cast<double>(q.k) >= 17592186044416.0;
+  if ((ov == 1 || (ov < 0 && big)) && (q.layout == 1 || q.layout == 2) && p.units_per_row % 32 == 0) {
+    p.order = q.layout == 1 ? 1u : 2u;
+    p.groups_per_row = p.units_per_row / 32;
+    p.groups_per_band = q.layout == 1 ? 16u * p.groups_per_row : p.groups_per_row;
+    p.groups_div = make_fast_div(p.groups_per_row);
+    p.band_div = make_fast_div(p.groups_per_band);
+  }
   if (p.total_units == 0) return Status();
   // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
   // gets about one unit).

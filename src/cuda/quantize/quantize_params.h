@@ -111,7 +111,25 @@ struct FastQuantizeParams {
   int layout = 0;
   bool reverse = false;           // walk units last-first (the amax pass left the tail in L2)
   bool sf_vec2 = false;           // a unit's two scale bytes may be stored as one 16-bit word
+  /// Unit order. 0: row-major (flat index = padded row · units_per_row + unit column).
+  /// 1 (128x4) / 2 (8x4): "sector order": each aligned group of 256 flat indices (one CTA's
+  /// share of one loop step) is 8 rows × 32 consecutive unit columns, the 8 rows whose scale
+  /// bytes share the 32-byte sectors of the 16 (8 for mxfp4) scale tiles the group touches
+  /// (128x4: rows 2j, 2j+1, +32, +33, +64, +65, +96, +97 of a 128-row band; 8x4: the 8 rows of a
+  /// band), so every scale sector is completed by one CTA in one step (needs units_per_row % 32 == 0).
+  uint32_t order = 0;
+  uint32_t groups_per_row = 0;    // units_per_row / 32
+  uint32_t groups_per_band = 0;   // 16 · groups_per_row (128x4) or groups_per_row (8x4)
+  FastDiv groups_div;             // ÷ groups_per_row
+  FastDiv band_div;               // ÷ groups_per_band
 };
+
+/// Bench / test knob: -1 (default) picks the unit order automatically (sector order for inputs
+/// ≥ 1 GiB with input bytes × K ≥ 2^44, except mxfp4); 0 forces row-major, 1 the sector order
+/// wherever it applies. Not part of the public API (bench/bench_quantize.cu A/B).
+void set_fast_quantize_order_override(int order);
+/// Bench knob: > 0 caps the fast kernel's persistent grid at this many CTAs per SM (0: occupancy).
+void set_fast_quantize_ctas_override(int ctas_per_sm);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
