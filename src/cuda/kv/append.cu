@@ -21,6 +21,7 @@
 #include "common/kv_format.h"
 #include "cuda/kv/launch.h"
 #include "cuda/common/bits.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -370,12 +371,6 @@ bool strides_aligned(const RowStrides& s, int64_t elem_bytes, int64_t bytes) {
          (s.head * elem_bytes) % bytes == 0;
 }
 
-Status check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string(what) + " launch failed: " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const TensorView& values,
@@ -462,7 +457,7 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
       if (f16) append_fp4_fast_kernel<1, true><<<grid, kThreads, 0, stream>>>(f);
       else append_fp4_fast_kernel<1, false><<<grid, kThreads, 0, stream>>>(f);
     }
-    return check_launch("append_kv");
+    return last_launch_status("append_kv launch");
   }
   const int64_t blocks_needed = (p.num_items + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(blocks_needed < 65535 * 16 ? blocks_needed : 65535 * 16);
@@ -479,7 +474,7 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
     NVFP4KV_APPEND_CASE(kFp4Block16, kvfmt::kFp4Block16)
   }
 #undef NVFP4KV_APPEND_CASE
-  return check_launch("append_kv");
+  return last_launch_status("append_kv launch");
 }
 
 }  // namespace nvfp4kv::cuda

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cuda/quantize/quantize_chunk.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -140,12 +141,6 @@ __global__ void amax_to_decode_scale_kernel(float* global_scale, float numerator
   global_scale[0] = fmt::reciprocal_rn(fmt::global_encode_scale(amax, numerator));
 }
 
-Status launch_error(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream) {
@@ -179,7 +174,7 @@ Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream)
     const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
     if (f16) tensor_amax_fast_kernel<true><<<grid, 256, 0, stream>>>(f);
     else tensor_amax_fast_kernel<false><<<grid, 256, 0, stream>>>(f);
-    return launch_error("tensor amax kernel launch");
+    return last_launch_status("tensor amax kernel launch");
   }
   const int sms = fast_quantize_sm_count();
   const int64_t want = (chunks + kThreads - 1) / kThreads;
@@ -191,12 +186,12 @@ Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream)
     case QuantInput::kBF16: tensor_amax_kernel<QuantInput::kBF16><<<grid, kThreads, 0, stream>>>(p); break;
     case QuantInput::kFP8E4M3: tensor_amax_kernel<QuantInput::kFP8E4M3><<<grid, kThreads, 0, stream>>>(p); break;
   }
-  return launch_error("tensor amax kernel launch");
+  return last_launch_status("tensor amax kernel launch");
 }
 
 Status launch_amax_to_decode_scale(float* global_scale, float numerator, Stream stream) {
   amax_to_decode_scale_kernel<<<1, 1, 0, stream>>>(global_scale, numerator);
-  return launch_error("amax to decode scale kernel launch");
+  return last_launch_status("amax to decode scale kernel launch");
 }
 
 }  // namespace nvfp4kv::cuda

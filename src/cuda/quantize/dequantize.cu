@@ -14,6 +14,7 @@
 
 #include "cuda/quantize/launch.h"
 #include "cuda/quantize/quantize_chunk.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -189,12 +190,6 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   }
 }
 
-Status launch_error(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 template <DequantOutput O>
 void launch_kind(const DequantizeParams& p, DequantKind kind, unsigned grid, Stream stream) {
   switch (kind) {
@@ -253,7 +248,7 @@ Status launch_dequantize(const TensorView& data, const TensorView& scales,
     default:
       return Status(StatusCode::kInvalidArgument, "output: unsupported dtype " + output.describe());
   }
-  return launch_error("dequantize kernel launch");
+  return last_launch_status("dequantize kernel launch");
 }
 
 }  // namespace nvfp4kv::cuda

@@ -23,6 +23,7 @@
 #include "api/check.h"
 #include "cuda/quantize/launch.h"
 #include "cuda/quantize/quantize_chunk.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -68,12 +69,6 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(const __grid_constan
   if (active) deferred = detail::quantize_chunk<I, K>(p, b, m, c, valid_subs, bits, g, true, words);
   uint8_t* out = p.data + b * p.data_batch_stride + m * p.data_row_stride + c * 32;
   detail::store_codes_warp(out, deferred, words, stage);  // every lane takes part
-}
-
-Status launch_error(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(err));
 }
 
 template <QuantInput I>
@@ -167,7 +162,7 @@ Status launch_quantize(const TensorView& input, const TensorView& data, const Te
   } else {
     p.source = ScaleSource::kAmax;
     if (cudaMemsetAsync(p.global_scale, 0, sizeof(float), stream) != cudaSuccess) {
-      return launch_error("quantize: zeroing the amax");
+      return last_launch_status("quantize: zeroing the amax");
     }
     NVFP4KV_RETURN_IF_ERROR(launch_tensor_amax(p, in, stream));
     p.reverse = true;
@@ -193,7 +188,7 @@ Status launch_quantize(const TensorView& input, const TensorView& data, const Te
       case QuantInput::kBF16: launch_kind<QuantInput::kBF16>(p, kind, static_cast<unsigned>(grid), stream); break;
       case QuantInput::kFP8E4M3: launch_kind<QuantInput::kFP8E4M3>(p, kind, static_cast<unsigned>(grid), stream); break;
     }
-    NVFP4KV_RETURN_IF_ERROR(launch_error("quantize kernel launch"));
+    NVFP4KV_RETURN_IF_ERROR(last_launch_status("quantize kernel launch"));
   }
   if (p.source == ScaleSource::kAmax) {
     NVFP4KV_RETURN_IF_ERROR(launch_amax_to_decode_scale(p.global_scale, p.numerator, stream));

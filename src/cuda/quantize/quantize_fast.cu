@@ -33,6 +33,7 @@
 #include "common/kv_format.h"
 #include "cuda/quantize/quantize_chunk.cuh"
 #include "cuda/common/bits.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -485,9 +486,7 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // gets about one unit).
   if (in == QuantInput::kF16) launch_kind<true>(p, kind, stream);
   else launch_kind<false>(p, kind, stream);
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string("fast quantize kernel launch: ") + cudaGetErrorString(err));
+  return last_launch_status("fast quantize kernel launch");
 }
 
 }  // namespace nvfp4kv::cuda

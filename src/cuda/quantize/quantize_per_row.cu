@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cuda/quantize/quantize_chunk.cuh"
+#include "cuda/common/launch_status.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -55,12 +56,6 @@ __global__ void __launch_bounds__(kThreads) quantize_per_row_kernel(const __grid
   }
 }
 
-Status launch_error(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 template <QuantInput I>
 void launch_kind(const QuantizeParams& p, QuantKind kind, unsigned grid, Stream stream) {
   switch (kind) {
@@ -93,7 +88,7 @@ Status launch_quantize_per_row(const QuantizeParams& p, QuantInput in, QuantKind
     case QuantInput::kBF16: launch_kind<QuantInput::kBF16>(p, kind, g, stream); break;
     case QuantInput::kFP8E4M3: launch_kind<QuantInput::kFP8E4M3>(p, kind, g, stream); break;
   }
-  return launch_error("per-row quantize kernel launch");
+  return last_launch_status("per-row quantize kernel launch");
 }
 
 }  // namespace nvfp4kv::cuda
