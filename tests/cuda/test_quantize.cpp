@@ -470,19 +470,22 @@ TEST(CudaQuantize, ExtremeGivenScales) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   // A subnormal decode scale (just above 1/FLT_MAX, the smallest the API accepts), a huge one (every block underflows to
   // scale 0x00 and enc = FLT_MAX) and a tiny normal one.
+  // f32 takes the general kernel; bf16 / f16 the fast one, whose 4over6 blocks with a subnormal
+  // or saturated scale byte take its rare full-encode path.
   for (float s : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
     for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
-      for (Fill f : {Fill::kRandom, Fill::kSpecial}) {
-        Case c;
-        c.recipe = r;
-        c.layout = SfLayout::k128x4;
-        c.dtype = DType::kF32;
-        c.mode = GlobalScaleMode::kGiven;
-        c.shape = {0, 33, 320};
-        c.fill = f;
-        c.given_s_dec = s;
-        run_case(c);
-      }
+      for (Fill f : {Fill::kRandom, Fill::kSpecial})
+        for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+          Case c;
+          c.recipe = r;
+          c.layout = SfLayout::k128x4;
+          c.dtype = dt;
+          c.mode = GlobalScaleMode::kGiven;
+          c.shape = {0, 33, 320};
+          c.fill = f;
+          c.given_s_dec = s;
+          run_case(c);
+        }
 }
 
 TEST(CudaQuantize, LargeBf16Nvfp4Given128x4) {

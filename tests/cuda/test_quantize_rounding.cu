@@ -27,7 +27,8 @@ namespace fmt = nvfp4kv::fmt;
 /// 0 if the three helpers agree with the reference for bit pattern `u` (the grid value of a NaN
 /// must be NaN), else a bit saying which failed (1: code by bits, 2: grid value, 4: code of grid
 /// value, 8: code by fp32, 16: magnitude code of the grid value by fp32, 32: kvfmt::e2m1_code_magic, 64: grid value from
-/// the magic code, 128: hardware E4M3 conversion — only meaningful on the GPU).
+/// the magic code, 128: hardware E4M3 conversion — only meaningful on the GPU, 256 / 512: the
+/// 4over6 reduced encodes below 7 / 4.5, 1024: div6_rn_16bit of u < 2^16 as bf16 / f16).
 __host__ __device__ uint32_t check_pattern(uint32_t u) {
   const float y = fmt::bits_float(u);
   const uint32_t ref = fmt::float_to_e2m1(y);
@@ -49,6 +50,17 @@ __host__ __device__ uint32_t check_pattern(uint32_t u) {
   // build of kvfmt::e4m3x2 is the reference itself), for every non-NaN input.
   if (!fmt::is_nan(y) && (kvfmt::e4m3x2(y, 0.0f) & 0xFFu) != fmt::float_to_e4m3(y)) bad |= 128u;
   if (!fmt::is_nan(y) && (kvfmt::e4m3x2(0.0f, y) >> 8) != fmt::float_to_e4m3(y)) bad |= 128u;
+  // The 4over6 kernel's reduced encodes on their domains (y ≥ +0 below 7 / below 4.5).
+  if (u < fmt::float_bits(7.0f) && fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != fmt::float_bits(c)) bad |= 256u;
+  if (u < fmt::float_bits(4.5f) && fmt::float_bits(cuda::e2m1_code_magic_below4_5(y)) != fmt::float_bits(c)) bad |= 512u;
+  // rn(v / 6) without division for the 16-bit block maxima: u < 2^16 is taken as a bf16 and as
+  // an f16 pattern (every finite one except −0).
+  if (u < 0x10000u && u != 0x8000u) {
+    const float vb = fmt::bf16_bits_to_float(static_cast<uint16_t>(u));
+    const float vh = fmt::f16_bits_to_float(static_cast<uint16_t>(u));
+    if (std::isfinite(vb) && fmt::float_bits(cuda::div6_rn_16bit(vb)) != fmt::float_bits(fmt::fdiv_rn(vb, 6.0f))) bad |= 1024u;
+    if (std::isfinite(vh) && fmt::float_bits(cuda::div6_rn_16bit(vh)) != fmt::float_bits(fmt::fdiv_rn(vh, 6.0f))) bad |= 1024u;
+  }
   return bad;
 }
 
@@ -73,6 +85,41 @@ TEST(CudaQuantizeRounding, HelpersMatchReferenceOnCpu) {
   for (uint32_t u : {0u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u, 0x7F7FFFFFu, 1u})
     if (!check(u)) return;
   EXPECT_GT(checked, 100000000u);
+}
+
+/// The 4over6 fast path's helpers over their whole domains on the CPU: e2m1_code_magic_below7
+/// for every float in [+0, 7), e2m1_code_magic_below4_5 for every float in [+0, 4.5) (each equal
+/// to kvfmt::e2m1_code_magic there, which covers the bound the kernel tests per block), and
+/// div6_rn_16bit against fmt::fdiv_rn(v, 6) for every finite bf16 and f16 value except −0.
+TEST(CudaQuantizeRounding, FourOverSixFastHelpersExhaustiveOnCpu) {
+  const uint32_t end7 = fmt::float_bits(7.0f), end45 = fmt::float_bits(4.5f);
+  for (uint32_t u = 0; u < end7; ++u) {
+    const float y = fmt::bits_float(u);
+    const uint32_t want = fmt::float_bits(kvfmt::e2m1_code_magic(y));
+    if (fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != want) {
+      ADD_FAILURE() << "e2m1_code_magic_below7 differs at 0x" << std::hex << u;
+      return;
+    }
+    if (u < end45 && fmt::float_bits(cuda::e2m1_code_magic_below4_5(y)) != want) {
+      ADD_FAILURE() << "e2m1_code_magic_below4_5 differs at 0x" << std::hex << u;
+      return;
+    }
+  }
+  // The bounds are needed: at 7 (and 4.75) the reduced forms give code 8 (7) instead of 7 (6).
+  EXPECT_NE(fmt::float_bits(cuda::e2m1_code_magic_below7(7.0f)), fmt::float_bits(kvfmt::e2m1_code_magic(7.0f)));
+  EXPECT_NE(fmt::float_bits(cuda::e2m1_code_magic_below4_5(4.75f)), fmt::float_bits(kvfmt::e2m1_code_magic(4.75f)));
+  int64_t plain_differs = 0;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    if (h == 0x8000u) continue;
+    for (int f16 = 0; f16 < 2; ++f16) {
+      const float v = f16 ? fmt::f16_bits_to_float(static_cast<uint16_t>(h)) : fmt::bf16_bits_to_float(static_cast<uint16_t>(h));
+      if (!std::isfinite(v)) continue;
+      const float want = fmt::fdiv_rn(v, 6.0f);
+      ASSERT_EQ(fmt::float_bits(cuda::div6_rn_16bit(v)), fmt::float_bits(want)) << (f16 ? "f16 0x" : "bf16 0x") << std::hex << h;
+      plain_differs += fmt::float_bits(fmt::fmul_rn(v, fmt::kOneSixth)) != fmt::float_bits(want);
+    }
+  }
+  EXPECT_GT(plain_differs, 0);  // the correction step is needed
 }
 
 /// e2m1_pack8_by_fp32 (the kernels' packing of 8 codes) against the reference on random

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/format.h"
+#include "common/kv_format.h"
 
 namespace nvfp4kv::cuda {
 
@@ -52,6 +53,51 @@ NVFP4KV_HD float fma_rn(float a, float b, float c) {
   return __fmaf_rn(a, b, c);
 #else
   return std::fma(a, b, c);
+#endif
+}
+
+/// rn(v / 6) without a division, for every finite v that is a widened bf16 or f16 value other
+/// than −0 (the fast kernels' block maxima: ≥ +0, finite — a block holding ±Inf or NaN takes the
+/// reference code): q0 = rn(v · (1/6)f), then one correction step q0 + rn(v − 6·q0)·(1/6)f, each
+/// rounded once (FFMA). tests/cuda/test_quantize_rounding.cu checks it against fmt::fdiv_rn(v, 6)
+/// for all finite bf16 and f16 bit patterns (subnormals included) except −0, which gives +0 here
+/// (±Inf give NaN). q0 alone differs from rn(v / 6) on ~42 000 of them. A correctly rounded
+/// fp32 division is ~10 instructions plus a slow-path branch; the 4over6 scale rule divides each
+/// block max by 6 (SPEC.md §3.2).
+NVFP4KV_HD float div6_rn_16bit(float v) {
+  const float q0 = fmt::fmul_rn(v, fmt::kOneSixth);
+  const float r = fma_rn(-q0, 6.0f, v);
+  return fma_rn(r, fmt::kOneSixth, q0);
+}
+
+/// kvfmt::e2m1_code_magic(y) for 0 ≤ y < 7 with the cap dropped: there round(y/2) + 4 ≤ 7
+/// (y/2 < 3.5), so min(round(2y), round(y) + 2, round(y/2) + 4) is already ≤ 7. Checked against
+/// e2m1_code_magic for every float in [0, 7) (tests/cuda/test_quantize_rounding.cu). The 4over6
+/// kernel uses it for a candidate whose block max maps below 7 (then every element does:
+/// rn(|x| · enc) is monotone in |x|).
+NVFP4KV_HD float e2m1_code_magic_below7(float y) {
+  const float s1 = fmt::fadd_rn(y, 0x1p22f);
+  const float s2 = kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f);
+  const float s3 = kvfmt::fma_rn(y, 0.25f, 0x1p22f + 2.0f);
+#if defined(__CUDA_ARCH__)
+  return fminf(fminf(s1, s2), s3);
+#else
+  return fmt::min_f(fmt::min_f(s1, s2), s3);
+#endif
+}
+
+/// kvfmt::e2m1_code_magic(y) for 0 ≤ y < 4.5 from its first two terms: there round(y) ≤ 4 and
+/// round(y) − round(y/2) ≤ 2, so round(y/2) + 4 and the cap 7 never win the minimum. Checked
+/// against e2m1_code_magic for every float in [0, 4.5). Used for the 4over6 map-to-4 candidate,
+/// whose block max maps to ≈ 4 (≤ 4 · 16/15 + rounding unless the scale byte is subnormal or
+/// saturated, which the kernel tests per block).
+NVFP4KV_HD float e2m1_code_magic_below4_5(float y) {
+  const float s1 = fmt::fadd_rn(y, 0x1p22f);
+  const float s2 = kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f);
+#if defined(__CUDA_ARCH__)
+  return fminf(s1, s2);
+#else
+  return fmt::min_f(s1, s2);
 #endif
 }
 

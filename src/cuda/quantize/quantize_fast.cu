@@ -122,41 +122,126 @@ struct ScaleEntry {
   float sf;   // fmt::e4m3_to_float(byte)
 };
 
-/// 4over6 candidate (magic code floats and error) for scale entry `e`.
-template <bool kF16, bool kMae>
-__device__ __forceinline__ float candidate(const uint32_t* w, ScaleEntry e, float s_dec, uint32_t* mc) {
+/// Magnitude nibbles of 8 codes (byte j = m[2j] | m[2j+1] << 4) from the low bytes of
+/// kvfmt::e2m1_code_magic results (low byte = magnitude code 0..7): the magnitude half of
+/// pack8_magic_codes, so that each 4over6 candidate is packed as soon as it is computed.
+__device__ __forceinline__ uint32_t pack8_magnitudes(const uint32_t* mc) {
+  const uint32_t ev = prmt(prmt(mc[0], mc[2], 0x0040u), prmt(mc[4], mc[6], 0x0040u), 0x5410u);
+  const uint32_t od = prmt(prmt(mc[1], mc[3], 0x0040u), prmt(mc[5], mc[7], 0x0040u), 0x5410u);
+  return ev | (od << 4);
+}
+
+/// Sign bits (bit 3 of each nibble) of 8 elements held in 4 16-bit-pair words: the sign half of
+/// pack8_magic_codes (for NaN-free blocks the code's sign is the input's: enc ≥ +0).
+__device__ __forceinline__ uint32_t pack8_signs(const uint32_t* w) {
+  const uint32_t x01 = prmt(w[0], w[1], 0x7531u);
+  const uint32_t x23 = prmt(w[2], w[3], 0x7531u);
+  return (prmt(x01, x23, 0xECA8u) & 0x08080808u) | (prmt(x01, x23, 0xFDB9u) & 0x80808080u);
+}
+
+/// fp32 load from a 32-bit shared-memory address (the 4over6 dequantized-grid table).
+__device__ __forceinline__ float lds_f32(uint32_t addr) {
+  float v;
+  asm("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+/// Per-CTA table of the dequantized grid of every E4M3 scale byte (4over6): entry 8·sf + m is
+/// fmt::nvfp4_dequant(m, e4m3_to_float(sf), S_dec) = rn(rn(e2m1(m) · sf) · S_dec), m = 0..7, i.e.
+/// exactly what the error of SPEC.md §3.2 needs per element (rn(e2m1(c) · sf) is exact, so only
+/// the · S_dec rounding is data-dependent, and it depends on (sf, m) only). Looked up with the
+/// magic code's bit pattern 0x4A800000 + m: address = 4 · bits + (row base − 4 · 0x4A800000), one
+/// LEA per element instead of the grid value (5 FMA-pipe operations) and two FMULs.
+constexpr uint32_t kDqMagicOffset = 4u * 0x4A800000u;  // wraps mod 2^32, as the LEA does
+
+/// One 4over6 candidate over 16 elements xf (NaN/Inf-free block): error in element order
+/// (SPEC.md §3.2: MSE Σ rn(d²), MAE Σ |d|) and the 8 packed magnitude bytes. `lut` is the
+/// shared address of the candidate's table row minus kDqMagicOffset. Magnitudes throughout: with
+/// enc ≥ 0 the code's sign is x's and rounding is symmetric, so rn(dq − |x|) = ±(the reference's
+/// d): same d², same |d|. Every magic result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the
+/// load stays inside the row. kTerms picks the encode: 2 = e2m1_code_magic_below4_5 (every
+/// rn(|x| · enc) < 4.5), 3 = e2m1_code_magic_below7 (< 7), 4 = kvfmt::e2m1_code_magic (any y);
+/// all three give the same code on their domain (exhaustively tested).
+template <int kTerms, bool kMae>
+__device__ __forceinline__ float candidate(const float* xf, float enc, uint32_t lut, uint32_t* mag) {
   float err = 0.0f;
+  uint32_t mc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const float a = fabsf((i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]));
-    const float c = kvfmt::e2m1_code_magic(__fmul_rn(a, e.enc));
+    const float a = fabsf(xf[i]);
+    const float y = __fmul_rn(a, enc);
+    const float c = kTerms == 2 ? e2m1_code_magic_below4_5(y) : (kTerms == 3 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
     mc[i] = __float_as_uint(c);
-    // Magnitudes: with enc ≥ 0 the code's sign is x's and rounding is symmetric, so
-    // rn(rn(|q|·sf)·S_dec) − |x| = ±(the reference's d): same d², same |d|.
-    const float d = __fsub_rn(__fmul_rn(__fmul_rn(e2m1_grid_from_magic(c), e.sf), s_dec), a);
+    const float d = __fsub_rn(lds_f32(lut + (mc[i] << 2)), a);
     err = __fadd_rn(err, kMae ? fabsf(d) : __fmul_rn(d, d));
   }
+  mag[0] = pack8_magnitudes(mc);
+  mag[1] = pack8_magnitudes(mc + 8);
   return err;
 }
 
+template <bool kF16>
+__device__ __forceinline__ void unpack16(const uint32_t* w, float* xf) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) xf[i] = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+}
+
+/// Code words of a 4over6 block (magnitudes; signs added by the caller) and the choice.
+struct Block46 {
+  uint32_t w0, w1;
+  bool four;
+};
+
+/// 4over6 block whose candidates may map elements to ≥ 4.5 (map-to-4) or ≥ 7 (map-to-6): a
+/// subnormal or saturated scale byte, rare. Full encode with the cap; re-reads its 16 elements
+/// from global memory (`src`, 32-byte aligned) and returns by value, so that the hot path keeps
+/// its registers (see reference_block).
+template <bool kF16, bool kMae>
+__device__ __noinline__ Block46 encode46_any(const uint16_t* src, float enc6, uint32_t lut6, float enc4, uint32_t lut4) {
+  const uint4 q0 = __ldg(reinterpret_cast<const uint4*>(src)), q1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
+  const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+  float xf[16];
+  unpack16<kF16>(w, xf);
+  uint32_t m6[2], m4[2];
+  const float err6 = candidate<4, kMae>(xf, enc6, lut6, m6);
+  const float err4 = candidate<4, kMae>(xf, enc4, lut4, m4);
+  const bool four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
+  return {four ? m4[0] : m6[0], four ? m4[1] : m6[1], four};
+}
+
 /// One NaN/Inf-free 16-element block of nvfp4 / 4over6 / fp4_block16 → 2 code words; returns the
-/// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8).
+/// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
+/// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
+/// rare path only) the block's first element in global memory.
 template <QuantKind K, bool kF16>
 __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_t sfb, const ScaleEntry* table,
-                                             float s_dec, uint32_t* out) {
-  uint32_t mc[16];
-  uint32_t sf;
+                                             uint32_t dq_lut, const uint16_t* src, uint32_t* out) {
   if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
     constexpr bool kMae = K == QuantKind::kFourOverSixMae;
     const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
-    uint32_t mc4[16];
-    const float err6 = candidate<kF16, kMae>(w, table[sf6], s_dec, mc);
-    const float err4 = candidate<kF16, kMae>(w, table[sf4], s_dec, mc4);
-    const bool four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
-    sf = four ? sf4 : sf6;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) mc[i] = four ? mc4[i] : mc[i];
+    const float enc6 = table[sf6].enc, enc4 = table[sf4].enc;
+    const uint32_t lut6 = dq_lut + sf6 * 32u, lut4 = dq_lut + sf4 * 32u;
+    Block46 r;
+    // Every element maps at most to the block max's rn(v · enc) (monotone), so these two tests
+    // bound the whole block; false for NaN.
+    if (__fmul_rn(v, enc6) < 7.0f && __fmul_rn(v, enc4) < 4.5f) {
+      float xf[16];
+      unpack16<kF16>(w, xf);
+      uint32_t m6[2], m4[2];
+      const float err6 = candidate<3, kMae>(xf, enc6, lut6, m6);
+      const float err4 = candidate<2, kMae>(xf, enc4, lut4, m4);
+      r.four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
+      r.w0 = r.four ? m4[0] : m6[0];
+      r.w1 = r.four ? m4[1] : m6[1];
+    } else {
+      r = encode46_any<kF16, kMae>(src, enc6, lut6, enc4, lut4);
+    }
+    out[0] = r.w0 | pack8_signs(w);
+    out[1] = r.w1 | pack8_signs(w + 4);
+    return r.four ? sf4 : sf6;
   } else {
+    uint32_t mc[16];
+    uint32_t sf;
     float enc;
     if constexpr (K == QuantKind::kNvfp4) {
       sf = sfb;
@@ -171,15 +256,19 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
       const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
       mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
     }
+    out[0] = pack8_magic_codes(mc, w);
+    out[1] = pack8_magic_codes(mc + 8, w + 4);
+    return sf;
   }
-  out[0] = pack8_magic_codes(mc, w);
-  out[1] = pack8_magic_codes(mc + 8, w + 4);
-  return sf;
 }
 
-/// The unit (32 elements) a thread works on, and its raw words.
+/// The unit (32 elements) a thread works on: its raw words and where it lies, computed once by
+/// load_unit and reused by process_unit (v7: the position was computed twice, ~40 instructions
+/// per unit).
 struct Unit {
   uint4 q[4];
+  uint32_t b, m, col;  // batch, row within the padded batch, unit column
+  int n;               // valid elements (0 for padding rows / columns)
 };
 
 struct UnitPos {
@@ -214,8 +303,11 @@ __device__ __forceinline__ int unit_valid(const FastQuantizeParams& p, UnitPos p
   b = p.batch == 1 ? 0u : fast_div(pos.row, p.rows_div);
   m = pos.row - b * p.rows_grid;
   if (m >= p.rows) return 0;
-  const int64_t rem = static_cast<int64_t>(p.k) - static_cast<int64_t>(pos.col) * 32;
-  return rem <= 0 ? 0 : (rem >= 32 ? 32 : static_cast<int>(rem));
+  // col · 32 < k + 64 < 2^32 (k < 2^31): 32-bit arithmetic is enough.
+  const uint32_t c0 = pos.col * 32u;
+  if (c0 >= p.k) return 0;
+  const uint32_t rem = p.k - c0;
+  return rem >= 32u ? 32 : static_cast<int>(rem);
 }
 
 /// First element of unit column `col` of row (b, m).
@@ -227,21 +319,21 @@ __device__ __forceinline__ const uint16_t* src_unit(const FastQuantizeParams& p,
 __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t u, Unit& d) {
   if (u >= p.total_units) return;
   const UnitPos pos = unit_pos(p, u);
-  uint32_t b, m;
-  const int n = unit_valid(p, pos, b, m);
-  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.input) + b * p.in_batch_bytes +
-                                                    m * p.in_row_bytes + pos.col * 64u);
+  d.col = pos.col;
+  d.n = unit_valid(p, pos, d.b, d.m);
+  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.input) + d.b * p.in_batch_bytes +
+                                                    d.m * p.in_row_bytes + pos.col * 64u);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) d.q[j] = j < n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
+  for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
 }
 
 template <QuantKind K, bool kF16>
-__device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32_t u, const Unit& d,
-                                             const ScaleEntry* table, const detail::GlobalScales& g) {
+__device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d,
+                                             const ScaleEntry* table, uint32_t dq_lut, const detail::GlobalScales& g) {
   constexpr bool kMx32 = K == QuantKind::kMx32;
-  const UnitPos pos = unit_pos(p, u);
-  uint32_t b, m;
-  const int n = unit_valid(p, pos, b, m);
+  const uint32_t b = d.b, m = d.m;
+  const UnitPos pos{0u, d.col};
+  const int n = d.n;
   const uint32_t w[16] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w,
                           d.q[2].x, d.q[2].y, d.q[2].z, d.q[2].w, d.q[3].x, d.q[3].y, d.q[3].z, d.q[3].w};
   uint32_t out[4];
@@ -278,8 +370,10 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
         sfb0 = pr & 0xFFu;
         sfb1 = pr >> 8;
       } else if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
-        const float base0 = __fmul_rn(__fdiv_rn(v0, 6.0f), g.s_enc);
-        const float base1 = __fmul_rn(__fdiv_rn(v1, 6.0f), g.s_enc);
+        // rn(v / 6) by div6_rn_16bit (exact for these finite 16-bit maxima; an Inf/NaN block's
+        // bytes are unused: it takes reference_block).
+        const float base0 = __fmul_rn(div6_rn_16bit(v0), g.s_enc);
+        const float base1 = __fmul_rn(div6_rn_16bit(v1), g.s_enc);
         const uint32_t p6 = kvfmt::e4m3x2(fminf(base0, fmt::kE4m3Max), fminf(base1, fmt::kE4m3Max));
         const uint32_t p4 = kvfmt::e4m3x2(fminf(__fmul_rn(base0, 1.5f), fmt::kE4m3Max),
                                           fminf(__fmul_rn(base1, 1.5f), fmt::kE4m3Max));
@@ -293,7 +387,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
         out[0] = r.w[0];
         out[1] = r.w[1];
       } else {
-        s0 = encode16<K, kF16>(w, v0, sfb0, table, g.s_dec, out);
+        s0 = encode16<K, kF16>(w, v0, sfb0, table, dq_lut, src_unit(p, b, m, pos.col), out);
       }
       if (n == 32) {
         if (h1 >= kInfBits) {
@@ -302,7 +396,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
           out[2] = r.w[0];
           out[3] = r.w[1];
         } else {
-          s1 = encode16<K, kF16>(w + 8, v1, sfb1, table, g.s_dec, out + 2);
+          s1 = encode16<K, kF16>(w + 8, v1, sfb1, table, dq_lut, src_unit(p, b, m, pos.col) + 16, out + 2);
         }
       }
       sf_pair = s0 | (s1 << 8);
@@ -313,8 +407,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
   }
   // Scale bytes (real and padding): block columns 2·col, 2·col + 1 (mxfp4: col), consecutive in
   // every layout (k % 4 is the fastest index of the padded ones).
-  const uint32_t bb = p.batch == 1 ? 0u : fast_div(pos.row, p.rows_div);
-  const uint32_t mm = pos.row - bb * p.rows_grid;
+  const uint32_t bb = b, mm = m;  // unit_valid's split of the padded row (padding rows included)
   constexpr int kCols = kMx32 ? 1 : 2;
   const uint32_t k0 = pos.col * kCols;
   uint8_t* sfp = p.scales + bb * p.scales_batch_bytes + fmt::sf_offset(p.layout, mm, k0, p.kv);
@@ -333,7 +426,10 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, uint32
 template <QuantKind K, bool kF16>
 __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
+  constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   __shared__ ScaleEntry table[kNv ? 256 : 1];
+  __shared__ float dq_table[k46 ? 256 * 8 : 1];  // 4over6: dequantized grid per scale byte (see kDqMagicOffset)
+  const uint32_t dq_lut = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a, c;
@@ -348,16 +444,21 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
     }
+    if constexpr (k46) {
+      for (int i = threadIdx.x; i < 256 * 8; i += kThreads) {
+        dq_table[i] = fmt::nvfp4_dequant(static_cast<uint32_t>(i & 7), fmt::e4m3_to_float(static_cast<uint32_t>(i >> 3)), g.s_dec);
+      }
+    }
     __syncthreads();
   }
   while (u < p.total_units) {
     const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
     load_unit(p, u1, c);
-    process_unit<K, kF16>(p, u, a, table, g);
+    process_unit<K, kF16>(p, a, table, dq_lut, g);
     if (u1 >= p.total_units) break;
     const uint32_t u2 = u1 + stride;
     load_unit(p, u2, a);
-    process_unit<K, kF16>(p, u1, c, table, g);
+    process_unit<K, kF16>(p, c, table, dq_lut, g);
     u = u2;
   }
 }
