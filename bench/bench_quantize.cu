@@ -555,7 +555,112 @@ void run_order(Context& ctx) {
               table);
 }
 
+/// v7 A/B on chosen shapes (bf16 → 128x4, given scale; every variant checked on sampled rows with
+/// its outputs poisoned first): nvfp4 with the library defaults, without grid balancing, and with
+/// each unit order forced (row-major, sector, warp-sector; balanced); 4over6 (MSE) with each
+/// dequantized-grid variant (0 per-CTA table, 1 arithmetic, 2 per-thread grids; default 2), as
+/// time ratios to the default nvfp4. % of copy against the 1 GiB copy.
+void run_ab(Context& ctx) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {4096, 8192},   {16384, 2048},  {65536, 512},   {1024, 32768}, {16384, 4096},  {16384, 16384},
+      {32768, 12288}, {131072, 6144}, {65536, 8192},  {32768, 32768}, {65536, 32768}, {131072, 32768}};
+  float* gs_dev = nullptr;
+  BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
+  const float s_dec = kFillBound / 2688.0f;
+  BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec, sizeof(float), cudaMemcpyHostToDevice));
+  std::mt19937_64 rng(20261123);
+  cudaStream_t stream = nullptr;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::vector<std::vector<std::string>> table;
+  struct Var {
+    const char* name;
+    Recipe r;
+    int order;    // set_fast_quantize_order_override
+    int balance;  // set_fast_quantize_balance_override
+    int dq;       // set_fast_quantize_4over6_dq_override
+  };
+  const Var vars[] = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},   {"nv_unbalanced", Recipe::kNvfp4, -1, 0, -1},
+                      {"nv_rowmajor", Recipe::kNvfp4, 0, -1, -1},   {"nv_sector", Recipe::kNvfp4, 1, -1, -1},
+                      {"nv_warpsector", Recipe::kNvfp4, 2, -1, -1}, {"4o6_dq0_cta_table", Recipe::kNvfp4FourOverSix, -1, -1, 0},
+                      {"4o6_dq1_arith", Recipe::kNvfp4FourOverSix, -1, -1, 1},
+                      {"4o6_dq2_thread_grids", Recipe::kNvfp4FourOverSix, -1, -1, 2}};
+  for (const auto& [M, K] : shapes) {
+    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
+    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
+    const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
+    const int rot = ctx.rotation_count(q_bytes);
+    std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+    for (int i = 0; i < rot; ++i) {
+      BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
+      BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
+      BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
+      fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
+      BENCH_CUDA(cudaGetLastError());
+    }
+    BENCH_CUDA(cudaDeviceSynchronize());
+    Timer timer{ctx, stream, rot};
+    std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
+    for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
+    auto quant = [&](int i, Recipe r, cudaStream_t st_) {
+      const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
+      const ScaleShape ss = scale_shape(r, SfLayout::k128x4, M, K);
+      QuantizeOptions o;
+      o.recipe = r;
+      o.sf_layout = SfLayout::k128x4;
+      o.global_scale_mode = GlobalScaleMode::kGiven;
+      const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
+                                 make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
+                                 make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}),
+                                 make_view(gs_dev, DType::kF32, Device::kCuda, {1}), o, st_);
+      BENCH_CHECK(st.ok(), st.to_string());
+    };
+    const double pc = 100.0 / ctx.copy_tbps;
+    std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.0f", in_bytes / 1048576.0)};
+    double us_default = 0.0;
+    for (const Var& v : vars) {
+      cuda::set_fast_quantize_order_override(v.order);
+      cuda::set_fast_quantize_balance_override(v.balance);
+      cuda::set_fast_quantize_4over6_dq_override(v.dq);
+      BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
+      BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
+      quant(0, v.r, nullptr);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      check_rows(bufs[0], M, K, v.r, s_dec, rows, v.name);
+      const double us = timer.graph_us([&](int i, cudaStream_t st) { quant(i, v.r, st); });
+      if (us_default == 0.0) us_default = us;
+      const double pct = static_cast<double>(q_bytes) / (us * 1e-6) / 1e12 * pc;
+      if (v.r == Recipe::kNvfp4) row.push_back(fmt("%.1f (%.1f%%)", us, pct));
+      else row.push_back(fmt("%.1f (%.2fx)", us, us / us_default));
+      ctx.add_row({{"bench", "quantize_ab"}, {"variant", v.name}, {"m", M}, {"k", K}, {"us", us}, {"pct_copy", pct},
+                   {"ratio_to_nv_default", us / us_default}});
+    }
+    cuda::set_fast_quantize_order_override(-1);
+    cuda::set_fast_quantize_balance_override(-1);
+    cuda::set_fast_quantize_4over6_dq_override(-1);
+    std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
+    for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
+    std::printf("\n");
+    std::fflush(stdout);
+    table.push_back(row);
+    for (auto& b : bufs) {
+      BENCH_CUDA(cudaFree(b.in));
+      BENCH_CUDA(cudaFree(b.data));
+      BENCH_CUDA(cudaFree(b.sf));
+    }
+  }
+  BENCH_CUDA(cudaFree(gs_dev));
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  print_table(fmt("quantize v7 A/B, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
+                  "4over6 mse (time / nv_default)",
+                  ctx.copy_tbps),
+              {"M", "K", "MiB", "nv default", "nv unbalanced", "nv rowmajor", "nv sector", "nv warpsector", "4o6 dq0 cta table",
+               "4o6 dq1 arith", "4o6 dq2 thread grids (default)"},
+              table);
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_v7_ab", "v7 A/B: grid balancing, unit orders, 4over6 grid variants on chosen shapes", run_ab);
 
 NVFP4KV_BENCHMARK("q128x4_order", "A/B of the fast quantize kernel's unit order on chosen shapes (nvfp4/mxfp4 128x4, linear control)",
                   run_order);

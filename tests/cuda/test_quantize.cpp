@@ -456,6 +456,76 @@ TEST(CudaQuantize, SectorOrderForcedMatchesReference) {
   sweep({{2, 65, 2080, 16, 8, 0}}, Fill::kSpecial);
 }
 
+// The warp-sector order (each warp: the 8 rows of a scale sector × 4 units; bench A/B only unless
+// chosen by the launch rule) and the v6 grid without balancing, forced on the same shapes.
+TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  struct Guard {
+    Guard() { cuda::set_fast_quantize_order_override(2); }
+    ~Guard() {
+      cuda::set_fast_quantize_order_override(-1);
+      cuda::set_fast_quantize_balance_override(-1);
+    }
+  } guard;
+  sweep({{0, 257, 1056, 5, 3, 0}, {2, 130, 544, 0, 0, 0}, {0, 384, 2048}, {0, 9, 224, 16, 16, 0}}, Fill::kRandom);
+  sweep({{2, 65, 2080, 16, 8, 0}}, Fill::kSpecial);
+  // ≥ 1 wave of CTAs (so balancing changes the grid) with and without balancing, both orders.
+  for (int order : {2, 0})
+    for (int balance : {0, 1}) {
+      cuda::set_fast_quantize_order_override(order);
+      cuda::set_fast_quantize_balance_override(balance);
+      for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix}) {
+        Case c;
+        c.recipe = r;
+        c.layout = SfLayout::k128x4;
+        c.dtype = DType::kBF16;
+        c.mode = GlobalScaleMode::kGiven;
+        c.shape = {0, 2048, 4096};
+        if (!run_case(c)) ADD_FAILURE() << "order " << order << " balance " << balance;
+      }
+    }
+}
+
+// 4over6's three dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
+// per-thread grids; the default is 2), each forced over every 4over6 combo with random, special
+// and tie data and extreme given scales.
+TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  struct Guard {
+    ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
+  } guard;
+  for (int mode : {0, 1, 2}) {
+    SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
+    cuda::set_fast_quantize_4over6_dq_override(mode);
+    for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})
+      for (DType dt : {DType::kBF16, DType::kF16})
+        for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+            if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
+            Case c;
+            c.recipe = Recipe::kNvfp4FourOverSix;
+            c.metric = metric;
+            c.layout = SfLayout::k128x4;
+            c.dtype = dt;
+            c.mode = gm;
+            c.shape = {0, 300, 1056, 8, 0, 0};
+            c.fill = f;
+            run_case(c);
+          }
+    for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f, 16.0f / 2688.0f})
+      for (DType dt : {DType::kBF16, DType::kF16}) {
+        Case c;
+        c.recipe = Recipe::kNvfp4FourOverSix;
+        c.layout = SfLayout::k128x4;
+        c.dtype = dt;
+        c.mode = GlobalScaleMode::kGiven;
+        c.shape = {0, 65, 544};
+        c.given_s_dec = sdec;
+        run_case(c);
+      }
+  }
+}
+
 TEST(CudaQuantize, SpecialValuesLarger) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   sweep({{0, 200, 1024}, {2, 65, 2080, 16, 8, 0}}, Fill::kSpecial);

@@ -28,7 +28,7 @@ namespace fmt = nvfp4kv::fmt;
 /// must be NaN), else a bit saying which failed (1: code by bits, 2: grid value, 4: code of grid
 /// value, 8: code by fp32, 16: magnitude code of the grid value by fp32, 32: kvfmt::e2m1_code_magic, 64: grid value from
 /// the magic code, 128: hardware E4M3 conversion — only meaningful on the GPU, 256 / 512: the
-/// 4over6 reduced encodes below 7 / 4.5, 1024: div6_rn_16bit of u < 2^16 as bf16 / f16).
+/// 4over6 reduced encode below 7, 1024: div6_rn_16bit of u < 2^16 as bf16 / f16).
 __host__ __device__ uint32_t check_pattern(uint32_t u) {
   const float y = fmt::bits_float(u);
   const uint32_t ref = fmt::float_to_e2m1(y);
@@ -52,7 +52,6 @@ __host__ __device__ uint32_t check_pattern(uint32_t u) {
   if (!fmt::is_nan(y) && (kvfmt::e4m3x2(0.0f, y) >> 8) != fmt::float_to_e4m3(y)) bad |= 128u;
   // The 4over6 kernel's reduced encodes on their domains (y ≥ +0 below 7 / below 4.5).
   if (u < fmt::float_bits(7.0f) && fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != fmt::float_bits(c)) bad |= 256u;
-  if (u < fmt::float_bits(4.5f) && fmt::float_bits(cuda::e2m1_code_magic_below4_5(y)) != fmt::float_bits(c)) bad |= 512u;
   // rn(v / 6) without division for the 16-bit block maxima: u < 2^16 is taken as a bf16 and as
   // an f16 pattern (every finite one except −0).
   if (u < 0x10000u && u != 0x8000u) {
@@ -88,26 +87,20 @@ TEST(CudaQuantizeRounding, HelpersMatchReferenceOnCpu) {
 }
 
 /// The 4over6 fast path's helpers over their whole domains on the CPU: e2m1_code_magic_below7
-/// for every float in [+0, 7), e2m1_code_magic_below4_5 for every float in [+0, 4.5) (each equal
-/// to kvfmt::e2m1_code_magic there, which covers the bound the kernel tests per block), and
-/// div6_rn_16bit against fmt::fdiv_rn(v, 6) for every finite bf16 and f16 value except −0.
+/// for every float in [+0, 7) (equal to kvfmt::e2m1_code_magic there, which covers the bound the
+/// kernel tests per block), div6_rn_16bit against fmt::fdiv_rn(v, 6) for every finite bf16 and
+/// f16 value except −0, and e2m1_grid_times_sf_from_magic for every scale byte × code.
 TEST(CudaQuantizeRounding, FourOverSixFastHelpersExhaustiveOnCpu) {
-  const uint32_t end7 = fmt::float_bits(7.0f), end45 = fmt::float_bits(4.5f);
+  const uint32_t end7 = fmt::float_bits(7.0f);
   for (uint32_t u = 0; u < end7; ++u) {
     const float y = fmt::bits_float(u);
-    const uint32_t want = fmt::float_bits(kvfmt::e2m1_code_magic(y));
-    if (fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != want) {
+    if (fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != fmt::float_bits(kvfmt::e2m1_code_magic(y))) {
       ADD_FAILURE() << "e2m1_code_magic_below7 differs at 0x" << std::hex << u;
       return;
     }
-    if (u < end45 && fmt::float_bits(cuda::e2m1_code_magic_below4_5(y)) != want) {
-      ADD_FAILURE() << "e2m1_code_magic_below4_5 differs at 0x" << std::hex << u;
-      return;
-    }
   }
-  // The bounds are needed: at 7 (and 4.75) the reduced forms give code 8 (7) instead of 7 (6).
+  // The bound is needed: at 7 the reduced form gives code 8 instead of 7.
   EXPECT_NE(fmt::float_bits(cuda::e2m1_code_magic_below7(7.0f)), fmt::float_bits(kvfmt::e2m1_code_magic(7.0f)));
-  EXPECT_NE(fmt::float_bits(cuda::e2m1_code_magic_below4_5(4.75f)), fmt::float_bits(kvfmt::e2m1_code_magic(4.75f)));
   int64_t plain_differs = 0;
   for (uint32_t h = 0; h < 0x10000u; ++h) {
     if (h == 0x8000u) continue;
@@ -120,6 +113,26 @@ TEST(CudaQuantizeRounding, FourOverSixFastHelpersExhaustiveOnCpu) {
     }
   }
   EXPECT_GT(plain_differs, 0);  // the correction step is needed
+  for (uint32_t b = 0; b < 256; ++b) {
+    const float sf = fmt::e4m3_to_float(b);
+    for (uint32_t m = 0; m < 8; ++m) {
+      const float c = fmt::bits_float(0x4A800000u + m);
+      const float got = cuda::e2m1_grid_times_sf_from_magic(c, sf);
+      const float want = fmt::fmul_rn(fmt::e2m1_to_float(m), sf);
+      if (fmt::is_nan(sf)) {
+        EXPECT_TRUE(fmt::is_nan(got) || m == 0) << "byte " << b << " code " << m;
+        continue;
+      }
+      // Bit-equal, except that code 0 of a negative scale byte (never produced: block maxima are
+      // ≥ 0) gives +0 instead of −0 — the same d², |d| in the 4over6 error either way.
+      auto same = [](float a, float b) { return fmt::float_bits(a) == fmt::float_bits(b) || (a == 0.0f && b == 0.0f); };
+      ASSERT_TRUE(same(got, want)) << "scale byte 0x" << std::hex << b << " code " << m;
+      if (b < 0x80u) ASSERT_EQ(fmt::float_bits(got), fmt::float_bits(want)) << "scale byte 0x" << std::hex << b << " code " << m;
+      // …and the full dequantized value after the one rounding by S_dec, for a few decode scales.
+      for (float s_dec : {1.0f, 16.0f / 2688.0f, 1.0f / 1536.0f, 3.0e-39f, 1.0e30f, 0.1f})
+        ASSERT_TRUE(same(fmt::fmul_rn(got, s_dec), fmt::nvfp4_dequant(m, sf, s_dec))) << "byte " << b << " code " << m;
+    }
+  }
 }
 
 /// e2m1_pack8_by_fp32 (the kernels' packing of 8 codes) against the reference on random

@@ -73,8 +73,8 @@ NVFP4KV_HD float div6_rn_16bit(float v) {
 /// kvfmt::e2m1_code_magic(y) for 0 ≤ y < 7 with the cap dropped: there round(y/2) + 4 ≤ 7
 /// (y/2 < 3.5), so min(round(2y), round(y) + 2, round(y/2) + 4) is already ≤ 7. Checked against
 /// e2m1_code_magic for every float in [0, 7) (tests/cuda/test_quantize_rounding.cu). The 4over6
-/// kernel uses it for a candidate whose block max maps below 7 (then every element does:
-/// rn(|x| · enc) is monotone in |x|).
+/// kernel uses it for a block whose max maps below 7 under both candidates (then every element
+/// does: rn(|x| · enc) is monotone in |x|), i.e. unless a scale byte is subnormal or saturated.
 NVFP4KV_HD float e2m1_code_magic_below7(float y) {
   const float s1 = fmt::fadd_rn(y, 0x1p22f);
   const float s2 = kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f);
@@ -83,21 +83,6 @@ NVFP4KV_HD float e2m1_code_magic_below7(float y) {
   return fminf(fminf(s1, s2), s3);
 #else
   return fmt::min_f(fmt::min_f(s1, s2), s3);
-#endif
-}
-
-/// kvfmt::e2m1_code_magic(y) for 0 ≤ y < 4.5 from its first two terms: there round(y) ≤ 4 and
-/// round(y) − round(y/2) ≤ 2, so round(y/2) + 4 and the cap 7 never win the minimum. Checked
-/// against e2m1_code_magic for every float in [0, 4.5). Used for the 4over6 map-to-4 candidate,
-/// whose block max maps to ≈ 4 (≤ 4 · 16/15 + rounding unless the scale byte is subnormal or
-/// saturated, which the kernel tests per block).
-NVFP4KV_HD float e2m1_code_magic_below4_5(float y) {
-  const float s1 = fmt::fadd_rn(y, 0x1p22f);
-  const float s2 = kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f);
-#if defined(__CUDA_ARCH__)
-  return fminf(s1, s2);
-#else
-  return fmt::min_f(s1, s2);
 #endif
 }
 
@@ -149,6 +134,20 @@ NVFP4KV_HD uint32_t e2m1_pack8_by_fp32(const float (&x)[8], float enc, bool& non
   }
   nonfinite = !(fin == 0.0f);
   return ((fmt::float_bits(acc0) - 0x4B000000u) | ((fmt::float_bits(acc1) - 0x4B000000u) << 16)) | signs;
+}
+
+/// rn(e2m1(m) · sf) (exact: ≤ 2 × 4 significant bits) from the magic float c = 2^22 + m/2 of
+/// kvfmt::e2m1_code_magic, with FMA-pipe work only: (m/2) · sf = c · sf − 2^22 · sf in one FFMA
+/// (the product is exact inside it and the result has ≤ 7 bits), then the grid corrections of
+/// e2m1_grid_from_magic scaled by sf: + sat(c − 2^22 − 2) · sf + sat(2c − 2^23 − 6) · 1.5 sf.
+/// Every intermediate is a small multiple of sf/2, so no step rounds. Checked against
+/// fmt::e2m1_to_float(m) · sf for every scale byte and code (test_quantize_rounding). The 4over6
+/// error then needs one FMUL by S_dec for rn(rn(e2m1 · sf) · S_dec).
+NVFP4KV_HD float e2m1_grid_times_sf_from_magic(float c, float sf) {
+  const float tsf = fma_rn(c, sf, -0x1p22f * sf);
+  const float sa = saturate01(fmt::fadd_rn(c, -(0x1p22f + 2.0f)));
+  const float sb = saturate01(fma_exact(c, 2.0f, -(0x1p23f + 6.0f)));
+  return fma_exact(sb, 1.5f * sf, fma_exact(sa, sf, tsf));
 }
 
 /// Magnitude bits (0..7) of the code of a non-negative E2M1 grid value q (0, 0.5, ... 6) as an

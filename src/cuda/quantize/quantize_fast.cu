@@ -146,6 +146,17 @@ __device__ __forceinline__ float lds_f32(uint32_t addr) {
   return v;
 }
 
+/// Volatile shared-memory load / store (32-bit addresses) for the per-thread 4over6 grid table:
+/// volatile keeps a thread's stores and later loads of the same slots in program order.
+__device__ __forceinline__ float lds_f32_v(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void sts_f32_v(uint32_t addr, float v) {
+  asm volatile("st.shared.f32 [%0], %1;" : : "r"(addr), "f"(v) : "memory");
+}
+
 /// Per-CTA table of the dequantized grid of every E4M3 scale byte (4over6): entry 8·sf + m is
 /// fmt::nvfp4_dequant(m, e4m3_to_float(sf), S_dec) = rn(rn(e2m1(m) · sf) · S_dec), m = 0..7, i.e.
 /// exactly what the error of SPEC.md §3.2 needs per element (rn(e2m1(c) · sf) is exact, so only
@@ -154,25 +165,57 @@ __device__ __forceinline__ float lds_f32(uint32_t addr) {
 /// LEA per element instead of the grid value (5 FMA-pipe operations) and two FMULs.
 constexpr uint32_t kDqMagicOffset = 4u * 0x4A800000u;  // wraps mod 2^32, as the LEA does
 
+/// A 4over6 candidate's per-block constants.
+struct Cand {
+  float enc;     // rn(1 / rn(sf · S_dec)) (table)
+  uint32_t lut;  // kDq 0: shared address of the scale byte's table row minus kDqMagicOffset;
+                 // kDq 2: shared address of the thread's private 8-entry table (entry m at + 1024 m)
+  float sf;      // kDq 1: the decoded scale byte
+};
+
+/// 4over6 "kDq 2": each thread keeps a private copy of its block's two dequantized grids in
+/// shared memory, entry m of a grid at thread slot + 1024 · m (256 threads × 4 bytes apart), so a
+/// warp's lookups hit 32 distinct banks whatever the scale bytes — lookups straight into the
+/// per-CTA table (kDq 0) collide whenever lanes have different scale bytes (~4.8-way on the
+/// bench's data by simulation, ~2.4-way on Gaussian data with a calibrated scale; 2 lookups per
+/// element). Per block the two table rows are copied (2 LDS.128 + 8 STS each): the copies are the
+/// table's values, so every S_dec is handled. The lookup address is (magic bits << 10) + slot:
+/// the magic constant 0x4A800000 << 10 vanishes mod 2^32.
+__device__ __forceinline__ void copy_grid_row(uint32_t slot, const float* row) {
+  const float4 lo = reinterpret_cast<const float4*>(row)[0], hi = reinterpret_cast<const float4*>(row)[1];
+  sts_f32_v(slot + 1024u * 0u, lo.x);
+  sts_f32_v(slot + 1024u * 1u, lo.y);
+  sts_f32_v(slot + 1024u * 2u, lo.z);
+  sts_f32_v(slot + 1024u * 3u, lo.w);
+  sts_f32_v(slot + 1024u * 4u, hi.x);
+  sts_f32_v(slot + 1024u * 5u, hi.y);
+  sts_f32_v(slot + 1024u * 6u, hi.z);
+  sts_f32_v(slot + 1024u * 7u, hi.w);
+}
+
 /// One 4over6 candidate over 16 elements xf (NaN/Inf-free block): error in element order
-/// (SPEC.md §3.2: MSE Σ rn(d²), MAE Σ |d|) and the 8 packed magnitude bytes. `lut` is the
-/// shared address of the candidate's table row minus kDqMagicOffset. Magnitudes throughout: with
-/// enc ≥ 0 the code's sign is x's and rounding is symmetric, so rn(dq − |x|) = ±(the reference's
-/// d): same d², same |d|. Every magic result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the
-/// load stays inside the row. kTerms picks the encode: 2 = e2m1_code_magic_below4_5 (every
-/// rn(|x| · enc) < 4.5), 3 = e2m1_code_magic_below7 (< 7), 4 = kvfmt::e2m1_code_magic (any y);
-/// all three give the same code on their domain (exhaustively tested).
-template <int kTerms, bool kMae>
-__device__ __forceinline__ float candidate(const float* xf, float enc, uint32_t lut, uint32_t* mag) {
+/// (SPEC.md §3.2: MSE Σ rn(d²), MAE Σ |d|) and the 8 packed magnitude bytes. Magnitudes
+/// throughout: with enc ≥ 0 the code's sign is x's and rounding is symmetric, so
+/// rn(dq − |x|) = ±(the reference's d): same d², same |d|. kBelow7: every rn(|x| · enc) < 7, so
+/// the encode drops its cap (e2m1_code_magic_below7; same code on that domain, exhaustively
+/// tested); else kvfmt::e2m1_code_magic. dq = rn(rn(e2m1 · sf) · S_dec) either from the shared
+/// table (kDq 0: every magic result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the load stays
+/// inside the row) or by e2m1_grid_times_sf_from_magic and one FMUL (kDq 1): the same value.
+template <bool kBelow7, bool kMae, int kDq>
+__device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec, uint32_t* mag) {
   float err = 0.0f;
   uint32_t mc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
     const float a = fabsf(xf[i]);
-    const float y = __fmul_rn(a, enc);
-    const float c = kTerms == 2 ? e2m1_code_magic_below4_5(y) : (kTerms == 3 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
+    const float y = __fmul_rn(a, k.enc);
+    const float c = kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y);
     mc[i] = __float_as_uint(c);
-    const float d = __fsub_rn(lds_f32(lut + (mc[i] << 2)), a);
+    float dq;
+    if constexpr (kDq == 0) dq = lds_f32(k.lut + (mc[i] << 2));
+    else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(c, k.sf), s_dec);
+    else dq = lds_f32_v(k.lut + (mc[i] << 10));
+    const float d = __fsub_rn(dq, a);
     err = __fadd_rn(err, kMae ? fabsf(d) : __fmul_rn(d, d));
   }
   mag[0] = pack8_magnitudes(mc);
@@ -192,19 +235,19 @@ struct Block46 {
   bool four;
 };
 
-/// 4over6 block whose candidates may map elements to ≥ 4.5 (map-to-4) or ≥ 7 (map-to-6): a
-/// subnormal or saturated scale byte, rare. Full encode with the cap; re-reads its 16 elements
-/// from global memory (`src`, 32-byte aligned) and returns by value, so that the hot path keeps
-/// its registers (see reference_block).
-template <bool kF16, bool kMae>
-__device__ __noinline__ Block46 encode46_any(const uint16_t* src, float enc6, uint32_t lut6, float enc4, uint32_t lut4) {
+/// 4over6 block whose candidates may map an element to ≥ 7 (a subnormal or saturated scale byte:
+/// the global scale does not fit the block; rare with a calibrated scale). Full encode with the
+/// cap; re-reads its 16 elements from global memory (`src`, 32-byte aligned) and returns by
+/// value, so that the hot path keeps its registers (see reference_block).
+template <bool kF16, bool kMae, int kDq>  // kDq 0 or 1 (the kDq 2 kernel falls back to 1)
+__device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand k4, float s_dec) {
   const uint4 q0 = __ldg(reinterpret_cast<const uint4*>(src)), q1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
   const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
   float xf[16];
   unpack16<kF16>(w, xf);
   uint32_t m6[2], m4[2];
-  const float err6 = candidate<4, kMae>(xf, enc6, lut6, m6);
-  const float err4 = candidate<4, kMae>(xf, enc4, lut4, m4);
+  const float err6 = candidate<false, kMae, kDq>(xf, k6, s_dec, m6);
+  const float err4 = candidate<false, kMae, kDq>(xf, k4, s_dec, m4);
   const bool four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
   return {four ? m4[0] : m6[0], four ? m4[1] : m6[1], four};
 }
@@ -213,28 +256,40 @@ __device__ __noinline__ Block46 encode46_any(const uint16_t* src, float enc6, ui
 /// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
 /// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
 /// rare path only) the block's first element in global memory.
-template <QuantKind K, bool kF16>
+template <QuantKind K, bool kF16, int kDq>
 __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_t sfb, const ScaleEntry* table,
-                                             uint32_t dq_lut, const uint16_t* src, uint32_t* out) {
+                                             const float* dq_rows, uint32_t dq_lut, int set, float s_dec,
+                                             const uint16_t* src, uint32_t* out) {
   if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
     constexpr bool kMae = K == QuantKind::kFourOverSixMae;
     const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
-    const float enc6 = table[sf6].enc, enc4 = table[sf4].enc;
-    const uint32_t lut6 = dq_lut + sf6 * 32u, lut4 = dq_lut + sf4 * 32u;
+    const ScaleEntry e6 = table[sf6], e4 = table[sf4];
+    Cand k6{e6.enc, dq_lut + sf6 * 32u, e6.sf}, k4{e4.enc, dq_lut + sf4 * 32u, e4.sf};
     Block46 r;
-    // Every element maps at most to the block max's rn(v · enc) (monotone), so these two tests
-    // bound the whole block; false for NaN.
-    if (__fmul_rn(v, enc6) < 7.0f && __fmul_rn(v, enc4) < 4.5f) {
+    // Every element maps at most to the block max's rn(v · enc) (monotone), so this bounds the
+    // whole block; false for NaN. Holds for every normal, unsaturated scale byte (E4M3 rounds
+    // within 1/16: map-to-6 sends the max to ≤ 6.4, map-to-4 to ≤ 4.3, or ≤ 6 when only the ×1.5
+    // candidate saturates).
+    bool fast = __fmul_rn(v, k6.enc) < 7.0f && __fmul_rn(v, k4.enc) < 7.0f;
+    if constexpr (kDq == 2) {
+      k6.lut = dq_lut + static_cast<uint32_t>(set) * (16u * 1024u);
+      k4.lut = k6.lut + 8u * 1024u;
+    }
+    if (fast) {
+      if constexpr (kDq == 2) {
+        copy_grid_row(k6.lut, dq_rows + 8u * sf6);
+        copy_grid_row(k4.lut, dq_rows + 8u * sf4);
+      }
       float xf[16];
       unpack16<kF16>(w, xf);
       uint32_t m6[2], m4[2];
-      const float err6 = candidate<3, kMae>(xf, enc6, lut6, m6);
-      const float err4 = candidate<2, kMae>(xf, enc4, lut4, m4);
+      const float err6 = candidate<true, kMae, kDq>(xf, k6, s_dec, m6);
+      const float err4 = candidate<true, kMae, kDq>(xf, k4, s_dec, m4);
       r.four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
       r.w0 = r.four ? m4[0] : m6[0];
       r.w1 = r.four ? m4[1] : m6[1];
     } else {
-      r = encode46_any<kF16, kMae>(src, enc6, lut6, enc4, lut4);
+      r = encode46_any<kF16, kMae, kDq == 2 ? 1 : kDq>(src, k6, k4, s_dec);  // (no table row for kDq 2's lut)
     }
     out[0] = r.w0 | pack8_signs(w);
     out[1] = r.w1 | pack8_signs(w + 4);
@@ -282,20 +337,25 @@ __device__ __forceinline__ UnitPos unit_pos(const FastQuantizeParams& p, uint32_
     const uint32_t r = fast_div(u, p.units_div);
     return {r, u - r * p.units_per_row};
   }
-  // Sector order (FastQuantizeParams::order): u = (band, [row pair j,] column group g, warp w, lane).
+  // Sector orders (FastQuantizeParams::order): u = (band, [row pair j,] column group g, warp w,
+  // lane). The 256 units of (band, [j,] g) are 8 rows (selector r) × 32 unit columns (uc):
+  // sector order r = w, uc = lane; warp-sector order r = lane / 4, uc = 4w + lane % 4.
   const uint32_t lane = u & 31u, w = (u >> 5) & 7u, cg = u >> 8;
+  const bool warp_sector = p.order >= 3;
+  const uint32_t r = warp_sector ? lane >> 2 : w;
+  const uint32_t uc = warp_sector ? (w << 2) | (lane & 3u) : lane;
   const uint32_t band = fast_div(cg, p.band_div);
   const uint32_t rem = cg - band * p.groups_per_band;
   uint32_t row, g;
-  if (p.order == 1) {
+  if (p.order == 1 || p.order == 3) {
     const uint32_t j = fast_div(rem, p.groups_div);
     g = rem - j * p.groups_per_row;
-    row = band * 128u + 2u * j + (w & 1u) + ((w >> 1) << 5);
+    row = band * 128u + 2u * j + (r & 1u) + ((r >> 1) << 5);
   } else {
     g = rem;
-    row = band * 8u + w;
+    row = band * 8u + r;
   }
-  return {row, g * 32u + lane};
+  return {row, g * 32u + uc};
 }
 
 /// Number of valid elements of unit `pos` (0, 16 or 32): 0 for padding rows / columns.
@@ -327,9 +387,9 @@ __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t 
   for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-template <QuantKind K, bool kF16>
-__device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d,
-                                             const ScaleEntry* table, uint32_t dq_lut, const detail::GlobalScales& g) {
+template <QuantKind K, bool kF16, int kDq>
+__device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
+                                             const float* dq_rows, uint32_t dq_lut, const detail::GlobalScales& g) {
   constexpr bool kMx32 = K == QuantKind::kMx32;
   const uint32_t b = d.b, m = d.m;
   const UnitPos pos{0u, d.col};
@@ -387,7 +447,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
         out[0] = r.w[0];
         out[1] = r.w[1];
       } else {
-        s0 = encode16<K, kF16>(w, v0, sfb0, table, dq_lut, src_unit(p, b, m, pos.col), out);
+        s0 = encode16<K, kF16, kDq>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_unit(p, b, m, pos.col), out);
       }
       if (n == 32) {
         if (h1 >= kInfBits) {
@@ -396,7 +456,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
           out[2] = r.w[0];
           out[3] = r.w[1];
         } else {
-          s1 = encode16<K, kF16>(w + 8, v1, sfb1, table, dq_lut, src_unit(p, b, m, pos.col) + 16, out + 2);
+          s1 = encode16<K, kF16, kDq>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_unit(p, b, m, pos.col) + 16, out + 2);
         }
       }
       sf_pair = s0 | (s1 << 8);
@@ -423,13 +483,18 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
 
 // Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
 // cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
-template <QuantKind K, bool kF16>
+// kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic.
+template <QuantKind K, bool kF16, int kDq = 0>
 __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   __shared__ ScaleEntry table[kNv ? 256 : 1];
-  __shared__ float dq_table[k46 ? 256 * 8 : 1];  // 4over6: dequantized grid per scale byte (see kDqMagicOffset)
-  const uint32_t dq_lut = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
+  // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
+  // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
+  __shared__ __align__(16) float dq_table[k46 && kDq != 1 ? 256 * 8 : 1];
+  __shared__ float dq_priv[k46 && kDq == 2 ? 32 * kThreads : 1];
+  const uint32_t dq_lut = kDq == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
+                                   : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a, c;
@@ -444,7 +509,7 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
     }
-    if constexpr (k46) {
+    if constexpr (k46 && kDq != 1) {
       for (int i = threadIdx.x; i < 256 * 8; i += kThreads) {
         dq_table[i] = fmt::nvfp4_dequant(static_cast<uint32_t>(i & 7), fmt::e4m3_to_float(static_cast<uint32_t>(i >> 3)), g.s_dec);
       }
@@ -454,26 +519,28 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
   while (u < p.total_units) {
     const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
     load_unit(p, u1, c);
-    process_unit<K, kF16>(p, a, table, dq_lut, g);
+    process_unit<K, kF16, kDq>(p, a, table, dq_table, dq_lut, g);
     if (u1 >= p.total_units) break;
     const uint32_t u2 = u1 + stride;
     load_unit(p, u2, a);
-    process_unit<K, kF16>(p, c, table, dq_lut, g);
+    process_unit<K, kF16, kDq>(p, c, table, dq_table, dq_lut, g);
     u = u2;
   }
 }
 
 std::atomic<int> g_order_override{-1};
 std::atomic<int> g_ctas_override{0};
+std::atomic<int> g_balance_override{-1};
+std::atomic<int> g_dq_override{-1};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
-template <QuantKind K, bool kF16>
+template <QuantKind K, bool kF16, int kDq>
 int resident_ctas() {
   static int cached = 0;
   if (cached == 0) {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_fast_kernel<K, kF16>, kThreads, 0) != cudaSuccess ||
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_fast_kernel<K, kF16, kDq>, kThreads, 0) != cudaSuccess ||
         n < 1) {
       n = 1;
     }
@@ -482,24 +549,44 @@ int resident_ctas() {
   return cached;
 }
 
-template <QuantKind K, bool kF16>
+template <QuantKind K, bool kF16, int kDq>
 void launch_one(const FastQuantizeParams& p, Stream stream) {
-  const int64_t want = (static_cast<int64_t>(p.total_units) + kThreads - 1) / kThreads;
-  const int per_sm = resident_ctas<K, kF16>();
+  const int64_t units = p.total_units;
+  const int64_t want = (units + kThreads - 1) / kThreads;
+  const int per_sm = resident_ctas<K, kF16, kDq>();
   const int cap_ovr = g_ctas_override.load(std::memory_order_relaxed);
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * (cap_ovr > 0 && cap_ovr < per_sm ? cap_ovr : per_sm);
-  const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
-  quantize_fast_kernel<K, kF16><<<grid, kThreads, 0, stream>>>(p);
+  int64_t grid = want < cap ? want : cap;
+  // Balanced grid: with one full wave of `cap` CTAs, a grid stride of cap · 256 units leaves a
+  // last round in which only part of the threads (on part of the SMs) work — e.g. 0.34 of a round
+  // at 64 MiB (10.34 units per thread), ~6% of the call at a third of the loads in flight. The
+  // fewest CTAs that cover the units in the same number of rounds give every thread that many
+  // units (the memory system needs ~2 of the 3 resident CTAs per SM to stay saturated).
+  if (g_balance_override.load(std::memory_order_relaxed) != 0 && want > cap) {
+    const int64_t rounds = (units + cap * kThreads - 1) / (cap * kThreads);
+    grid = (units + rounds * kThreads - 1) / (rounds * kThreads);
+  }
+  quantize_fast_kernel<K, kF16, kDq><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
+}
+
+/// 4over6 dequantized-grid variant: default kDq 2 (per-thread grids, conflict-free lookups).
+template <QuantKind K, bool kF16>
+void launch_46(const FastQuantizeParams& p, Stream stream) {
+  switch (g_dq_override.load(std::memory_order_relaxed)) {
+    case 0: launch_one<K, kF16, 0>(p, stream); break;
+    case 1: launch_one<K, kF16, 1>(p, stream); break;
+    default: launch_one<K, kF16, 2>(p, stream); break;
+  }
 }
 
 template <bool kF16>
 void launch_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
   switch (kind) {
-    case QuantKind::kNvfp4: launch_one<QuantKind::kNvfp4, kF16>(p, stream); break;
-    case QuantKind::kFourOverSixMse: launch_one<QuantKind::kFourOverSixMse, kF16>(p, stream); break;
-    case QuantKind::kFourOverSixMae: launch_one<QuantKind::kFourOverSixMae, kF16>(p, stream); break;
-    case QuantKind::kMx32: launch_one<QuantKind::kMx32, kF16>(p, stream); break;
-    case QuantKind::kMx16: launch_one<QuantKind::kMx16, kF16>(p, stream); break;
+    case QuantKind::kNvfp4: launch_one<QuantKind::kNvfp4, kF16, 0>(p, stream); break;
+    case QuantKind::kFourOverSixMse: launch_46<QuantKind::kFourOverSixMse, kF16>(p, stream); break;
+    case QuantKind::kFourOverSixMae: launch_46<QuantKind::kFourOverSixMae, kF16>(p, stream); break;
+    case QuantKind::kMx32: launch_one<QuantKind::kMx32, kF16, 0>(p, stream); break;
+    case QuantKind::kMx16: launch_one<QuantKind::kMx16, kF16, 0>(p, stream); break;
   }
 }
 
@@ -507,6 +594,8 @@ void launch_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
 
 void set_fast_quantize_order_override(int order) { g_order_override.store(order, std::memory_order_relaxed); }
 void set_fast_quantize_ctas_override(int ctas_per_sm) { g_ctas_override.store(ctas_per_sm, std::memory_order_relaxed); }
+void set_fast_quantize_balance_override(int mode) { g_balance_override.store(mode, std::memory_order_relaxed); }
+void set_fast_quantize_4over6_dq_override(int mode) { g_dq_override.store(mode, std::memory_order_relaxed); }
 
 int fast_quantize_sm_count() {
   // Cached per process for device 0 .. 15: the attribute query costs host time on every call.
@@ -575,8 +664,8 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   const int ov = g_order_override.load(std::memory_order_relaxed);
   const double in_bytes = static_cast<double>(q.batch) * static_cast<double>(q.rows) * static_cast<double>(q.k) * 2.0;
   const bool big = !mx32 && in_bytes >= 1073741824.0 && in_bytes * static_cast<double>(q.k) >= 17592186044416.0;
-  if ((ov == 1 || (ov < 0 && big)) && (q.layout == 1 || q.layout == 2) && p.units_per_row % 32 == 0) {
-    p.order = q.layout == 1 ? 1u : 2u;
+  if ((ov >= 1 || (ov < 0 && big)) && (q.layout == 1 || q.layout == 2) && p.units_per_row % 32 == 0) {
+    p.order = (q.layout == 1 ? 1u : 2u) + (ov == 2 ? 2u : 0u);
     p.groups_per_row = p.units_per_row / 32;
     p.groups_per_band = q.layout == 1 ? 16u * p.groups_per_row : p.groups_per_row;
     p.groups_div = make_fast_div(p.groups_per_row);

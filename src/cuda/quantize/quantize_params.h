@@ -117,6 +117,11 @@ struct FastQuantizeParams {
   /// bytes share the 32-byte sectors of the 16 (8 for mxfp4) scale tiles the group touches
   /// (128x4: rows 2j, 2j+1, +32, +33, +64, +65, +96, +97 of a 128-row band; 8x4: the 8 rows of a
   /// band), so every scale sector is completed by one CTA in one step (needs units_per_row % 32 == 0).
+  /// 3 (128x4) / 4 (8x4): "warp-sector order" (v7): the same 8 rows × 32 units per CTA step,
+  /// but each warp takes all 8 rows × 4 unit columns (lane = 4 · row + column), so one warp's
+  /// 2-byte scale stores cover two whole 32-byte sectors (the LSU merges them into full-sector
+  /// writes) and its code stores 8 rows × 64 bytes (whole sectors too); sector order (1 / 2)
+  /// left each sector to 8 partial stores from 8 warps.
   uint32_t order = 0;
   uint32_t groups_per_row = 0;    // units_per_row / 32
   uint32_t groups_per_band = 0;   // 16 · groups_per_row (128x4) or groups_per_row (8x4)
@@ -125,11 +130,19 @@ struct FastQuantizeParams {
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (sector order for inputs
-/// ≥ 1 GiB with input bytes × K ≥ 2^44, except mxfp4); 0 forces row-major, 1 the sector order
-/// wherever it applies. Not part of the public API (bench/bench_quantize.cu A/B).
+/// ≥ 1 GiB with input bytes × K ≥ 2^44, except mxfp4); 0 forces row-major, 1 the sector order,
+/// 2 the warp-sector order, wherever they apply. Not part of the public API (bench A/B, tests).
 void set_fast_quantize_order_override(int order);
 /// Bench knob: > 0 caps the fast kernel's persistent grid at this many CTAs per SM (0: occupancy).
 void set_fast_quantize_ctas_override(int ctas_per_sm);
+/// Bench / test knob: -1 (default) balances the persistent grid (fewest CTAs, at most the resident
+/// ones, that give every thread the same number of units, so no last round runs with a fraction
+/// of the threads); 0 keeps one full wave of resident CTAs (v6 behaviour); 1 forces balancing.
+void set_fast_quantize_balance_override(int mode);
+/// Bench / test knob for 4over6's dequantized grid: -1 (default) = 2; 0 from a per-CTA shared
+/// table indexed by (scale byte, code); 1 by exact FMA-pipe arithmetic from the magic code (no
+/// shared-memory loads); 2 from per-thread copies of the block's grids (conflict-free lookups).
+void set_fast_quantize_4over6_dq_override(int mode);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
