@@ -557,12 +557,11 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
   const int cap_ovr = g_ctas_override.load(std::memory_order_relaxed);
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * (cap_ovr > 0 && cap_ovr < per_sm ? cap_ovr : per_sm);
   int64_t grid = want < cap ? want : cap;
-  // Balanced grid: with one full wave of `cap` CTAs, a grid stride of cap · 256 units leaves a
-  // last round in which only part of the threads (on part of the SMs) work — e.g. 0.34 of a round
-  // at 64 MiB (10.34 units per thread), ~6% of the call at a third of the loads in flight. The
-  // fewest CTAs that cover the units in the same number of rounds give every thread that many
-  // units (the memory system needs ~2 of the 3 resident CTAs per SM to stay saturated).
-  if (g_balance_override.load(std::memory_order_relaxed) != 0 && want > cap) {
+  // Balanced grid (bench knob only): the fewest CTAs that cover the units in the same number of
+  // grid-stride rounds, so that no last round runs with part of the threads (0.34 of a round at
+  // 64 MiB). Measured slower on the H100 (v7 A/B: 64 MiB 33.3 → 34.4 µs, 86.6% → 83.8% of copy):
+  // the resident CTAs it drops keep loads in flight, which matters more than the idle tail.
+  if (g_balance_override.load(std::memory_order_relaxed) == 1 && want > cap) {
     const int64_t rounds = (units + cap * kThreads - 1) / (cap * kThreads);
     grid = (units + rounds * kThreads - 1) / (rounds * kThreads);
   }
@@ -650,22 +649,24 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // 2-byte scale stores: the pair starts at an even column of an even-aligned row.
   p.sf_vec2 = reinterpret_cast<uintptr_t>(q.scales) % 2 == 0 && q.scales_batch_stride % 2 == 0 &&
               (q.layout != 0 || q.kv % 2 == 0);
-  // Sector order for the tiled layouts when rows are whole 32-unit groups (rows_grid is a multiple
-  // of the tile height by padding), on large inputs only. Row-major order leaves each 32-byte scale
-  // sector to be completed by 8 rows up to 97 rows apart, i.e. by different CTAs, whose progress
-  // drifts apart over a long persistent loop; on large inputs the partly written sectors then leave
-  // L2 before they are complete (H200: 8 GiB at 50% of copy row-major, 73% in sector order). On
-  // smaller inputs row-major order is 2-5% faster (its CTAs read 16 KiB contiguous; sector order
-  // reads 8 rows 32 rows apart). Rule from the H200 A/B in bench/NOTES.md (quantize, v6): sector
-  // order iff input ≥ 1 GiB and input bytes × K ≥ 2^44 (K is the row span the sectors wait on);
-  // it picked the faster order on all 12 nvfp4 shapes measured. mxfp4 (1-byte scale stores, 2
-  // CTAs/SM) never collapsed in row-major order and gained nothing from the sector order (−1.5 to
-  // +1.7%), so it stays row-major unless forced.
+  // Unit order for the tiled layouts when rows are whole 32-unit groups (rows_grid is a multiple
+  // of the tile height by padding). Row-major order leaves each 32-byte scale sector to be
+  // completed by 8 rows up to 97 rows apart, i.e. by different CTAs, whose progress drifts apart
+  // over a long persistent loop; on large inputs the partly written sectors then leave L2 before
+  // they are complete (v6, H200: 8 GiB at 50% of copy row-major, 73% in sector order). The
+  // warp-sector order (v7) has each warp store two whole sectors per scale store instruction.
+  // Rule from the v7 H100 A/B (bench q_v7_ab, bench/NOTES.md quantize v7b; both orders
+  // bitwise-tested on the GPU): warp-sector order for inputs ≥ 256 MiB — 512 MiB 83.9% → 94.2% of
+  // copy, 768 MiB-1.5 GiB 75-81% → 92.6-93.9%, 2-8 GiB 72-83% → 85-91% (the v6 sector order:
+  // 71-90%) — and row-major below (at 128 MiB row-major was 0.6 points faster, at 64 MiB the two
+  // were within 1 point). mxfp4 (1-byte scale stores, 2 CTAs/SM) never collapsed in row-major order
+  // and was not measured in the warp-sector order, so it stays row-major unless forced.
   const int ov = g_order_override.load(std::memory_order_relaxed);
   const double in_bytes = static_cast<double>(q.batch) * static_cast<double>(q.rows) * static_cast<double>(q.k) * 2.0;
-  const bool big = !mx32 && in_bytes >= 1073741824.0 && in_bytes * static_cast<double>(q.k) >= 17592186044416.0;
+  const bool big = !mx32 && in_bytes >= 268435456.0;
   if ((ov >= 1 || (ov < 0 && big)) && (q.layout == 1 || q.layout == 2) && p.units_per_row % 32 == 0) {
-    p.order = (q.layout == 1 ? 1u : 2u) + (ov == 2 ? 2u : 0u);
+    const bool warp_sector = ov == 2 || ov < 0;  // override 1: the v6 sector order (A/B)
+    p.order = (q.layout == 1 ? 1u : 2u) + (warp_sector ? 2u : 0u);
     p.groups_per_row = p.units_per_row / 32;
     p.groups_per_band = q.layout == 1 ? 16u * p.groups_per_row : p.groups_per_row;
     p.groups_div = make_fast_div(p.groups_per_row);

@@ -129,15 +129,16 @@ struct FastQuantizeParams {
   FastDiv band_div;               // ÷ groups_per_band
 };
 
-/// Bench / test knob: -1 (default) picks the unit order automatically (sector order for inputs
-/// ≥ 1 GiB with input bytes × K ≥ 2^44, except mxfp4); 0 forces row-major, 1 the sector order,
-/// 2 the warp-sector order, wherever they apply. Not part of the public API (bench A/B, tests).
+/// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
+/// inputs ≥ 256 MiB, except mxfp4; row-major otherwise); 0 forces row-major, 1 the (v6) sector
+/// order, 2 the warp-sector order, wherever they apply. Not part of the public API (bench A/B,
+/// tests).
 void set_fast_quantize_order_override(int order);
 /// Bench knob: > 0 caps the fast kernel's persistent grid at this many CTAs per SM (0: occupancy).
 void set_fast_quantize_ctas_override(int ctas_per_sm);
-/// Bench / test knob: -1 (default) balances the persistent grid (fewest CTAs, at most the resident
-/// ones, that give every thread the same number of units, so no last round runs with a fraction
-/// of the threads); 0 keeps one full wave of resident CTAs (v6 behaviour); 1 forces balancing.
+/// Bench / test knob: 1 balances the persistent grid (fewest CTAs, at most the resident ones,
+/// that give every thread the same number of units, so no last round runs with a fraction of the
+/// threads); -1 (default) and 0 keep one full wave of resident CTAs (measured faster, v7 A/B).
 void set_fast_quantize_balance_override(int mode);
 /// Bench / test knob for 4over6's dequantized grid: -1 (default) = 2; 0 from a per-CTA shared
 /// table indexed by (scale byte, code); 1 by exact FMA-pipe arithmetic from the magic code (no
