@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 
 #include "api/check.h"
@@ -180,6 +181,7 @@ float resolved_sm_scale(const DecodeOptions& o, int64_t head_dim) {
 // decides; without it (workspace sizing) the most CTAs an SM can hold is assumed, an upper bound.
 int device_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads,
                   int64_t max_pages, int64_t page_size, int requested, const cuda::DecodeParams* params) {
+  const int hpc = params != nullptr ? params->heads_per_cta : 1;
   int64_t resident = 132 * cuda::kDecodeMaxCtasPerSm;
 #if NVFP4KV_HAVE_CUDA
   if (requested <= 0) {
@@ -194,7 +196,7 @@ int device_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t n
   (void)params;
 #endif
   return cuda::choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested,
-                                    resident);
+                                    resident, hpc);
 }
 
 Status build_params(const TensorView& q, const KvCacheView& c, const TensorView& block_tables,
@@ -243,6 +245,16 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   p->sm_scale = resolved_sm_scale(o, c.head_dim);
   p->logits_soft_cap = o.logits_soft_cap;
   p->window_left = o.window_left;
+  p->heads_per_cta = cuda::decode_heads_per_cta(p->format, p->head_dim, c.num_kv_heads);
+  {
+    const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
+    p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
+  }
+  // Experiment knob (bench/NOTES.md): force 1, 2 or 4 heads per CTA on the ring path.
+  if (const char* e = std::getenv("NVFP4KV_DECODE_HEADS_PER_CTA"); e != nullptr && p->heads_per_cta > 1) {
+    const int h = std::atoi(e);
+    if ((h == 1 || h == 2 || h == 4) && c.num_kv_heads % h == 0) p->heads_per_cta = h;
+  }
   p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
                                 c.page_size, o.num_splits, p);
   const std::size_t need = cuda::decode_workspace_for(q.shape[0], q.shape[1], q.shape[2], c.head_dim,

@@ -120,7 +120,7 @@ void expect_close(const GpuRun& got, const RefRun& want, DType qt, const std::st
   }
 }
 
-// Every format × layout × head_dim, page sizes 1/16/64, group sizes 1..16, qo_len 1..8, mixed
+// Every format × layout × head_dim, page sizes 1/16/64, group sizes 1..16, 1-4 kv heads, qo_len 1..8, mixed
 // kv_lens with 0 and 1, padded and combined K/V views, split off / forced / auto.
 TEST(CudaDecode, SmallEveryFormatLayoutHeadDim) {
   NVFP4KV_SKIP_WITHOUT_GPU();
@@ -140,7 +140,9 @@ TEST(CudaDecode, SmallEveryFormatLayoutHeadDim) {
         s.layout = layout;
         s.head_dim = hd;
         s.page_size = page_sizes[idx % 3];
-        s.num_kv_heads = 1 + idx % 2;
+        // 1, 2, 4, 3 kv heads: one, two and four heads per CTA on the ring path, and the fallback.
+        const int kv_heads[] = {1, 2, 4, 3};
+        s.num_kv_heads = kv_heads[(idx / 3) % 4];
         s.num_pages = 300 / s.page_size + 3;
         s.padded = idx % 3 == 1;
         s.combined = idx % 4 == 2;

@@ -153,6 +153,14 @@ __device__ __forceinline__ const uint8_t* at(const uint8_t* base, int pg, int of
   asm("mad.wide.s32 %0, %1, %2, %0;" : "+l"(a) : "r"(off), "r"(token_stride));
   return reinterpret_cast<const uint8_t*>(a);
 }
+// Linear views (page_stride = lin_ratio · token_stride for every view, DecodeParams::lin_ratio):
+// base + lin · token_stride with lin = pg · lin_ratio + off shared by all four views, one
+// IMAD.WIDE per address instead of two plus the lin product once per token.
+__device__ __forceinline__ const uint8_t* at_lin(const uint8_t* base, int lin, int32_t token_stride) {
+  uint64_t a = reinterpret_cast<uint64_t>(base);
+  asm("mad.wide.s32 %0, %1, %2, %0;" : "+l"(a) : "r"(lin), "r"(token_stride));
+  return reinterpret_cast<const uint8_t*>(a);
+}
 __device__ __forceinline__ const uint8_t* at(const uint8_t* base, int pg, int off, const KvStrides& s) {
   return at(base, pg, off, static_cast<int32_t>(s.page), static_cast<int32_t>(s.token));
 }
@@ -185,6 +193,11 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// Experiment knob (never set in the library build): compute_chunk only reads the staged runs.
+#ifndef NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
+#define NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY 0
+#endif
+
 #ifndef NVFP4KV_DECODE_NVFP4_KU
 #define NVFP4KV_DECODE_NVFP4_KU 2
 #endif
@@ -207,18 +220,26 @@ struct Config {
   static constexpr int kKSteps = D / 16;
   static constexpr int kPairs = D / 8;                          // dequantized regs per token
   static constexpr int kChunk = 16 * kU;
-  // One ring stage of a warp = one chunk, stored per lane exactly as the lane will read it back:
-  // data [u][slot][k|v][lane][kWords], scales [u][slot][k|v][lane] u32, valid [u][slot] u32.
-  static constexpr int kDataBytes = kU * 2 * 2 * 32 * kWords * 4;
-  static constexpr int kScaleStageBytes = kFp4 ? kU * 2 * 2 * 32 * 4 : 0;
-  static constexpr int kStageBytes = kDataBytes + kScaleStageBytes + ((kU * 2 * 4 + 15) / 16) * 16;
-  // Stages per warp: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without
-  // starving occupancy for the wide formats.
+  // Ring (compressed caches and hd256): one CTA-wide stage per round = kWarps units, unit w =
+  // the chunk warp w computes next (kChunk tokens of one kv head), stored as the cache rows:
+  // K data [unit][token][kRow], V data likewise, then K and V scales [unit][token][kScaleRow].
+  // The whole CTA fills a stage with cp.async: consecutive threads copy consecutive bytes of a
+  // token's row run over the CTA's heads (NHD: one contiguous run of heads_per_cta · kRow bytes),
+  // so requests are whole lines even though one head's row is only 64 bytes (nvfp4, hd128).
+  static constexpr int kRow = kWords * 4 * 4;                   // data bytes per token and head
+  static constexpr int kScaleRow = kFp4 ? D / 16 : 0;           // scale bytes per token and head
+  static constexpr int kCp = kRow >= 64 ? 16 : 8;               // cp.async width of data (alignment)
+  static constexpr int kUnitBytes = kChunk * (2 * kRow + 2 * kScaleRow);
+  static constexpr int kStageBytes = kWarps * kUnitBytes;
+  static constexpr int kScaleOffset = kWarps * kChunk * 2 * kRow;  // scales after K and V data
+  // Stages: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without starving
+  // occupancy for the wide formats.
   static constexpr int kStages = kExpTrick<FMT> && kWords == 4 && NVFP4KV_DECODE_NVFP4_STAGES > 0
                                      ? NVFP4KV_DECODE_NVFP4_STAGES
-                                     : (kStageBytes <= 3072 ? 4 : (kStageBytes <= 8704 ? 3 : 2));
-  static constexpr int kSmemQ = kKSteps * 32 * 16;              // Q fragments
-  static constexpr int kSmemRing = kDirect ? 0 : kWarps * kStages * kStageBytes;
+                                     : (kUnitBytes <= 3072 ? 4 : (kUnitBytes <= 6144 ? 3 : 2));
+  // Q fragments: one set per head of the CTA (ring path: up to kWarps heads per CTA).
+  static constexpr int kSmemQ = kKSteps * 32 * 16 * (kDirect ? 1 : kWarps);
+  static constexpr int kSmemRing = kDirect ? 0 : kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
   static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
@@ -226,13 +247,15 @@ struct Config {
   static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
 };
 
-// Reads back this lane's raw run of (u, slot, k|v) from a completed stage.
+// Reads back this lane's raw run of (u, slot, k|v) — token 16u + 8s + lane/4 of the warp's unit,
+// quarter lane%4 of the row — from a completed stage.
 template <typename T, int D, int FMT>
 __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int kv, uint32_t* dst, uint32_t* scale) {
   using C = Config<T, D, FMT>;
-  const int lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31, unit = threadIdx.x >> 5;
   constexpr int kRunBytes = C::kWords * 4;
-  const uint8_t* src = stage + ((u * 2 + s) * 2 + kv) * 32 * kRunBytes + lane * kRunBytes;
+  const int row = unit * C::kChunk + 16 * u + 8 * s + (lane >> 2);
+  const uint8_t* src = stage + (kv * kWarps * C::kChunk + row) * C::kRow + (lane & 3) * kRunBytes;
   if constexpr (kRunBytes >= 16) {
 #pragma unroll
     for (int i = 0; i < kRunBytes / 16; ++i) {
@@ -244,8 +267,10 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
     dst[0] = v.x, dst[1] = v.y;
   }
   if constexpr (C::kFp4) {
-    const uint32_t w = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + (((u * 2 + s) * 2 + kv) * 32 + lane) * 4);
-    *scale = w >> (8 * (((lane & 3) * C::kScaleBytes) & 3));
+    const int sb = (lane & 3) * C::kScaleBytes;
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(stage + C::kScaleOffset +
+                                                         (kv * kWarps * C::kChunk + row) * C::kScaleRow + (sb & ~3));
+    *scale = w >> (8 * (sb & 3));
   } else {
     *scale = 0;
   }
@@ -265,18 +290,25 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   using C = Config<T, D, FMT>;
   constexpr bool kF16 = std::is_same_v<T, __half>;
   extern __shared__ __align__(16) uint8_t smem[];
-  uint4* q_frag = reinterpret_cast<uint4*>(smem);  // [kKSteps][32]
+  uint4* q_frag_all = reinterpret_cast<uint4*>(smem);  // [heads of the CTA][kKSteps][32]
   int32_t* split_page_ids = reinterpret_cast<int32_t*>(smem + C::kSmemQ);  // [split_pages]
   uint8_t* main_area = smem + C::kSmemQ + ((split_pages * 4 + 15) / 16) * 16;
   float* merge_o = reinterpret_cast<float*>(main_area);  // [kWarps][16][kOStride]
   float* merge_m = merge_o + kWarps * 16 * C::kOStride;          // [kWarps][16]
   float* merge_l = merge_m + kWarps * 16;                        // [kWarps][16]
 
+  // The CTA's heads: hpc consecutive kv heads (ring path; 1 on the direct path). Warp w computes
+  // head hg·hpc + w % hpc and, of the split's chunks, those ≡ w / hpc (mod kWarps / hpc).
+  const int hpc = C::kDirect ? 1 : p.heads_per_cta;
+  const int n_hg = p.num_kv_heads / hpc;
   const int split = blockIdx.x;
-  const int h = blockIdx.y % p.num_kv_heads;
-  const int m_tile = blockIdx.y / p.num_kv_heads;
+  const int hg = blockIdx.y % n_hg;
+  const int m_tile = blockIdx.y / n_hg;
   const int b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wh = warp % hpc, tw = warp / hpc, tpw = kWarps / hpc;
+  const int h = hg * hpc + wh;
+  const uint4* q_frag = q_frag_all + wh * C::kKSteps * 32;
   const int G = p.group_size;
   const int rows = G * p.qo_len;
   const int row0 = m_tile * 16;
@@ -294,8 +326,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   // Q fragments in shared memory, permuted like K (see the file comment).
   // k-step j: a0/a1 (rows r, r + 8) pair with B register e = 2j, a2/a3 with e = 2j + 1; half c
   // of register e is dim run_pos(e, c) of the lane's run.
-  for (int i = threadIdx.x; i < C::kKSteps * 32; i += kThreads) {
-    const int j = i / 32, l = i % 32;
+  for (int i = threadIdx.x; i < hpc * C::kKSteps * 32; i += kThreads) {
+    const int hh = i / (C::kKSteps * 32);
+    const int j = (i / 32) % C::kKSteps, l = i % 32;
     const int r = l >> 2, qq = l & 3;
     const int run0 = qq * (D / 4);
     uint32_t f[4] = {0, 0, 0, 0};
@@ -305,7 +338,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
       if (row < rows) {
         const int t = row / G, g = row % G;
         const uint16_t* src = static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
-                              (h * G + g) * p.q_stride[2] + run0;
+                              ((hg * hpc + hh) * G + g) * p.q_stride[2] + run0;
 #pragma unroll
         for (int ee = 0; ee < 2; ++ee) {
           const int e = 2 * j + ee;
@@ -314,7 +347,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
         }
       }
     }
-    q_frag[i] = make_uint4(f[0], f[1], f[2], f[3]);
+    q_frag_all[i] = make_uint4(f[0], f[1], f[2], f[3]);
   }
   // The split's page-table entries, once, into shared memory.
   const int32_t* table = p.block_tables + b * p.block_table_stride;
@@ -358,21 +391,37 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
 
   const int n_chunks = s_end > s_begin ? (s_end - s_begin + C::kChunk - 1) / C::kChunk : 0;
 
-  const int n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
-  auto chunk_start_of = [&](int k) { return s_begin + (warp + k * kWarps) * C::kChunk; };
+  const int n_mine = n_chunks > tw ? (n_chunks - tw + tpw - 1) / tpw : 0;
+  auto chunk_start_of = [&](int k) { return s_begin + (tw + k * tpw) * C::kChunk; };
   const float cap_v = p.logits_soft_cap;
   const float scale_log2 = logit_scale * kLog2e;
-  // Per-lane bases of the lane's runs (kv head h, dims q·D/4 …).
+  // Per-lane bases of the lane's runs (direct path: kv head h, dims q·D/4 …).
   const int q4 = lane & 3;
   const uint8_t* k_base = p.k_data + h * p.k_data_strides.head + q4 * (C::kWords * 4);
   const uint8_t* v_base = p.v_data + h * p.v_data_strides.head + q4 * (C::kWords * 4);
-  const int scale_off = (q4 * C::kScaleBytes) & ~3;
-  const uint8_t* ks_base = C::kFp4 ? p.k_scales + h * p.k_scale_strides.head + scale_off : nullptr;
-  const uint8_t* vs_base = C::kFp4 ? p.v_scales + h * p.v_scale_strides.head + scale_off : nullptr;
 
   // One chunk: S = Q·Kᵀ, online softmax, O += P·V. `get_run(u, slot, kv, raw, &scale)` returns
-  // the lane's raw run; `valid[u][slot]` the readable-token ballots.
-  auto compute_chunk = [&](auto&& get_run, const uint32_t (&valid)[C::kU][2], int chunk_start) {
+  // the lane's raw run; bit τ of `vmask` says whether token τ of the chunk is readable.
+  auto compute_chunk = [&](auto&& get_run, const uint32_t vmask, int chunk_start) {
+#if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
+    // Experiment build only (bench/NOTES.md): the same loads and ring, no dequant / mma /
+    // softmax — the ceiling of the load machinery. The sink keeps the reads alive.
+    uint32_t sink = 0;
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl)
+#pragma unroll
+        for (int kv = 0; kv < 2; ++kv) {
+          uint32_t raw[C::kWords], sc;
+          get_run(u, sl, kv, raw, &sc);
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w) sink ^= raw[w];
+          sink ^= sc ^ vmask;
+        }
+    o[0][0] += __uint_as_float(sink & 0x00000001u) + static_cast<float>(chunk_start & 0);
+    return;
+#endif
     float s[C::kU][2][4];
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
@@ -403,7 +452,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
       const int half = i >> 1;
       const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
       const int tok = chunk_start + 16 * u + tt;
-      const bool readable = (valid[u][nt] >> (4 * (tt & 7))) & 1u;
+      const bool readable = (vmask >> (16 * u + tt)) & 1u;
       return readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
     };
     if (cap_v > 0.f) {
@@ -420,9 +469,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     } else {
       // Whole chunk visible to every row of the warp (the common case away from the split's
       // end, the causal diagonal and the window edge): no per-logit mask.
-      bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo && chunk_start + C::kChunk - 1 <= vis_hi;
-#pragma unroll
-      for (int u = 0; u < C::kU; ++u) full_lane = full_lane && valid[u][0] == 0xFFFFFFFFu && valid[u][1] == 0xFFFFFFFFu;
+      constexpr uint32_t kAll = C::kChunk >= 32 ? 0xFFFFFFFFu : (1u << C::kChunk) - 1u;
+      const bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo &&
+                             chunk_start + C::kChunk - 1 <= vis_hi && (vmask & kAll) == kAll;
       if (__all_sync(0xFFFFFFFFu, full_lane)) {
 #pragma unroll
         for (int u = 0; u < C::kU; ++u)
@@ -495,15 +544,21 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     }
   };
 
-  // Page (from the staged table) and offset of token (u, slot) of a chunk for this lane.
-  auto locate = [&](int chunk_start, int u, int sl, int* pg, int* off) {
-    const int tok = chunk_start + 16 * u + 8 * sl + (lane >> 2);
+  // Page (from the staged table) and in-page offset of token `tok` of the split; false if the
+  // token is past the split or its page id is out of range (then it is masked, never read).
+  auto locate_tok = [&](int tok, int* pg, int* off) {
     const uint32_t pi = pdiv.quo(static_cast<uint32_t>(tok));
     const int page = tok < s_end ? split_page_ids[pi - first_page] : -1;
     const bool ok = page >= 0 && page < p.num_pages;
     *pg = ok ? page : 0;
     *off = ok ? tok - static_cast<int>(pi) * p.page_size : 0;
     return ok;
+  };
+  // Readable-token mask of a chunk (bit τ = token chunk_start + τ), one token per lane.
+  auto chunk_mask = [&](int chunk_start) {
+    int pg, off;
+    const bool ok = lane < C::kChunk && locate_tok(chunk_start + lane, &pg, &off);
+    return __ballot_sync(0xFFFFFFFFu, ok);
   };
 
   if constexpr (C::kDirect) {
@@ -513,15 +568,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     for (int k = 0; k < n_mine; ++k) {
       const int chunk_start = chunk_start_of(k);
       uint32_t rk[C::kU][2][C::kWords], rv[C::kU][2][C::kWords];
-      uint32_t valid[C::kU][2];
 #pragma unroll
       for (int u = 0; u < C::kU; ++u)
 #pragma unroll
         for (int sl = 0; sl < 2; ++sl) {
           int pg, off;
-          const bool ok = locate(chunk_start, u, sl, &pg, &off);
-          valid[u][sl] = __ballot_sync(0xFFFFFFFFu, ok);
-          if (ok) {
+          if (locate_tok(chunk_start + 16 * u + 8 * sl + (lane >> 2), &pg, &off)) {
             load_run<C::kWords>(at(k_base, pg, off, p.k_data_strides), rk[u][sl]);
             load_run<C::kWords>(at(v_base, pg, off, p.v_data_strides), rv[u][sl]);
           } else {
@@ -535,72 +587,119 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
             for (int w = 0; w < C::kWords; ++w) raw[w] = kv ? rv[u][sl][w] : rk[u][sl][w];
             *sc = 0;
           },
-          valid, chunk_start);
+          chunk_mask(chunk_start), chunk_start);
     }
   } else {
-    // Compressed caches: per-warp ring of kStages chunks filled with cp.async (one commit group
-    // per chunk; empty groups keep the count uniform), so 2-3 chunks are in flight while one
-    // is computed. Chunk k of this warp is the CTA's chunk warp + k·kWarps.
-    uint8_t* ring = main_area + warp * C::kStages * C::kStageBytes;
+    // CTA-wide ring of kStages rounds filled with cp.async (one commit group per round; empty
+    // groups keep the count uniform). Round k holds chunk tw + k·tpw of every head of the CTA
+    // (unit w = warp w's chunk), i.e. tokens s_begin + k·tpw·kChunk … + kWarps·kChunk/hpc − 1.
+    // One barrier per round: it publishes the round's bytes and frees the slot read last round.
+    uint8_t* ring = main_area;
+    const int n_rounds = n_chunks > 0 ? (n_chunks + tpw - 1) / tpw : 0;
+    constexpr int kParts = C::kRow / C::kCp;                          // cp.async pieces per data row
+    constexpr int kRowStep = kThreads / kParts;                       // rows between a thread's pieces
+    constexpr int kDataPer = kWarps * C::kChunk / kRowStep;           // pieces per thread and K|V
+    static_assert(kDataPer >= 1 && kWarps * C::kChunk % kRowStep == 0, "data pieces per thread");
+    static_assert(kRowStep % kWarps == 0, "a thread's head must not change between its pieces");
+    // Thread i copies part i % kParts of rows r = i / kParts + j·kRowStep, j < kDataPer; row r is
+    // head r % hpc of round-token r / hpc: consecutive threads copy consecutive bytes of one
+    // token's heads (NHD keeps them contiguous in memory). hpc is 1, 2 or 4: shifts, no divisions.
+    const int lg_hpc = hpc == 4 ? 2 : (hpc == 2 ? 1 : 0);
+    const int d_part = threadIdx.x % kParts;
+    const int d_row0 = threadIdx.x / kParts;
+    const int d_head = d_row0 & (hpc - 1);
+    const int rt0 = d_row0 >> lg_hpc;                 // round-token of piece j = rt0 + j·rt_step
+    const int rt_step = kRowStep >> lg_hpc;
+    const int round_tokens = tpw * C::kChunk;
+    const uint8_t* kd_base = p.k_data + (hg * hpc + d_head) * p.k_data_strides.head + d_part * C::kCp;
+    const uint8_t* vd_base = p.v_data + (hg * hpc + d_head) * p.v_data_strides.head + d_part * C::kCp;
     const int32_t kd_page = static_cast<int32_t>(p.k_data_strides.page), kd_token = static_cast<int32_t>(p.k_data_strides.token);
     const int32_t vd_page = static_cast<int32_t>(p.v_data_strides.page), vd_token = static_cast<int32_t>(p.v_data_strides.token);
+    // Scale rows (FP4): thread i < kWarps·kChunk copies the whole scale row i (kScaleRow / 4
+    // words) of K and of V: head i % hpc of round-token i / hpc (its own page lookup; a scale
+    // copy folded into the data loop would diverge on the thread's part).
+    constexpr int kSParts = C::kFp4 ? C::kScaleRow / 4 : 0;
+    const bool s_copier = C::kFp4 && threadIdx.x < kWarps * C::kChunk;
+    const int s_head = threadIdx.x & (hpc - 1);
+    const int s_rt = threadIdx.x >> lg_hpc;
+    const int s_row = (s_head + ((s_rt / C::kChunk) << lg_hpc)) * C::kChunk + s_rt % C::kChunk;
+    const uint8_t* ks_base = C::kFp4 ? p.k_scales + (hg * hpc + s_head) * p.k_scale_strides.head : nullptr;
+    const uint8_t* vs_base = C::kFp4 ? p.v_scales + (hg * hpc + s_head) * p.v_scale_strides.head : nullptr;
     const int32_t ks_page = static_cast<int32_t>(p.k_scale_strides.page), ks_token = static_cast<int32_t>(p.k_scale_strides.token);
     const int32_t vs_page = static_cast<int32_t>(p.v_scale_strides.page), vs_token = static_cast<int32_t>(p.v_scale_strides.token);
-    auto issue = [&](int k) {
-      uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
-      const int chunk_start = chunk_start_of(k);
-      constexpr int kRunBytes = C::kWords * 4;
+    // Stage row of data piece j: unit = head + hpc · (rt / kChunk), row = unit · kChunk + rt % kChunk.
+    int srow[kDataPer];
 #pragma unroll
-      for (int u = 0; u < C::kU; ++u)
+    for (int j = 0; j < kDataPer; ++j) {
+      const int rt = rt0 + j * rt_step;
+      srow[j] = ((d_head + ((rt / C::kChunk) << lg_hpc)) * C::kChunk) + rt % C::kChunk;
+    }
+    const uint32_t ring_s = smem_addr(ring);
+    const int lin_ratio = p.lin_ratio;
+    // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
+    auto issue_as = [&](int k, int slot, auto lin_views) {
+      constexpr bool kLin = decltype(lin_views)::value;
+      const uint32_t stage = ring_s + slot * C::kStageBytes;
+      const int tok_round = s_begin + k * round_tokens;
+      auto addr = [&](const uint8_t* base, int pg, int off, int32_t page_stride, int32_t token_stride) {
+        return kLin ? at_lin(base, pg * lin_ratio + off, token_stride) : at(base, pg, off, page_stride, token_stride);
+      };
 #pragma unroll
-        for (int sl = 0; sl < 2; ++sl) {
-          int pg, off;
-          const bool ok = locate(chunk_start, u, sl, &pg, &off);
-          const uint32_t vb = __ballot_sync(0xFFFFFFFFu, ok);
-          if (lane == 0) *reinterpret_cast<uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4) = vb;
-          const uint8_t* kp = at(k_base, pg, off, kd_page, kd_token);
-          const uint8_t* vp = at(v_base, pg, off, vd_page, vd_token);
-          const uint32_t kd = smem_addr(stage + ((u * 2 + sl) * 2 + 0) * 32 * kRunBytes + lane * kRunBytes);
-          const uint32_t vd = smem_addr(stage + ((u * 2 + sl) * 2 + 1) * 32 * kRunBytes + lane * kRunBytes);
-          if constexpr (kRunBytes >= 16) {
+      for (int j = 0; j < kDataPer; ++j) {
+        int pg = 0, off = 0;
+        const bool ok = locate_tok(tok_round + rt0 + j * rt_step, &pg, &off);
+        const uint32_t kd = stage + srow[j] * C::kRow + d_part * C::kCp;
+        const uint32_t vd = kd + kWarps * C::kChunk * C::kRow;
+        const uint8_t* kp = addr(kd_base, pg, off, kd_page, kd_token);
+        const uint8_t* vp = addr(vd_base, pg, off, vd_page, vd_token);
+        if constexpr (C::kCp == 16) {
+          cp_async16(kd, kp, ok);
+          cp_async16(vd, vp, ok);
+        } else {
+          cp_async8(kd, kp, ok);
+          cp_async8(vd, vp, ok);
+        }
+      }
+      if constexpr (C::kFp4) {
+        if (s_copier) {
+          int pg = 0, off = 0;
+          const bool ok = locate_tok(tok_round + s_rt, &pg, &off);
+          const uint32_t ksd = stage + C::kScaleOffset + s_row * C::kScaleRow;
+          const uint32_t vsd = ksd + kWarps * C::kChunk * C::kScaleRow;
+          const uint8_t* ksp = addr(ks_base, pg, off, ks_page, ks_token);
+          const uint8_t* vsp = addr(vs_base, pg, off, vs_page, vs_token);
 #pragma unroll
-            for (int i = 0; i < kRunBytes / 16; ++i) {
-              cp_async16(kd + 16 * i, kp + 16 * i, ok);
-              cp_async16(vd + 16 * i, vp + 16 * i, ok);
-            }
-          } else {
-            cp_async8(kd, kp, ok);
-            cp_async8(vd, vp, ok);
-          }
-          if constexpr (C::kFp4) {
-            uint8_t* sbase = stage + C::kDataBytes;
-            cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 0) * 32 + lane) * 4),
-                      at(ks_base, pg, off, ks_page, ks_token), ok);
-            cp_async4(smem_addr(sbase + (((u * 2 + sl) * 2 + 1) * 32 + lane) * 4),
-                      at(vs_base, pg, off, vs_page, vs_token), ok);
+          for (int w = 0; w < kSParts; ++w) {
+            cp_async4(ksd + 4 * w, ksp + 4 * w, ok);
+            cp_async4(vsd + 4 * w, vsp + 4 * w, ok);
           }
         }
+      }
+    };
+    // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
+    auto issue = [&](int k, int slot) {
+      if (lin_ratio > 0) issue_as(k, slot, std::true_type{});
+      else issue_as(k, slot, std::false_type{});
     };
 #pragma unroll
     for (int k = 0; k < C::kStages - 1; ++k) {
-      if (k < n_mine) issue(k);
+      if (k < n_rounds) issue(k, k);
       cp_async_commit();
     }
-    for (int k = 0; k < n_mine; ++k) {
-      if (k + C::kStages - 1 < n_mine) issue(k + C::kStages - 1);
+    int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
+    for (int k = 0; k < n_rounds; ++k) {
+      cp_async_wait<C::kStages - 2>();
+      __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
+      if (k + C::kStages - 1 < n_rounds) issue(k + C::kStages - 1, fill);
       cp_async_commit();
-      cp_async_wait<C::kStages - 1>();
-      __syncwarp();
-      const uint8_t* stage = ring + (k % C::kStages) * C::kStageBytes;
-      uint32_t valid[C::kU][2];
-#pragma unroll
-      for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-        for (int sl = 0; sl < 2; ++sl)
-          valid[u][sl] = *reinterpret_cast<const uint32_t*>(stage + C::kDataBytes + C::kScaleStageBytes + (u * 2 + sl) * 4);
-      compute_chunk([&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
-                    valid, chunk_start_of(k));
-      __syncwarp();  // every lane is done with this stage before lane 0 rewrites its valid words
+      if (k < n_mine) {
+        const uint8_t* stage = ring + slot * C::kStageBytes;
+        const int chunk_start = chunk_start_of(k);
+        compute_chunk([&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
+                      chunk_mask(chunk_start), chunk_start);
+      }
+      slot = slot + 1 == C::kStages ? 0 : slot + 1;
+      fill = fill + 1 == C::kStages ? 0 : fill + 1;
     }
     cp_async_wait<0>();
   }
@@ -638,22 +737,22 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   }
   __syncthreads();
 
+  // Head hh of the CTA was computed by warps hh, hh + hpc, … (one per chunk residue).
   const int tile_rows = min(16, rows - row0);
-  for (int i = threadIdx.x; i < tile_rows * D; i += kThreads) {
-    const int r = i / D, d = i % D;
+  for (int i = threadIdx.x; i < hpc * tile_rows * D; i += kThreads) {
+    const int hh = i / (tile_rows * D);
+    const int r = (i / D) % tile_rows, d = i % D;
     float m = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, merge_m[w * 16 + r]);
+    for (int w = hh; w < kWarps; w += hpc) m = fmaxf(m, merge_m[w * 16 + r]);
     const float m_use = m == -INFINITY ? 0.f : m;
     float l = 0.f, acc = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = hh; w < kWarps; w += hpc) {
       const float f = exp2f(merge_m[w * 16 + r] - m_use);
       l += merge_l[w * 16 + r] * f;
       acc += merge_o[(w * 16 + r) * C::kOStride + d] * f;
     }
     const int row = row0 + r;
-    const int t = row / G, hq = h * G + row % G;
+    const int t = row / G, hq = (hg * hpc + hh) * G + row % G;
     const float val = l > 0.f ? acc / l * kUnshift : 0.f;
     const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
     if (p.num_splits == 1) {
@@ -671,23 +770,58 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
 // Combines the splits of one output row: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − lse) · O_s.
 template <typename T, int D>
 __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ DecodeParams p) {
+  // One CTA per output row. The split weights 2^(lse_s − max) go to shared memory once; then
+  // thread (g, c) sums float4 column c of the splits s ≡ g (mod kGroups), and the kGroups
+  // partial sums are added through shared memory: every load is a float4 and many are in
+  // flight (a batch-1 long context runs ~200 splits per row on only num_qo_heads rows).
+  constexpr int kCols = D / 4, kGroups = 128 / kCols;
+  __shared__ float w_s[1024];
+  __shared__ float red[32];
+  __shared__ float4 part[kGroups][kCols];
   const int row = blockIdx.x;  // (b · qo_len + t) · num_qo_heads + hq
   const int hq = row % p.num_qo_heads;
   const int t = (row / p.num_qo_heads) % p.qo_len;
   const int b = row / (p.num_qo_heads * p.qo_len);
-  const float* lse_s = p.partial_lse + static_cast<int64_t>(row) * p.num_splits;
+  const int n = p.num_splits;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float* lse_s = p.partial_lse + static_cast<int64_t>(row) * n;
   float m = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) m = fmaxf(m, lse_s[s]);
+  for (int s = threadIdx.x; s < n; s += 128) m = fmaxf(m, lse_s[s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  m = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
   const float m_use = m == -INFINITY ? 0.f : m;
   float l = 0.f;
-  for (int s = 0; s < p.num_splits; ++s) l += exp2f(lse_s[s] - m_use);
+  for (int s = threadIdx.x; s < n; s += 128) {
+    const float w = exp2f(lse_s[s] - m_use);
+    w_s[s] = w;
+    l += w;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xFFFFFFFFu, l, o);
+  __syncthreads();  // red[] reads above are done; w_s complete
+  if (lane == 0) red[8 + warp] = l;
+  __syncthreads();
+  l = red[8] + red[9] + red[10] + red[11];
+  const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D);
+  const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int s = g; s < n; s += kGroups) {
+    const float w = w_s[s];
+    const float4 v = o_s[s * kCols + c];
+    acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+  }
+  part[g][c] = acc;
+  __syncthreads();
   const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
-  const float* o_s = p.partial_out + static_cast<int64_t>(row) * p.num_splits * D;
   T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2];
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0.f;
-    for (int s = 0; s < p.num_splits; ++s) acc += exp2f(lse_s[s] - m_use) * o_s[s * D + d];
-    dst[d] = from_float<T>(l > 0.f ? acc / l * v_scale : 0.f);
+  for (int d = threadIdx.x; d < D; d += 128) {
+    float sum = 0.f;
+#pragma unroll
+    for (int gg = 0; gg < kGroups; ++gg) sum += reinterpret_cast<const float*>(&part[gg][d / 4])[d % 4];
+    dst[d] = from_float<T>(l > 0.f ? sum / l * v_scale : 0.f);
   }
   if (threadIdx.x == 0 && p.lse)
     p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] =
@@ -712,7 +846,10 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
     if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
   }
   const int m_tiles = (p.group_size * p.qo_len + 15) / 16;
-  const dim3 grid(p.num_splits, p.num_kv_heads * m_tiles, p.batch);
+  const int hpc = C::kDirect ? 1 : p.heads_per_cta;
+  if (hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
+    return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
+  const dim3 grid(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
   kernel<<<grid, kThreads, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
       p, make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return cuda_status(e, "decode_kernel launch");
@@ -726,9 +863,14 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
 template <typename T, int D, int FMT>
 int64_t resident_query() {
   using C = Config<T, D, FMT>;
-  const int smem = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
+  // Occupancy at a typical page-table staging (256 pages = 1 KB; a split of a long context);
+  // the largest (kDecodeMaxSplitPages, 8 KB) would cost the nvfp4 ring a third CTA per SM in
+  // the estimate although real splits stage far fewer. The launch sizes its own smem.
+  const int smem = C::smem_bytes(256);
+  const int smem_max = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
   auto kernel = decode_kernel<T, D, FMT>;
-  if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+  if (smem_max > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max) != cudaSuccess)
     return 0;
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) return 0;

@@ -47,12 +47,42 @@ struct DecodeParams {
   float logits_soft_cap = 0;  // 0 = off
   int window_left = -1;
   int num_splits = 1;         // ≥ 1; > 1 uses the workspace and the merge kernel
+  int heads_per_cta = 1;      // kv heads per CTA: decode_heads_per_cta(format, head_dim, num_kv_heads)
+  int lin_ratio = 0;          // > 0: every view's page stride = lin_ratio × its token stride (decode_lin_ratio)
   float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
   float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
 };
 
 /// Rows of one query tile (the m of mma.m16n8k16).
 inline constexpr int kDecodeRowsPerTile = 16;
+
+/// KV heads one decode CTA covers. The 16-bit caches at head_dim ≤ 128 load straight into
+/// registers, one head per CTA; every other cache goes through a CTA-wide shared-memory ring
+/// whose rounds hold the same tokens of up to 4 consecutive heads, so that an NHD page row is
+/// fetched as one contiguous run (bench/NOTES.md, decode v8).
+inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads) {
+  const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
+  if (direct) return 1;
+  return num_kv_heads % 4 == 0 ? 4 : (num_kv_heads % 2 == 0 ? 2 : 1);
+}
+
+/// r > 0 if every given view has page stride = r × token stride (NHD: page_size, HND:
+/// num_kv_heads × page_size) and (num_pages − 1) · r + page_size < 2^31, else 0. Then a token's
+/// address in each view is base + (page · r + offset) · token_stride (one multiply-add).
+inline int decode_lin_ratio(const KvStrides* views, int n_views, int64_t num_pages, int64_t page_size) {
+  int64_t r = 0;
+  for (int i = 0; i < n_views; ++i) {
+    const KvStrides& v = views[i];
+    if (v.token <= 0 || v.page <= 0 || v.page % v.token != 0) return 0;
+    if (i > 0 && v.page / v.token != r) return 0;
+    r = v.page / v.token;
+  }
+  if (r <= 0 || (num_pages - 1) * r + page_size >= (int64_t{1} << 31)) return 0;
+  return static_cast<int>(r);
+}
+
+/// Most kv heads per CTA any format may use for `num_kv_heads` (the workspace bound).
+inline int decode_max_heads_per_cta(int64_t num_kv_heads) { return decode_heads_per_cta(2, 256, num_kv_heads); }
 
 /// Most page-table entries one split may span: a CTA copies its split's entries to shared
 /// memory once (so no page-id load sits on the critical path of the KV loads).
@@ -65,16 +95,18 @@ inline constexpr int64_t kDecodeMaxSplitPages = 2048;
 /// best. Either way s is then raised until no split spans more than kDecodeMaxSplitPages pages.
 inline int choose_decode_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                 int64_t num_kv_heads, int64_t max_pages, int64_t page_size,
-                                int requested, int64_t resident_ctas) {
+                                int requested, int64_t resident_ctas, int heads_per_cta = 1) {
   const int64_t max_kv_len = max_pages * page_size;
   int64_t splits = requested;
   if (requested <= 0) {
     const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
     const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
-    const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
+    const int64_t base = std::max<int64_t>(1, batch * (num_kv_heads / std::max(heads_per_cta, 1)) * m_tiles);
     const int64_t resident = std::max<int64_t>(1, resident_ctas);
+    // At least 256 tokens of one head per CTA and split (64 per warp at 4 warps per head), i.e.
+    // 256 / heads_per_cta tokens of the split when the CTA's warps each take a head.
     const int64_t limit = std::clamp<int64_t>(
-        std::min(max_kv_len / 256, (2 * resident + base - 1) / base), 1, 1024);
+        std::min(max_kv_len * std::max(heads_per_cta, 1) / 256, (2 * resident + base - 1) / base), 1, 1024);
     double best = 1e30;
     std::vector<double> cost(static_cast<size_t>(limit) + 1);
     for (int64_t s = 1; s <= limit; ++s) {
@@ -105,10 +137,11 @@ inline int decode_splits_bound(int64_t batch, int64_t qo_len, int64_t num_qo_hea
     return choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested, 1);
   const int64_t group = num_kv_heads > 0 ? num_qo_heads / num_kv_heads : 1;
   const int64_t m_tiles = (group * qo_len + kDecodeRowsPerTile - 1) / kDecodeRowsPerTile;
-  const int64_t base = std::max<int64_t>(1, batch * num_kv_heads * m_tiles);
+  const int64_t base = std::max<int64_t>(1, batch * (num_kv_heads / decode_max_heads_per_cta(num_kv_heads)) * m_tiles);
   const int64_t resident = std::max<int64_t>(1, num_sms) * kDecodeMaxCtasPerSm;
-  const int64_t limit =
-      std::clamp<int64_t>(std::min(max_pages * page_size / 256, (2 * resident + base - 1) / base), 1, 1024);
+  const int64_t limit = std::clamp<int64_t>(
+      std::min(max_pages * page_size * decode_max_heads_per_cta(num_kv_heads) / 256, (2 * resident + base - 1) / base),
+      1, 1024);
   // The page cap only ever raises the count: apply it to the limit as a forced request.
   return choose_decode_splits(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size,
                               static_cast<int>(limit), 1);
