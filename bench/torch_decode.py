@@ -3,8 +3,11 @@
 
 32 query heads / 8 kv heads, head_dim 128, one query token, dense bf16 K/V [batch, 8, kv_len,
 128]; F.scaled_dot_product_attention(enable_gqa=True) (repeat_interleave on older torch).
-Timing: CUDA events, warm-up, median of >= 20 runs, L2 flushed (a 256 MiB buffer overwritten)
-before each run. Bytes counted: K + V + Q + O. Prints a table; --json FILE writes the rows.
+Timing, like bench/bench_decode.cu: device us per call from CUDA-graph replays of 10 calls, each
+after an L2 flush (a 256 MiB buffer overwritten), minus the same graph without the calls (the
+headline "us"); and CUDA events around each Python call, L2 flushed before it, median of >= 20
+runs ("call us": includes the host's work). Bytes counted: K + V + Q + O. Prints a table;
+--json FILE writes the rows.
 
     python3 bench/torch_decode.py [--quick] [--json FILE] [--runs N]
 """
@@ -54,6 +57,36 @@ def main():
             ts.append(a.elapsed_time(b) * 1000.0)
         return statistics.median(ts)
 
+    def graph_us(fn, calls=10, replays=9):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graphs = []
+        for with_calls in (True, False):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                for _ in range(calls):
+                    flush.fill_(0x5A)
+                    if with_calls:
+                        fn()
+            graphs.append(g)
+        ts = ([], [])
+        for r in range(replays + 1):
+            for k, g in enumerate(graphs):
+                a = torch.cuda.Event(enable_timing=True)
+                b = torch.cuda.Event(enable_timing=True)
+                a.record()
+                g.replay()
+                b.record()
+                b.synchronize()
+                if r:
+                    ts[k].append(a.elapsed_time(b) * 1000.0)
+        return (statistics.median(ts[0]) - statistics.median(ts[1])) / calls
+
     # copy bandwidth (read + write), same method as bench/main.cu
     src = torch.empty(1 << 30, dtype=torch.uint8, device=dev).fill_(1)
     dst = torch.empty_like(src)
@@ -68,7 +101,7 @@ def main():
     rows = []
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}; copy {copy_tbps:.2f} TB/s; "
           f"SDPA GQA via {'enable_gqa' if has_gqa else 'repeat_interleave'}")
-    print(f"{'batch':>5} {'kv':>5} {'torch us':>9} {'TB/s':>6} {'%copy':>6} {'rel err':>8}")
+    print(f"{'batch':>5} {'kv':>5} {'torch us':>9} {'TB/s':>6} {'%copy':>6} {'rel err':>8} {'call us':>9}")
     for batch, kv_len in shapes:
         g = torch.Generator(device=dev).manual_seed(batch * 100003 + kv_len)
         q = torch.randn(batch, hq, 1, d, device=dev, dtype=torch.bfloat16, generator=g)
@@ -86,12 +119,15 @@ def main():
         ref = torch.softmax(q[:1].float() @ kk.transpose(-1, -2) / math.sqrt(d), -1) @ vv
         rel = ((out[:1].float() - ref).norm() / ref.norm()).item()
         assert rel < 1e-2 and torch.isfinite(out).all(), rel
-        us = time_us(fn)
+        us = graph_us(fn)
+        call_us = time_us(fn)
         nbytes = 2 * k.numel() * 2 + 2 * q.numel() * 2
         tbps = nbytes / (us * 1e-6) / 1e12
         rows.append({"bench": "torch_decode", "batch": batch, "kv_len": kv_len, "us": us, "tbps": tbps,
-                     "pct_copy": tbps / copy_tbps, "rel_err": rel})
-        print(f"{batch:>5} {kv_len // 1024:>4}K {us:>9.1f} {tbps:>6.2f} {100 * tbps / copy_tbps:>5.0f}% {rel:>8.1e}")
+                     "pct_copy": tbps / copy_tbps, "rel_err": rel, "call_us": call_us,
+                     "timing": "cuda graph replays of 10 calls, each after an L2 flush; flush-only graph subtracted"})
+        print(f"{batch:>5} {kv_len // 1024:>4}K {us:>9.1f} {tbps:>6.2f} {100 * tbps / copy_tbps:>5.0f}% {rel:>8.1e} "
+              f"{call_us:>9.1f}")
         del q, k, v, out, kk, vv, ref
         torch.cuda.empty_cache()
     if args.json:

@@ -56,14 +56,27 @@ struct DecodeParams {
 /// Rows of one query tile (the m of mma.m16n8k16).
 inline constexpr int kDecodeRowsPerTile = 16;
 
+/// Most kv heads one decode CTA may cover for `num_kv_heads`: 4, 2 or 1 (a divisor).
+inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
+  return num_kv_heads % 4 == 0 ? 4 : (num_kv_heads % 2 == 0 ? 2 : 1);
+}
+
 /// KV heads one decode CTA covers. The 16-bit caches at head_dim ≤ 128 load straight into
-/// registers, one head per CTA; every other cache goes through a CTA-wide shared-memory ring
-/// whose rounds hold the same tokens of up to 4 consecutive heads, so that an NHD page row is
-/// fetched as one contiguous run (bench/NOTES.md, decode v8).
-inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads) {
+/// registers, one head per CTA. Every other cache goes through a CTA-wide shared-memory ring
+/// whose rounds hold the same tokens of 1, 2 or 4 consecutive heads: with 4, an NHD page row is
+/// fetched as one contiguous run (whole lines; bench/NOTES.md, decode v8), but the CTA's share
+/// of a request shrinks, so short or few requests take more splits, and their fixed costs
+/// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 measurements of v8
+/// (32/8 heads, hd128): 4 heads once batch · kv_heads/4 · m_tiles ≥ 64 CTAs or the context is
+/// ≥ 64K; 2 heads from 8K tokens; 1 below.
+inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
+                                int64_t max_kv_len) {
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
-  return num_kv_heads % 4 == 0 ? 4 : (num_kv_heads % 2 == 0 ? 2 : 1);
+  const int hmax = decode_max_heads_per_cta(num_kv_heads);
+  if (hmax == 4 && (batch * (num_kv_heads / 4) * m_tiles >= 64 || max_kv_len >= 65536)) return 4;
+  if (hmax >= 2 && max_kv_len >= 8192) return 2;
+  return 1;
 }
 
 /// r > 0 if every given view has page stride = r × token stride (NHD: page_size, HND:
@@ -81,8 +94,6 @@ inline int decode_lin_ratio(const KvStrides* views, int n_views, int64_t num_pag
   return static_cast<int>(r);
 }
 
-/// Most kv heads per CTA any format may use for `num_kv_heads` (the workspace bound).
-inline int decode_max_heads_per_cta(int64_t num_kv_heads) { return decode_heads_per_cta(2, 256, num_kv_heads); }
 
 /// Most page-table entries one split may span: a CTA copies its split's entries to shared
 /// memory once (so no page-id load sits on the critical path of the KV loads).
