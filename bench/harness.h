@@ -46,6 +46,11 @@ struct Context {
   /// Overwrites the L2 cache with a scratch buffer (outside any timed region).
   void flush_l2();
 
+  /// Evicts the L2 by reading the scratch buffer on `stream` (graph-capturable): unlike
+  /// flush_l2 (a memset) it leaves clean lines, so the next kernel is not charged for writing
+  /// back 2 × L2 of the flush's own dirty data.
+  void flush_l2_clean(cudaStream_t stream);
+
   /// Appends one result row (also printed by the benchmark's own table).
   void add_row(nlohmann::json row) { rows.push_back(std::move(row)); }
 

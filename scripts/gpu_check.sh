@@ -107,7 +107,7 @@ if [ $do_bench -eq 1 ] && [ -x "$BIN/nvfp4kv_bench" ]; then
   bargs=(--json "$OUT/bench.json")
   [ -n "$bench_filter" ] && bargs+=(--filter "$bench_filter")
   [ -n "$quick" ] && bargs+=("$quick")
-  timeout 360 "$BIN/nvfp4kv_bench" "${bargs[@]}" 2>&1 | tee "$OUT/bench.log" | grep -E '^(nvfp4kv_bench|device-to-device|===)'
+  timeout 450 "$BIN/nvfp4kv_bench" "${bargs[@]}" 2>&1 | tee "$OUT/bench.log" | grep -E '^(nvfp4kv_bench|device-to-device|===)'
   note "bench" "rc=${PIPESTATUS[0]} $(grep -Eo 'copy .*TB/s' "$OUT/bench.log" | head -1)"
   # Peers in the same call: torch SDPA etc. (bench/*.py write JSON lists to stdout's last line).
   : >"$OUT/peers.json"
