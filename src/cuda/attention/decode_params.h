@@ -66,15 +66,16 @@ inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
 /// whose rounds hold the same tokens of 1, 2 or 4 consecutive heads: with 4, an NHD page row is
 /// fetched as one contiguous run (whole lines; bench/NOTES.md, decode v8), but the CTA's share
 /// of a request shrinks, so short or few requests take more splits, and their fixed costs
-/// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 measurements of v8
-/// (32/8 heads, hd128): 4 heads once batch · kv_heads/4 · m_tiles ≥ 64 CTAs or the context is
-/// ≥ 64K; 2 heads from 8K tokens; 1 below.
+/// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 A/B of v8 (32/8
+/// heads, hd128, fp8 and nvfp4, graph-timed): 4 heads once batch · kv_heads/4 · m_tiles ≥ 128
+/// CTAs (64 × 1K, 64 × 8K, 128 × any); 2 heads from 8K tokens (16 × 8K, 32 × 8K, 8 × 32K,
+/// 4 × 64K, 1 × 128K); 1 below.
 inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
                                 int64_t max_kv_len) {
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
-  if (hmax == 4 && (batch * (num_kv_heads / 4) * m_tiles >= 64 || max_kv_len >= 65536)) return 4;
+  if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
