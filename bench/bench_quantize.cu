@@ -555,15 +555,53 @@ void run_order(Context& ctx) {
               table);
 }
 
+/// One A/B variant: recipe (MSE for 4over6) and the fast kernel's knobs (-1 = library default).
+struct AbVar {
+  const char* name;
+  Recipe r;
+  int order;    // set_fast_quantize_order_override
+  int balance;  // set_fast_quantize_balance_override
+  int dq;       // set_fast_quantize_4over6_dq_override
+};
+
+void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
+                 const std::vector<std::string>& headers, const std::vector<std::pair<int64_t, int64_t>>& shapes);
+
 /// v7 A/B on chosen shapes (bf16 → 128x4, given scale; every variant checked on sampled rows with
 /// its outputs poisoned first): nvfp4 with the library defaults, without grid balancing, and with
 /// each unit order forced (row-major, sector, warp-sector; balanced); 4over6 (MSE) with each
 /// dequantized-grid variant (0 per-CTA table, 1 arithmetic, 2 per-thread grids; default 2), as
 /// time ratios to the default nvfp4. % of copy against the 1 GiB copy.
 void run_ab(Context& ctx) {
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {4096, 8192},   {16384, 2048},  {65536, 512},   {1024, 32768}, {16384, 4096},  {16384, 16384},
-      {32768, 12288}, {131072, 6144}, {65536, 8192},  {32768, 32768}, {65536, 32768}, {131072, 32768}};
+  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},   {"nv_unbalanced", Recipe::kNvfp4, -1, 0, -1},
+                                   {"nv_rowmajor", Recipe::kNvfp4, 0, -1, -1},   {"nv_sector", Recipe::kNvfp4, 1, -1, -1},
+                                   {"nv_warpsector", Recipe::kNvfp4, 2, -1, -1}, {"4o6_dq0_cta_table", Recipe::kNvfp4FourOverSix, -1, -1, 0},
+                                   {"4o6_dq1_arith", Recipe::kNvfp4FourOverSix, -1, -1, 1},
+                                   {"4o6_dq2_thread_grids", Recipe::kNvfp4FourOverSix, -1, -1, 2}};
+  run_ab_impl(ctx, vars, "quantize_ab", "quantize v7 A/B",
+              {"M", "K", "MiB", "nv default", "nv unbalanced", "nv rowmajor", "nv sector", "nv warpsector", "4o6 dq0 cta table",
+               "4o6 dq1 arith", "4o6 dq2 thread grids (default)"},
+              {{4096, 8192},   {16384, 2048},  {65536, 512},   {1024, 32768}, {16384, 4096},  {16384, 16384},
+               {32768, 12288}, {131072, 6144}, {65536, 8192},  {32768, 32768}, {65536, 32768}, {131072, 32768}});
+}
+
+/// v8 A/B (the checks of v7's, 64 MiB - 2 GiB shapes): nvfp4 default; 4over6 MSE with per-thread grids and two
+/// unit buffers (kDq 2, 2 CTAs/SM) and with one unit buffer + L2 prefetch under a 3-CTA register
+/// bound (kDq 3); the v8 instruction cuts (VIMNMX3 encode, first error term) are in both.
+void run_ab8(Context& ctx) {
+  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
+                                   {"nv_warpsector", Recipe::kNvfp4, 2, -1, -1},
+                                   {"4o6_dq2_2buf_2cta", Recipe::kNvfp4FourOverSix, -1, -1, 2},
+                                   {"4o6_dq3_1buf_3cta", Recipe::kNvfp4FourOverSix, -1, -1, 3}};
+  run_ab_impl(ctx, vars, "quantize_ab8", "quantize v8 A/B",
+              {"M", "K", "MiB", "nv default", "nv warpsector", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta"},
+              {{4096, 8192},    {16384, 2048},  {32768, 1024}, {65536, 512},  {1024, 32768},
+               {2048, 16384},   {8192, 4096},   {16384, 4096}, {131072, 512}, {16384, 8192},
+               {16384, 16384},  {65536, 8192},  {32768, 32768}});
+}
+
+void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
+                 const std::vector<std::string>& headers, const std::vector<std::pair<int64_t, int64_t>>& shapes) {
   float* gs_dev = nullptr;
   BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
   const float s_dec = kFillBound / 2688.0f;
@@ -572,18 +610,6 @@ void run_ab(Context& ctx) {
   cudaStream_t stream = nullptr;
   BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::vector<std::vector<std::string>> table;
-  struct Var {
-    const char* name;
-    Recipe r;
-    int order;    // set_fast_quantize_order_override
-    int balance;  // set_fast_quantize_balance_override
-    int dq;       // set_fast_quantize_4over6_dq_override
-  };
-  const Var vars[] = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},   {"nv_unbalanced", Recipe::kNvfp4, -1, 0, -1},
-                      {"nv_rowmajor", Recipe::kNvfp4, 0, -1, -1},   {"nv_sector", Recipe::kNvfp4, 1, -1, -1},
-                      {"nv_warpsector", Recipe::kNvfp4, 2, -1, -1}, {"4o6_dq0_cta_table", Recipe::kNvfp4FourOverSix, -1, -1, 0},
-                      {"4o6_dq1_arith", Recipe::kNvfp4FourOverSix, -1, -1, 1},
-                      {"4o6_dq2_thread_grids", Recipe::kNvfp4FourOverSix, -1, -1, 2}};
   for (const auto& [M, K] : shapes) {
     const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
     const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
@@ -617,7 +643,7 @@ void run_ab(Context& ctx) {
     const double pc = 100.0 / ctx.copy_tbps;
     std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.0f", in_bytes / 1048576.0)};
     double us_default = 0.0;
-    for (const Var& v : vars) {
+    for (const AbVar& v : vars) {
       cuda::set_fast_quantize_order_override(v.order);
       cuda::set_fast_quantize_balance_override(v.balance);
       cuda::set_fast_quantize_4over6_dq_override(v.dq);
@@ -631,7 +657,7 @@ void run_ab(Context& ctx) {
       const double pct = static_cast<double>(q_bytes) / (us * 1e-6) / 1e12 * pc;
       if (v.r == Recipe::kNvfp4) row.push_back(fmt("%.1f (%.1f%%)", us, pct));
       else row.push_back(fmt("%.1f (%.2fx)", us, us / us_default));
-      ctx.add_row({{"bench", "quantize_ab"}, {"variant", v.name}, {"m", M}, {"k", K}, {"us", us}, {"pct_copy", pct},
+      ctx.add_row({{"bench", bench_name}, {"variant", v.name}, {"m", M}, {"k", K}, {"us", us}, {"pct_copy", pct},
                    {"ratio_to_nv_default", us / us_default}});
     }
     cuda::set_fast_quantize_order_override(-1);
@@ -650,15 +676,15 @@ void run_ab(Context& ctx) {
   }
   BENCH_CUDA(cudaFree(gs_dev));
   BENCH_CUDA(cudaStreamDestroy(stream));
-  print_table(fmt("quantize v7 A/B, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
+  print_table(fmt("%s, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
                   "4over6 mse (time / nv_default)",
-                  ctx.copy_tbps),
-              {"M", "K", "MiB", "nv default", "nv unbalanced", "nv rowmajor", "nv sector", "nv warpsector", "4o6 dq0 cta table",
-               "4o6 dq1 arith", "4o6 dq2 thread grids (default)"},
-              table);
+                  title.c_str(), ctx.copy_tbps),
+              headers, table);
 }
 
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_v8_ab", "v8 A/B: 4over6 one unit buffer + 3 CTAs/SM vs two buffers + 2 CTAs/SM", run_ab8);
 
 NVFP4KV_BENCHMARK("q_v7_ab", "v7 A/B: grid balancing, unit orders, 4over6 grid variants on chosen shapes", run_ab);
 

@@ -52,6 +52,8 @@ __host__ __device__ uint32_t check_pattern(uint32_t u) {
   if (!fmt::is_nan(y) && (kvfmt::e4m3x2(0.0f, y) >> 8) != fmt::float_to_e4m3(y)) bad |= 128u;
   // The 4over6 kernel's reduced encodes on their domains (y ≥ +0 below 7 / below 4.5).
   if (u < fmt::float_bits(7.0f) && fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != fmt::float_bits(c)) bad |= 256u;
+  // Its bit-pattern form (one three-way unsigned minimum, VIMNMX3 on sm_90) on the same domain.
+  if (u < fmt::float_bits(7.0f) && cuda::e2m1_code_magic_below7_bits(y) != fmt::float_bits(c)) bad |= 2048u;
   // rn(v / 6) without division for the 16-bit block maxima: u < 2^16 is taken as a bf16 and as
   // an f16 pattern (every finite one except −0).
   if (u < 0x10000u && u != 0x8000u) {
@@ -96,6 +98,10 @@ TEST(CudaQuantizeRounding, FourOverSixFastHelpersExhaustiveOnCpu) {
     const float y = fmt::bits_float(u);
     if (fmt::float_bits(cuda::e2m1_code_magic_below7(y)) != fmt::float_bits(kvfmt::e2m1_code_magic(y))) {
       ADD_FAILURE() << "e2m1_code_magic_below7 differs at 0x" << std::hex << u;
+      return;
+    }
+    if (cuda::e2m1_code_magic_below7_bits(y) != fmt::float_bits(kvfmt::e2m1_code_magic(y))) {
+      ADD_FAILURE() << "e2m1_code_magic_below7_bits differs at 0x" << std::hex << u;
       return;
     }
   }

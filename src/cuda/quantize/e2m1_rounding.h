@@ -86,6 +86,25 @@ NVFP4KV_HD float e2m1_code_magic_below7(float y) {
 #endif
 }
 
+/// Bit pattern of e2m1_code_magic_below7(y) for +0 ≤ y < 7 (and any y ≥ +0 without the cap:
+/// then the uncapped min), with the two FMNMX replaced by one three-way unsigned minimum — on
+/// sm_90 the DPX instruction VIMNMX3.U32 (`__vimin3_u32`). The three sums are positive finite
+/// floats for y ≥ +0, and the bit patterns of positive floats order as the floats do, so the
+/// integer minimum is the float minimum's pattern (equal sums give equal patterns). Checked
+/// against e2m1_code_magic_below7 on every float in [+0, 7) (tests/cuda/test_quantize_rounding.cu,
+/// CPU and GPU). The 4over6 fast path needs the pattern anyway (table address, packing).
+NVFP4KV_HD uint32_t e2m1_code_magic_below7_bits(float y) {
+  const uint32_t s1 = fmt::float_bits(fmt::fadd_rn(y, 0x1p22f));
+  const uint32_t s2 = fmt::float_bits(kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f));
+  const uint32_t s3 = fmt::float_bits(kvfmt::fma_rn(y, 0.25f, 0x1p22f + 2.0f));
+#if defined(__CUDA_ARCH__)
+  return __vimin3_u32(s1, s2, s3);
+#else
+  const uint32_t m = s1 < s2 ? s1 : s2;
+  return m < s3 ? m : s3;
+#endif
+}
+
 /// The three saturated terms whose weighted sum 4·s1 + 2·s2 + s3 is the E2M1 magnitude code of
 /// a = |y| (non-NaN; NaN gives 0s), with fp32 FMA-pipe work only (twice the rate of the
 /// integer/logic pipe that e2m1_code_by_bits needs). t1, t2, t3 hold 2^23 + k with k = |y|·2,

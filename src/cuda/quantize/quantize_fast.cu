@@ -209,14 +209,18 @@ __device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec,
   for (int i = 0; i < 16; ++i) {
     const float a = fabsf(xf[i]);
     const float y = __fmul_rn(a, k.enc);
-    const float c = kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y);
-    mc[i] = __float_as_uint(c);
+    // kBelow7: one VIMNMX3 on the bit patterns instead of two FMNMX (same pattern, see
+    // e2m1_code_magic_below7_bits).
+    mc[i] = kBelow7 ? e2m1_code_magic_below7_bits(y) : __float_as_uint(kvfmt::e2m1_code_magic(y));
     float dq;
     if constexpr (kDq == 0) dq = lds_f32(k.lut + (mc[i] << 2));
-    else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(c, k.sf), s_dec);
+    else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(__uint_as_float(mc[i]), k.sf), s_dec);
     else dq = lds_f32_v(k.lut + (mc[i] << 10));
     const float d = __fsub_rn(dq, a);
-    err = __fadd_rn(err, kMae ? fabsf(d) : __fmul_rn(d, d));
+    const float e = kMae ? fabsf(d) : __fmul_rn(d, d);
+    // rn(+0 + e) = e for every e ≥ +0 (d² and |d| are never −0): the first term needs no FADD,
+    // which the compiler cannot drop on its own (it does not know e ≠ −0).
+    err = i == 0 ? e : __fadd_rn(err, e);
   }
   mag[0] = pack8_magnitudes(mc);
   mag[1] = pack8_magnitudes(mc + 8);
@@ -483,21 +487,36 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
 
 // Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
 // cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
-// kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic.
+// kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic,
+// 2 = per-thread grid copies; 3 = kDq 2 with one unit buffer instead of two (the next unit is only
+// prefetched into L2 while the current one is encoded, then loaded from there), which frees the
+// 20 registers of the second buffer, and a 3-CTA register bound (≤ 80): 24 warps per SM instead of
+// 16 for the issue-bound 4over6 loop (v8).
+__device__ __forceinline__ void prefetch_l2(const void* ptr) {
+  asm volatile("prefetch.global.L2 [%0];" : : "l"(ptr));
+}
+
+template <QuantKind K, bool kF16, int kDq>
+constexpr int min_ctas() {
+  return kDq == 3 && (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) ? 3 : 1;
+}
+
 template <QuantKind K, bool kF16, int kDq = 0>
-__global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
+__global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
+  constexpr bool kOneBuf = kDq == 3;
+  constexpr int kD = kDq == 3 ? 2 : kDq;  // grid variant used by the encode
   __shared__ ScaleEntry table[kNv ? 256 : 1];
   // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
   // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
-  __shared__ __align__(16) float dq_table[k46 && kDq != 1 ? 256 * 8 : 1];
-  __shared__ float dq_priv[k46 && kDq == 2 ? 32 * kThreads : 1];
-  const uint32_t dq_lut = kDq == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
-                                   : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
+  __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * 8 : 1];
+  __shared__ float dq_priv[k46 && kD == 2 ? 32 * kThreads : 1];
+  const uint32_t dq_lut = kD == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
+                                  : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
-  Unit a, c;
+  Unit a;
   // The first unit's loads go out before the global scale is read and the table is built, so
   // that their latency overlaps that prologue (it was serial: scale load → table → loads).
   load_unit(p, u, a);
@@ -509,22 +528,39 @@ __global__ void __launch_bounds__(kThreads) quantize_fast_kernel(const __grid_co
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
     }
-    if constexpr (k46 && kDq != 1) {
+    if constexpr (k46 && kD != 1) {
       for (int i = threadIdx.x; i < 256 * 8; i += kThreads) {
         dq_table[i] = fmt::nvfp4_dequant(static_cast<uint32_t>(i & 7), fmt::e4m3_to_float(static_cast<uint32_t>(i >> 3)), g.s_dec);
       }
     }
     __syncthreads();
   }
-  while (u < p.total_units) {
-    const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
-    load_unit(p, u1, c);
-    process_unit<K, kF16, kDq>(p, a, table, dq_table, dq_lut, g);
-    if (u1 >= p.total_units) break;
-    const uint32_t u2 = u1 + stride;
-    load_unit(p, u2, a);
-    process_unit<K, kF16, kDq>(p, c, table, dq_table, dq_lut, g);
-    u = u2;
+  if constexpr (kOneBuf) {
+    while (u < p.total_units) {
+      const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
+      if (u1 < p.total_units) {
+        // Where the next unit lies; its 64 bytes go to L2 now (a hint: no registers held), and
+        // the load after this unit's encode then waits for L2, not DRAM.
+        const UnitPos pos = unit_pos(p, u1);
+        uint32_t b, m;
+        if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
+      }
+      process_unit<K, kF16, kD>(p, a, table, dq_table, dq_lut, g);
+      load_unit(p, u1, a);
+      u = u1;
+    }
+  } else {
+    Unit c;
+    while (u < p.total_units) {
+      const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
+      load_unit(p, u1, c);
+      process_unit<K, kF16, kD>(p, a, table, dq_table, dq_lut, g);
+      if (u1 >= p.total_units) break;
+      const uint32_t u2 = u1 + stride;
+      load_unit(p, u2, a);
+      process_unit<K, kF16, kD>(p, c, table, dq_table, dq_lut, g);
+      u = u2;
+    }
   }
 }
 
@@ -574,6 +610,7 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
   switch (g_dq_override.load(std::memory_order_relaxed)) {
     case 0: launch_one<K, kF16, 0>(p, stream); break;
     case 1: launch_one<K, kF16, 1>(p, stream); break;
+    case 3: launch_one<K, kF16, 3>(p, stream); break;
     default: launch_one<K, kF16, 2>(p, stream); break;
   }
 }
