@@ -808,9 +808,12 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D);
   const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  // Unrolled so that several splits' loads are in flight (the loop is otherwise one L2 latency
+  // per split: 8.4 µs for 99 splits at batch 1 × 32K under ncu).
+#pragma unroll 8
   for (int s = g; s < n; s += kGroups) {
     const float w = w_s[s];
-    const float4 v = o_s[s * kCols + c];
+    const float4 v = __ldcs(o_s + s * kCols + c);
     acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
   }
   part[g][c] = acc;
