@@ -80,7 +80,7 @@ double geomean(const std::vector<double>& v) {
 /// Checks rows `rows` of device outputs (buffer set `b`) against the CPU reference quantizing
 /// the same rows with decode scale `s_dec` (ignored by mxfp4).
 void check_rows(const Buffers& b, int64_t M, int64_t K, Recipe recipe, float s_dec, const std::vector<int64_t>& rows,
-                const char* what) {
+                const char* what, ErrorMetric metric = ErrorMetric::kMse) {
   const int block = recipe_block_elems(recipe);
   const int64_t kv = K / block;
   const ScaleShape ss = scale_shape(recipe, SfLayout::k128x4, M, K);
@@ -96,6 +96,7 @@ void check_rows(const Buffers& b, int64_t M, int64_t K, Recipe recipe, float s_d
                           cudaMemcpyDeviceToHost));
     QuantizeOptions o;
     o.recipe = recipe;
+    o.metric = metric;
     o.sf_layout = SfLayout::kLinear;
     o.global_scale_mode = GlobalScaleMode::kGiven;
     float gs = s_dec;
@@ -562,6 +563,7 @@ struct AbVar {
   int order;    // set_fast_quantize_order_override
   int balance;  // set_fast_quantize_balance_override
   int dq;       // set_fast_quantize_4over6_dq_override
+  ErrorMetric metric = ErrorMetric::kMse;
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -590,11 +592,14 @@ void run_ab(Context& ctx) {
 /// bound (kDq 3); the v8 instruction cuts (VIMNMX3 encode, first error term) are in both.
 void run_ab8(Context& ctx) {
   const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
-                                   {"nv_warpsector", Recipe::kNvfp4, 2, -1, -1},
                                    {"4o6_dq2_2buf_2cta", Recipe::kNvfp4FourOverSix, -1, -1, 2},
-                                   {"4o6_dq3_1buf_3cta", Recipe::kNvfp4FourOverSix, -1, -1, 3}};
+                                   {"4o6_dq3_1buf_3cta", Recipe::kNvfp4FourOverSix, -1, -1, 3},
+                                   {"4o6_dq4_dq3_vimnmx3", Recipe::kNvfp4FourOverSix, -1, -1, 4},
+                                   {"4o6_dq5_dq3_no_prefetch", Recipe::kNvfp4FourOverSix, -1, -1, 5},
+                                   {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
   run_ab_impl(ctx, vars, "quantize_ab8", "quantize v8 A/B",
-              {"M", "K", "MiB", "nv default", "nv warpsector", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta"},
+              {"M", "K", "MiB", "nv default", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta (default)", "4o6 dq4 dq3+vimnmx3",
+               "4o6 dq5 dq3 no prefetch", "4o6 MAE default"},
               {{4096, 8192},    {16384, 2048},  {32768, 1024}, {65536, 512},  {1024, 32768},
                {2048, 16384},   {8192, 4096},   {16384, 4096}, {131072, 512}, {16384, 8192},
                {16384, 16384},  {65536, 8192},  {32768, 32768}});
@@ -627,11 +632,12 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     Timer timer{ctx, stream, rot};
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
-    auto quant = [&](int i, Recipe r, cudaStream_t st_) {
+    auto quant = [&](int i, Recipe r, ErrorMetric metric, cudaStream_t st_) {
       const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
       const ScaleShape ss = scale_shape(r, SfLayout::k128x4, M, K);
       QuantizeOptions o;
       o.recipe = r;
+      o.metric = metric;
       o.sf_layout = SfLayout::k128x4;
       o.global_scale_mode = GlobalScaleMode::kGiven;
       const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
@@ -649,10 +655,10 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_4over6_dq_override(v.dq);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
-      quant(0, v.r, nullptr);
+      quant(0, v.r, v.metric, nullptr);
       BENCH_CUDA(cudaDeviceSynchronize());
-      check_rows(bufs[0], M, K, v.r, s_dec, rows, v.name);
-      const double us = timer.graph_us([&](int i, cudaStream_t st) { quant(i, v.r, st); });
+      check_rows(bufs[0], M, K, v.r, s_dec, rows, v.name, v.metric);
+      const double us = timer.graph_us([&](int i, cudaStream_t st) { quant(i, v.r, v.metric, st); });
       if (us_default == 0.0) us_default = us;
       const double pct = static_cast<double>(q_bytes) / (us * 1e-6) / 1e12 * pc;
       if (v.r == Recipe::kNvfp4) row.push_back(fmt("%.1f (%.1f%%)", us, pct));
@@ -677,7 +683,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
   BENCH_CUDA(cudaFree(gs_dev));
   BENCH_CUDA(cudaStreamDestroy(stream));
   print_table(fmt("%s, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
-                  "4over6 mse (time / nv_default)",
+                  "4over6 (time / nv_default)",
                   title.c_str(), ctx.copy_tbps),
               headers, table);
 }

@@ -487,14 +487,15 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 }
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
-// per-thread grids, per-thread grids with one unit buffer and 3 CTAs/SM; the default is 2), each forced over every 4over6 combo with random, special
+// per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM (the default, 3),
+// 3 with the VIMNMX3 encode, 3 without the L2 prefetch), each forced over every 4over6 combo with random, special
 // and tie data and extreme given scales.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   struct Guard {
     ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
   } guard;
-  for (int mode : {0, 1, 2, 3}) {
+  for (int mode : {0, 1, 2, 3, 4, 5}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
     cuda::set_fast_quantize_4over6_dq_override(mode);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})

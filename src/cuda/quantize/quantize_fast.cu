@@ -201,7 +201,7 @@ __device__ __forceinline__ void copy_grid_row(uint32_t slot, const float* row) {
 /// tested); else kvfmt::e2m1_code_magic. dq = rn(rn(e2m1 · sf) · S_dec) either from the shared
 /// table (kDq 0: every magic result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the load stays
 /// inside the row) or by e2m1_grid_times_sf_from_magic and one FMUL (kDq 1): the same value.
-template <bool kBelow7, bool kMae, int kDq>
+template <bool kBelow7, bool kMae, int kDq, bool kVmin = false>
 __device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec, uint32_t* mag) {
   float err = 0.0f;
   uint32_t mc[16];
@@ -209,9 +209,10 @@ __device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec,
   for (int i = 0; i < 16; ++i) {
     const float a = fabsf(xf[i]);
     const float y = __fmul_rn(a, k.enc);
-    // kBelow7: one VIMNMX3 on the bit patterns instead of two FMNMX (same pattern, see
-    // e2m1_code_magic_below7_bits).
-    mc[i] = kBelow7 ? e2m1_code_magic_below7_bits(y) : __float_as_uint(kvfmt::e2m1_code_magic(y));
+    // kVmin (A/B only): one VIMNMX3 on the bit patterns instead of two FMNMX — same pattern (see
+    // e2m1_code_magic_below7_bits), fewer instructions, but measured 18% slower on the H100 (v8).
+    if constexpr (kBelow7 && kVmin) mc[i] = e2m1_code_magic_below7_bits(y);
+    else mc[i] = __float_as_uint(kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
     float dq;
     if constexpr (kDq == 0) dq = lds_f32(k.lut + (mc[i] << 2));
     else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(__uint_as_float(mc[i]), k.sf), s_dec);
@@ -260,7 +261,7 @@ __device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand 
 /// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
 /// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
 /// rare path only) the block's first element in global memory.
-template <QuantKind K, bool kF16, int kDq>
+template <QuantKind K, bool kF16, int kDq, bool kVmin = false>
 __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_t sfb, const ScaleEntry* table,
                                              const float* dq_rows, uint32_t dq_lut, int set, float s_dec,
                                              const uint16_t* src, uint32_t* out) {
@@ -287,8 +288,8 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
       float xf[16];
       unpack16<kF16>(w, xf);
       uint32_t m6[2], m4[2];
-      const float err6 = candidate<true, kMae, kDq>(xf, k6, s_dec, m6);
-      const float err4 = candidate<true, kMae, kDq>(xf, k4, s_dec, m4);
+      const float err6 = candidate<true, kMae, kDq, kVmin>(xf, k6, s_dec, m6);
+      const float err4 = candidate<true, kMae, kDq, kVmin>(xf, k4, s_dec, m4);
       r.four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
       r.w0 = r.four ? m4[0] : m6[0];
       r.w1 = r.four ? m4[1] : m6[1];
@@ -391,7 +392,7 @@ __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t 
   for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-template <QuantKind K, bool kF16, int kDq>
+template <QuantKind K, bool kF16, int kDq, bool kVmin = false>
 __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
                                              const float* dq_rows, uint32_t dq_lut, const detail::GlobalScales& g) {
   constexpr bool kMx32 = K == QuantKind::kMx32;
@@ -451,7 +452,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
         out[0] = r.w[0];
         out[1] = r.w[1];
       } else {
-        s0 = encode16<K, kF16, kDq>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_unit(p, b, m, pos.col), out);
+        s0 = encode16<K, kF16, kDq, kVmin>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_unit(p, b, m, pos.col), out);
       }
       if (n == 32) {
         if (h1 >= kInfBits) {
@@ -460,7 +461,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
           out[2] = r.w[0];
           out[3] = r.w[1];
         } else {
-          s1 = encode16<K, kF16, kDq>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_unit(p, b, m, pos.col) + 16, out + 2);
+          s1 = encode16<K, kF16, kDq, kVmin>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_unit(p, b, m, pos.col) + 16, out + 2);
         }
       }
       sf_pair = s0 | (s1 << 8);
@@ -488,25 +489,27 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
 // Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
 // cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
 // kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic,
-// 2 = per-thread grid copies; 3 = kDq 2 with one unit buffer instead of two (the next unit is only
-// prefetched into L2 while the current one is encoded, then loaded from there), which frees the
-// 20 registers of the second buffer, and a 3-CTA register bound (≤ 80): 24 warps per SM instead of
-// 16 for the issue-bound 4over6 loop (v8).
+// 2 = per-thread grid copies with two unit buffers (128 registers: 2 CTAs/SM); 3 (default) = kDq 2's
+// encode with one unit buffer (the next unit is only prefetched into L2 while the current one is
+// encoded, then loaded from there), which frees the 20 registers of the second buffer, under a
+// 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 for the issue-bound 4over6 loop (v8).
+// A/B only: 4 = kDq 3 with the VIMNMX3 encode, 5 = kDq 3 without the L2 prefetch.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) {
   asm volatile("prefetch.global.L2 [%0];" : : "l"(ptr));
 }
 
 template <QuantKind K, bool kF16, int kDq>
 constexpr int min_ctas() {
-  return kDq == 3 && (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) ? 3 : 1;
+  return kDq >= 3 && (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) ? 3 : 1;
 }
 
 template <QuantKind K, bool kF16, int kDq = 0>
 __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
-  constexpr bool kOneBuf = kDq == 3;
-  constexpr int kD = kDq == 3 ? 2 : kDq;  // grid variant used by the encode
+  constexpr bool kOneBuf = kDq >= 3;
+  constexpr int kD = kDq >= 3 ? 2 : kDq;  // grid variant used by the encode
+  constexpr bool kVmin = kDq == 4, kPrefetch = kDq != 5;
   __shared__ ScaleEntry table[kNv ? 256 : 1];
   // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
   // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
@@ -538,14 +541,14 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   if constexpr (kOneBuf) {
     while (u < p.total_units) {
       const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
-      if (u1 < p.total_units) {
+      if (kPrefetch && u1 < p.total_units) {
         // Where the next unit lies; its 64 bytes go to L2 now (a hint: no registers held), and
         // the load after this unit's encode then waits for L2, not DRAM.
         const UnitPos pos = unit_pos(p, u1);
         uint32_t b, m;
         if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
       }
-      process_unit<K, kF16, kD>(p, a, table, dq_table, dq_lut, g);
+      process_unit<K, kF16, kD, kVmin>(p, a, table, dq_table, dq_lut, g);
       load_unit(p, u1, a);
       u = u1;
     }
@@ -604,14 +607,17 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
   quantize_fast_kernel<K, kF16, kDq><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
 }
 
-/// 4over6 dequantized-grid variant: default kDq 2 (per-thread grids, conflict-free lookups).
+/// 4over6 dequantized-grid variant: default kDq 3 (per-thread grids, conflict-free lookups, one
+/// unit buffer, 3 CTAs/SM).
 template <QuantKind K, bool kF16>
 void launch_46(const FastQuantizeParams& p, Stream stream) {
   switch (g_dq_override.load(std::memory_order_relaxed)) {
     case 0: launch_one<K, kF16, 0>(p, stream); break;
     case 1: launch_one<K, kF16, 1>(p, stream); break;
-    case 3: launch_one<K, kF16, 3>(p, stream); break;
-    default: launch_one<K, kF16, 2>(p, stream); break;
+    case 2: launch_one<K, kF16, 2>(p, stream); break;
+    case 4: launch_one<K, kF16, 4>(p, stream); break;
+    case 5: launch_one<K, kF16, 5>(p, stream); break;
+    default: launch_one<K, kF16, 3>(p, stream); break;
   }
 }
 
