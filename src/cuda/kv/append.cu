@@ -427,16 +427,7 @@ Status launch_append_kv(const KvCacheView& c, const TensorView& keys, const Tens
     f.in_head[0] = p.key_head_stride;
     f.in_token[1] = p.value_token_stride;
     f.in_head[1] = p.value_head_stride;
-    f.data[0] = p.k_data;
-    f.data[1] = p.v_data;
-    f.ds[0] = p.kd;
-    f.ds[1] = p.vd;
-    f.sf[0] = p.k_sf;
-    f.sf[1] = p.v_sf;
-    f.ss[0] = p.ks;
-    f.ss[1] = p.vs;
-    f.dec[0] = p.k_scale;
-    f.dec[1] = p.v_scale;
+    copy_cache_sides(f, p);
     f.slots = p.slots;
     f.slot_stride = p.slot_stride;
     f.capacity = p.capacity;

@@ -707,16 +707,7 @@ Status launch_dequantize_kv(const KvCacheView& c, const TensorView& block_tables
                             strides_aligned(p.kd, es, unit_in) && strides_aligned(p.vd, es, unit_in);
   if (p.out_kind != 0 && p.vec_out && unit_aligned) {
     FastDeqParams f{};
-    f.data[0] = p.k_data;
-    f.data[1] = p.v_data;
-    f.ds[0] = p.kd;
-    f.ds[1] = p.vd;
-    f.sf[0] = p.k_sf;
-    f.sf[1] = p.v_sf;
-    f.ss[0] = p.ks;
-    f.ss[1] = p.vs;
-    f.dec[0] = p.k_scale;
-    f.dec[1] = p.v_scale;
+    copy_cache_sides(f, p);
     f.block_tables = p.block_tables;
     f.bt_stride0 = p.bt_stride0;
     f.bt_stride1 = p.bt_stride1;
