@@ -243,7 +243,8 @@ int demo_decode(const DemoOptions& options, std::FILE* out, nlohmann::json* json
       std::fprintf(out, "%-13s speedup vs fp8 %.2fx, vs bf16 %.2fx\n", "", us_fp8 / us, us_bf16 / us);
   }
   std::fprintf(out, "(rel.err: relative L2 error of the output vs fp64 attention on the original bf16 K/V,\n"
-                    " first %lld requests; B/token: K+V bytes per token per layer incl. FP4 scales)\n\n",
+                    " first %lld requests; B/token: K+V bytes per token per layer incl. FP4 scales;\n"
+                    " us: device time per call from CUDA-graph replays, L2 flushed before each call)\n\n",
                (long long)check_b);
   (*json)["decode"] = {{"device", gpu ? cuda_device_description() : std::string("cpu reference")},
                        {"batch", s.batch}, {"kv_len", s.kv_len}, {"num_qo_heads", s.hq}, {"num_kv_heads", s.hk},

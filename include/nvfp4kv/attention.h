@@ -79,9 +79,11 @@ Status decode_attention(const TensorView& q, const KvCacheView& cache,
                         const TensorView& out, const TensorView& lse, const DecodeOptions& options,
                         void* workspace, std::size_t workspace_bytes, Stream stream);
 
-/// Median time in microseconds of `runs` (≥ 1) back-to-back decode_attention calls on CUDA
-/// views, each timed with CUDA events on `stream` (the L2 cache is flushed before each call
-/// by writing a scratch buffer, so the KV is read from HBM). For tools and demos.
+/// Device time in microseconds of one decode_attention call on CUDA views, as an engine runs its
+/// decode step: a CUDA graph of 10 × (L2 flush, call) and one of the 10 flushes alone, each
+/// replayed `runs` (≥ 1) times after a warm-up replay; the median difference / 10. The flush reads
+/// a 2 × L2 scratch buffer, so the KV comes from HBM and no dirty lines are left to write back;
+/// the host's per-call API work is not included. Synchronises `stream` first. For tools and demos.
 Status time_decode_attention(const TensorView& q, const KvCacheView& cache,
                              const TensorView& block_tables, const TensorView& seq_lens,
                              const TensorView& out, const TensorView& lse,
