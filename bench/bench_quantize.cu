@@ -598,7 +598,7 @@ void run_ab8(Context& ctx) {
                                    {"4o6_dq5_dq3_no_prefetch", Recipe::kNvfp4FourOverSix, -1, -1, 5},
                                    {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
   run_ab_impl(ctx, vars, "quantize_ab8", "quantize v8 A/B",
-              {"M", "K", "MiB", "nv default", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta (default)", "4o6 dq4 dq3+vimnmx3",
+              {"M", "K", "MiB", "nv default", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta", "4o6 dq4 dq3+vimnmx3 (default)",
                "4o6 dq5 dq3 no prefetch", "4o6 MAE default"},
               {{4096, 8192},    {16384, 2048},  {32768, 1024}, {65536, 512},  {1024, 32768},
                {2048, 16384},   {8192, 4096},   {16384, 4096}, {131072, 512}, {16384, 8192},

@@ -487,8 +487,8 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 }
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
-// per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM (the default, 3),
-// 3 with the VIMNMX3 encode, 3 without the L2 prefetch), each forced over every 4over6 combo with random, special
+// per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM, 3 with the VIMNMX3
+// encode (the default, 4), 3 without the L2 prefetch), each forced over every 4over6 combo with random, special
 // and tie data and extreme given scales.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();

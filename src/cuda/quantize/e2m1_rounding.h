@@ -92,8 +92,8 @@ NVFP4KV_HD float e2m1_code_magic_below7(float y) {
 /// floats for y ≥ +0, and the bit patterns of positive floats order as the floats do, so the
 /// integer minimum is the float minimum's pattern (equal sums give equal patterns). Checked
 /// against e2m1_code_magic_below7 on every float in [+0, 7) (tests/cuda/test_quantize_rounding.cu,
-/// CPU and GPU). Used only by the 4over6 kernel's A/B variant kDq 4: two fewer instructions per
-/// element, but 18% slower on the H100 than the two FMNMX (bench/NOTES.md, quantize v8).
+/// CPU and GPU). The default 4over6 kernel (kDq 4) uses it: two fewer instructions per element,
+/// 2% faster on the H100 than the two FMNMX (bench/NOTES.md, quantize v8 run 2).
 NVFP4KV_HD uint32_t e2m1_code_magic_below7_bits(float y) {
   const uint32_t s1 = fmt::float_bits(fmt::fadd_rn(y, 0x1p22f));
   const uint32_t s2 = fmt::float_bits(kvfmt::fma_rn(y, 0.5f, 0x1p22f + 1.0f));

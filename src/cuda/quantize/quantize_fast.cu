@@ -209,8 +209,8 @@ __device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec,
   for (int i = 0; i < 16; ++i) {
     const float a = fabsf(xf[i]);
     const float y = __fmul_rn(a, k.enc);
-    // kVmin (A/B only): one VIMNMX3 on the bit patterns instead of two FMNMX — same pattern (see
-    // e2m1_code_magic_below7_bits), fewer instructions, but measured 18% slower on the H100 (v8).
+    // kVmin (default kernel kDq 4): one VIMNMX3 on the bit patterns instead of two FMNMX — same
+    // pattern (see e2m1_code_magic_below7_bits); 2% faster on the H100 (v8 run 2).
     if constexpr (kBelow7 && kVmin) mc[i] = e2m1_code_magic_below7_bits(y);
     else mc[i] = __float_as_uint(kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
     float dq;
@@ -489,18 +489,23 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
 // Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
 // cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
 // kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic,
-// 2 = per-thread grid copies with two unit buffers (128 registers: 2 CTAs/SM); 3 (default) = kDq 2's
+// 2 = per-thread grid copies with two unit buffers (≤ 128 registers: 2 CTAs/SM); 3 = kDq 2's
 // encode with one unit buffer (the next unit is only prefetched into L2 while the current one is
 // encoded, then loaded from there), which frees the 20 registers of the second buffer, under a
-// 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 for the issue-bound 4over6 loop (v8).
-// A/B only: 4 = kDq 3 with the VIMNMX3 encode, 5 = kDq 3 without the L2 prefetch.
+// 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 (v8; measured no faster than kDq 2
+// at 2 CTAs/SM: the loop is not limited by the warps available to hide latency); 4 (default) =
+// kDq 3 with the VIMNMX3 encode (2% faster than 3); 5 = kDq 3 without the L2 prefetch (2% slower).
+// Register bounds: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
+// registers (2 CTAs/SM; without the second argument ptxas chose 80 / 95 / 75); v8 run 2 measured
+// nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%). 4over6 kDq 0-2 are held at
+// 2 CTAs (≤ 128 registers: with a minimum of 1 they took 164-168, 1 CTA/SM, 2.1× nvfp4's time).
 __device__ __forceinline__ void prefetch_l2(const void* ptr) {
   asm volatile("prefetch.global.L2 [%0];" : : "l"(ptr));
 }
 
 template <QuantKind K, bool kF16, int kDq>
 constexpr int min_ctas() {
-  return kDq >= 3 && (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) ? 3 : 1;
+  return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq >= 3 ? 3 : 2) : 1;
 }
 
 template <QuantKind K, bool kF16, int kDq = 0>
@@ -607,17 +612,17 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
   quantize_fast_kernel<K, kF16, kDq><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
 }
 
-/// 4over6 dequantized-grid variant: default kDq 3 (per-thread grids, conflict-free lookups, one
-/// unit buffer, 3 CTAs/SM).
+/// 4over6 kernel variant: default kDq 4 (per-thread grids, conflict-free lookups, one unit buffer,
+/// 3 CTAs/SM, VIMNMX3 encode).
 template <QuantKind K, bool kF16>
 void launch_46(const FastQuantizeParams& p, Stream stream) {
   switch (g_dq_override.load(std::memory_order_relaxed)) {
     case 0: launch_one<K, kF16, 0>(p, stream); break;
     case 1: launch_one<K, kF16, 1>(p, stream); break;
     case 2: launch_one<K, kF16, 2>(p, stream); break;
-    case 4: launch_one<K, kF16, 4>(p, stream); break;
+    case 3: launch_one<K, kF16, 3>(p, stream); break;
     case 5: launch_one<K, kF16, 5>(p, stream); break;
-    default: launch_one<K, kF16, 3>(p, stream); break;
+    default: launch_one<K, kF16, 4>(p, stream); break;
   }
 }
 

@@ -140,7 +140,7 @@ void set_fast_quantize_ctas_override(int ctas_per_sm);
 /// that give every thread the same number of units, so no last round runs with a fraction of the
 /// threads); -1 (default) and 0 keep one full wave of resident CTAs (measured faster, v7 A/B).
 void set_fast_quantize_balance_override(int mode);
-/// Bench / test knob for 4over6's kernel variant: -1 (default) = 3; 0 grid from a per-CTA shared
+/// Bench / test knob for 4over6's kernel variant: -1 (default) = 4; 0 grid from a per-CTA shared
 /// table indexed by (scale byte, code); 1 by exact FMA-pipe arithmetic from the magic code (no
 /// shared-memory loads); 2 from per-thread copies of the block's grids (conflict-free lookups),
 /// two unit buffers, 2 CTAs/SM; 3 as 2 with one unit buffer + L2 prefetch, 3 CTAs/SM; 4 as 3 with
