@@ -31,6 +31,7 @@
 #include <string>
 
 #include "common/kv_format.h"
+#include "cuda/common/pdl.cuh"
 #include "cuda/quantize/quantize_chunk.cuh"
 #include "cuda/common/bits.cuh"
 #include "cuda/common/launch_status.cuh"
@@ -525,6 +526,10 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a;
+  // PDL (src/cuda/common/pdl.cuh): wait for the previous kernel's writes before touching global
+  // memory, and let the next kernel be scheduled as this one's CTAs finish.
+  pdl_wait();
+  pdl_trigger();
   // The first unit's loads go out before the global scale is read and the table is built, so
   // that their latency overlaps that prologue (it was serial: scale load → table → loads).
   load_unit(p, u, a);
@@ -609,7 +614,8 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
     const int64_t rounds = (units + cap * kThreads - 1) / (cap * kThreads);
     grid = (units + rounds * kThreads - 1) / (rounds * kThreads);
   }
-  quantize_fast_kernel<K, kF16, kDq><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
+  (void)launch_pdl(quantize_fast_kernel<K, kF16, kDq>, dim3(static_cast<unsigned>(grid)), dim3(kThreads), 0,
+                   reinterpret_cast<cudaStream_t>(stream), p);  // the caller reads the launch status
 }
 
 /// 4over6 kernel variant: default kDq 4 (per-thread grids, conflict-free lookups, one unit buffer,
