@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "harness.h"
+#include "cuda/common/l2_flush.h"
 #include "nvfp4kv/device.h"
 
 namespace nvfp4kv::bench {
@@ -76,27 +77,13 @@ void Context::flush_l2() {
   BENCH_CUDA(cudaMemsetAsync(l2_scratch, 0x5A, l2_scratch_bytes));
 }
 
-namespace {
-// Reads `n` uint4 and stores nothing unless `sink` is set (never, at run time): the L2 ends up
-// holding clean lines of the scratch, so the next kernel evicts them without write-backs.
-__global__ void read_flush_kernel(const uint4* __restrict__ src, std::size_t n, uint4* sink) {
-  uint32_t acc = 0;
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = src[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (sink != nullptr) sink[0].x = acc;
-}
-}  // namespace
-
 void Context::flush_l2_clean(cudaStream_t stream) {
   if (l2_scratch == nullptr) {
     flush_l2();
     BENCH_CUDA(cudaDeviceSynchronize());
   }
-  read_flush_kernel<<<132 * 8, 256, 0, stream>>>(static_cast<const uint4*>(l2_scratch), l2_scratch_bytes / 16, nullptr);
-  BENCH_CUDA(cudaGetLastError());
+  const Status st = cuda::flush_l2_by_reading(l2_scratch, l2_scratch_bytes / 16 * 16, stream);
+  BENCH_CHECK(st.ok(), st.to_string());
 }
 
 double Context::time_us(const std::function<void(int)>& fn, bool flush, int warmup) {

@@ -45,6 +45,7 @@
 
 #include "cuda/attention/decode_dequant.cuh"
 #include "cuda/attention/decode_params.h"
+#include "cuda/common/l2_flush.h"
 #include "cuda/common/pdl.cuh"
 
 namespace nvfp4kv::cuda {
@@ -970,30 +971,15 @@ Status launch_decode(const DecodeParams& p, Stream stream) {
   return p.q_is_f16 ? launch_dtype<__half>(p, stream) : launch_dtype<__nv_bfloat16>(p, stream);
 }
 
-namespace {
-// Reads n uint4 (stores only if `sink`, never set at run time): leaves the L2 full of clean lines
-// of the scratch, so the timed call is not charged for writing back a flush's dirty data.
-__global__ void read_flush_kernel(const uint4* __restrict__ src, std::size_t n, uint4* sink) {
-  uint32_t acc = 0;
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = src[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (sink != nullptr) sink[0].x = acc;
-}
-}  // namespace
-
 // Device time per call, as an engine runs its decode step: CUDA graphs of kCalls × (L2 flush by
 // reading 2 × L2, decode) and of kCalls × flush alone, each replayed runs + 1 times (the first
 // warms up); median difference / kCalls. Host-side API work is not in the figure.
 Status time_decode(const DecodeParams& p, Stream stream, int runs, float* median_us) {
   constexpr int kCalls = 10;
   cudaStream_t user = reinterpret_cast<cudaStream_t>(stream);
-  int dev = 0, l2 = 0, sms = 0;
+  int dev = 0, l2 = 0;
   NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaGetDevice(&dev), "cudaGetDevice"));
   NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "L2 size"));
-  NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "SM count"));
   const size_t scratch_bytes = std::max<size_t>(2 * static_cast<size_t>(l2), 64u << 20);
   void* scratch = nullptr;
   NVFP4KV_RETURN_IF_ERROR(cuda_status(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc(L2 scratch)"));
@@ -1008,36 +994,36 @@ Status time_decode(const DecodeParams& p, Stream stream, int runs, float* median
   for (int g = 0; g < 2 && status.ok(); ++g) {
     status = cuda_status(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     for (int i = 0; i < kCalls && status.ok(); ++i) {
-      read_flush_kernel<<<sms * 8, 256, 0, st>>>(static_cast<const uint4*>(scratch), scratch_bytes / 16, nullptr);
-      if (g == 0) status = launch_decode(p, reinterpret_cast<Stream>(st));
+      status = flush_l2_by_reading(scratch, scratch_bytes, reinterpret_cast<Stream>(st));
+      if (g == 0 && status.ok()) status = launch_decode(p, reinterpret_cast<Stream>(st));
     }
     cudaGraph_t graph = nullptr;
     const Status end = cuda_status(cudaStreamEndCapture(st, &graph), "cudaStreamEndCapture");
     if (status.ok()) status = end;
     if (status.ok()) status = cuda_status(cudaGraphInstantiate(&exec[g], graph, 0), "cudaGraphInstantiate");
-    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
   }
   std::vector<float> ms[2];
   if (status.ok()) {
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
+    status = cuda_status(cudaEventCreate(&e0), "cudaEventCreate");
+    if (status.ok()) status = cuda_status(cudaEventCreate(&e1), "cudaEventCreate");
     for (int r = 0; r < runs + 1 && status.ok(); ++r)
       for (int g = 0; g < 2 && status.ok(); ++g) {
-        cudaEventRecord(e0, st);
-        status = cuda_status(cudaGraphLaunch(exec[g], st), "cudaGraphLaunch");
-        cudaEventRecord(e1, st);
+        status = cuda_status(cudaEventRecord(e0, st), "cudaEventRecord");
+        if (status.ok()) status = cuda_status(cudaGraphLaunch(exec[g], st), "cudaGraphLaunch");
+        if (status.ok()) status = cuda_status(cudaEventRecord(e1, st), "cudaEventRecord");
         if (status.ok()) status = cuda_status(cudaEventSynchronize(e1), "cudaEventSynchronize");
         float t = 0;
-        cudaEventElapsedTime(&t, e0, e1);
+        if (status.ok()) status = cuda_status(cudaEventElapsedTime(&t, e0, e1), "cudaEventElapsedTime");
         if (r > 0) ms[g].push_back(t);
       }
   }
   for (cudaGraphExec_t e : exec)
-    if (e != nullptr) cudaGraphExecDestroy(e);
-  if (e0 != nullptr) cudaEventDestroy(e0);
-  if (e1 != nullptr) cudaEventDestroy(e1);
-  if (st != nullptr) cudaStreamDestroy(st);
-  cudaFree(scratch);
+    if (e != nullptr) (void)cudaGraphExecDestroy(e);
+  if (e0 != nullptr) (void)cudaEventDestroy(e0);
+  if (e1 != nullptr) (void)cudaEventDestroy(e1);
+  if (st != nullptr) (void)cudaStreamDestroy(st);
+  (void)cudaFree(scratch);
   if (!status.ok()) return status;
   std::sort(ms[0].begin(), ms[0].end());
   std::sort(ms[1].begin(), ms[1].end());
