@@ -70,6 +70,31 @@ struct Buffers {
   void* sf = nullptr;
 };
 
+/// `rot` rotated buffer sets for an M × K bf16 input: each set's input filled with fresh seeded
+/// data (one rng() draw per set, in order), outputs allocated; synchronised before it returns.
+std::vector<Buffers> make_buffer_sets(int rot, int64_t M, int64_t K, std::size_t in_bytes, std::size_t data_bytes,
+                                      std::size_t sf_bytes, std::mt19937_64& rng) {
+  std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+  for (auto& b : bufs) {
+    BENCH_CUDA(cudaMalloc(&b.in, in_bytes));
+    BENCH_CUDA(cudaMalloc(&b.data, data_bytes));
+    BENCH_CUDA(cudaMalloc(&b.sf, sf_bytes));
+    fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(b.in), M * K, rng());
+    BENCH_CUDA(cudaGetLastError());
+  }
+  BENCH_CUDA(cudaDeviceSynchronize());
+  return bufs;
+}
+
+void free_buffer_sets(std::vector<Buffers>& bufs) {
+  for (auto& b : bufs) {
+    BENCH_CUDA(cudaFree(b.in));
+    BENCH_CUDA(cudaFree(b.data));
+    BENCH_CUDA(cudaFree(b.sf));
+  }
+  bufs.clear();
+}
+
 double geomean(const std::vector<double>& v) {
   if (v.empty()) return 0.0;
   double s = 0.0;
@@ -260,16 +285,8 @@ void run(Context& ctx) {
         std::printf("skip M=%lld K=%lld (%.1f GiB)\n", (long long)M, (long long)K, rot * set_bytes / double(1 << 30));
         continue;
       }
-      std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+      std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
       Timer timer{ctx, stream, rot};
-      for (int i = 0; i < rot; ++i) {
-        BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
-        BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
-        BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
-        fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
-        BENCH_CUDA(cudaGetLastError());
-      }
-      BENCH_CUDA(cudaDeviceSynchronize());
       std::vector<int64_t> rows = {0, M / 2 + 1, M - 1};
       for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
 
@@ -405,11 +422,7 @@ void run(Context& ctx) {
                    {"nvfp4_given_pct_same_bytes_copy", sb}, {"nvfp4_4over6_pct_same_bytes_copy", 100.0 * us_cp / us_46},
                    {"per_tensor_pct_same_bytes_copy_input_once", 100.0 * us_cp / us_pt},
                    {"per_tensor_pct_copy_both_passes_counted", t_pt2 * pc}});
-      for (auto& b : bufs) {
-        BENCH_CUDA(cudaFree(b.in));
-        BENCH_CUDA(cudaFree(b.data));
-        BENCH_CUDA(cudaFree(b.sf));
-      }
+      free_buffer_sets(bufs);
     }
   }
   BENCH_CUDA(cudaFree(gs_dev));
@@ -474,15 +487,7 @@ void run_order(Context& ctx) {
     const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
     const std::size_t sf32_bytes = static_cast<std::size_t>(scale_shape(Recipe::kMxfp4, SfLayout::k128x4, M, K).bytes());
     const int rot = ctx.rotation_count(in_bytes + data_bytes + sf_bytes);
-    std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
-    for (int i = 0; i < rot; ++i) {
-      BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
-      BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
-      BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
-      fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
-      BENCH_CUDA(cudaGetLastError());
-    }
-    BENCH_CUDA(cudaDeviceSynchronize());
+    std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
     Timer timer{ctx, stream, rot};
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
@@ -541,11 +546,7 @@ void run_order(Context& ctx) {
     std::printf("\n");
     std::fflush(stdout);
     table.push_back(row);
-    for (auto& b : bufs) {
-      BENCH_CUDA(cudaFree(b.in));
-      BENCH_CUDA(cudaFree(b.data));
-      BENCH_CUDA(cudaFree(b.sf));
-    }
+    free_buffer_sets(bufs);
   }
   BENCH_CUDA(cudaFree(gs_dev));
   BENCH_CUDA(cudaStreamDestroy(stream));
@@ -620,15 +621,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
     const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
     const int rot = ctx.rotation_count(q_bytes);
-    std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
-    for (int i = 0; i < rot; ++i) {
-      BENCH_CUDA(cudaMalloc(&bufs[i].in, in_bytes));
-      BENCH_CUDA(cudaMalloc(&bufs[i].data, data_bytes));
-      BENCH_CUDA(cudaMalloc(&bufs[i].sf, sf_bytes));
-      fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(bufs[i].in), M * K, rng());
-      BENCH_CUDA(cudaGetLastError());
-    }
-    BENCH_CUDA(cudaDeviceSynchronize());
+    std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
     Timer timer{ctx, stream, rot};
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
@@ -674,11 +667,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     std::printf("\n");
     std::fflush(stdout);
     table.push_back(row);
-    for (auto& b : bufs) {
-      BENCH_CUDA(cudaFree(b.in));
-      BENCH_CUDA(cudaFree(b.data));
-      BENCH_CUDA(cudaFree(b.sf));
-    }
+    free_buffer_sets(bufs);
   }
   BENCH_CUDA(cudaFree(gs_dev));
   BENCH_CUDA(cudaStreamDestroy(stream));
