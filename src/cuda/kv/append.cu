@@ -133,6 +133,20 @@ __device__ __forceinline__ void store_chunk(const AppendParams& p, const uint16_
   }
 }
 
+// Slot → (page, offset in page); 32-bit division when capacity < 2^31 (then page_size is too).
+__device__ __forceinline__ void split_slot(int64_t slot, int64_t capacity, int64_t page_size, int64_t& page,
+                                           int64_t& off) {
+  if (capacity <= 0x7FFFFFFF) {
+    const uint32_t s32 = static_cast<uint32_t>(slot), ps = static_cast<uint32_t>(page_size);
+    const uint32_t pg = s32 / ps;
+    page = pg;
+    off = s32 - pg * ps;
+  } else {
+    page = slot / page_size;
+    off = slot - page * page_size;
+  }
+}
+
 template <int F, bool kInF16>
 __global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ AppendParams p) {
   constexpr int kElemBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 2 : 1;
@@ -160,15 +174,7 @@ __global__ void __launch_bounds__(256) append_kv_kernel(const __grid_constant__ 
     // here, so they are skipped too (never a write outside the cache).
     if (slot < 0 || slot >= p.capacity) continue;
     int64_t page, off;
-    if (p.capacity <= 0x7FFFFFFF) {  // the usual case: 32-bit division
-      const uint32_t s32 = static_cast<uint32_t>(slot), ps = static_cast<uint32_t>(p.page_size);
-      const uint32_t pg = s32 / ps;
-      page = pg;
-      off = s32 - pg * ps;
-    } else {
-      page = slot / p.page_size;
-      off = slot - page * p.page_size;
-    }
+    split_slot(slot, p.capacity, p.page_size, page, off);
     uint16_t kb[16], vb[16];
     load_bits(p.keys + t * p.key_token_stride + h * p.key_head_stride + c * 16, p.vec_in, kb);
     load_bits(p.values + t * p.value_token_stride + h * p.value_head_stride + c * 16, p.vec_in, vb);
@@ -330,16 +336,7 @@ __global__ void __launch_bounds__(256) append_fp4_fast_kernel(const __grid_const
   const int64_t slot = __ldg(p.slots + static_cast<int64_t>(t) * p.slot_stride);
   if (slot < 0 || slot >= p.capacity) return;  // skipped (negative) or unreportable (too large)
   int64_t page, off;
-  if (p.capacity <= 0x7FFFFFFF) {
-    // capacity < 2^31, so page_size does too: 32-bit division.
-    const uint32_t s32 = static_cast<uint32_t>(slot), ps = static_cast<uint32_t>(p.page_size);
-    const uint32_t pg = s32 / ps;
-    page = pg;
-    off = s32 - pg * ps;
-  } else {
-    page = slot / p.page_size;
-    off = slot - page * p.page_size;
-  }
+  split_slot(slot, p.capacity, p.page_size, page, off);
   const uint4* src = reinterpret_cast<const uint4*>(p.in[ts] + t * p.in_token[ts] + h * p.in_head[ts] + pr * 32);
   const uint4 a0 = __ldg(src), a1 = __ldg(src + 1), a2 = __ldg(src + 2), a3 = __ldg(src + 3);
   kvfmt::Nvfp4Scales nv{};

@@ -177,23 +177,15 @@ __device__ __forceinline__ void write_chunk(const DequantParams& p, uint8_t* out
 
 constexpr int kThreads = 256;
 
-template <int F>
-__global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_constant__ DequantParams p) {
-  extern __shared__ int64_t prefix[];  // [batch + 1] exclusive prefix sums of seq_lens
-  constexpr int kElemBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 2 : 1;
-  constexpr int kChunkBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 32 : F == kvfmt::kFP8 ? 16 : 8;
-  constexpr bool kHasScale = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
-  constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
-  __shared__ int64_t warp_sums[kThreads / 32];
-
-  // Block scan of the lengths: each thread sums a contiguous segment, the segment sums are
-  // scanned across warps, then each thread writes its segment's running prefix.
-  const int per = (p.batch + kThreads - 1) / kThreads;
+/// Exclusive prefix sums of max(seq_lens, 0) into prefix[0..batch] (block scan; kThreads threads).
+__device__ __forceinline__ void scan_lengths(const int32_t* seq_lens, int64_t sl_stride, int batch, int64_t* prefix,
+                                             int64_t* warp_sums) {
+  const int per = (batch + kThreads - 1) / kThreads;
   const int begin = threadIdx.x * per;
-  const int end = begin + per < p.batch ? begin + per : p.batch;
+  const int end = begin + per < batch ? begin + per : batch;
   int64_t local = 0;
   for (int b = begin; b < end; ++b) {
-    const int32_t len = p.seq_lens[b * p.sl_stride];
+    const int32_t len = seq_lens[b * sl_stride];
     local += len > 0 ? len : 0;
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -204,16 +196,27 @@ __global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_co
   }
   if (lane == 31) warp_sums[warp] = incl;
   __syncthreads();
-  int64_t warp_off = 0;
-  for (int w = 0; w < warp; ++w) warp_off += warp_sums[w];
-  int64_t run = warp_off + incl - local;
+  int64_t run = incl - local;
+  for (int w = 0; w < warp; ++w) run += warp_sums[w];
   for (int b = begin; b < end; ++b) {
     prefix[b] = run;
-    const int32_t len = p.seq_lens[b * p.sl_stride];
+    const int32_t len = seq_lens[b * sl_stride];
     run += len > 0 ? len : 0;
   }
-  if (threadIdx.x == kThreads - 1) prefix[p.batch] = run;
+  if (threadIdx.x == kThreads - 1) prefix[batch] = run;
   __syncthreads();
+}
+
+template <int F>
+__global__ void __launch_bounds__(kThreads) dequantize_kv_kernel(const __grid_constant__ DequantParams p) {
+  extern __shared__ int64_t prefix[];  // [batch + 1] exclusive prefix sums of seq_lens
+  constexpr int kElemBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 2 : 1;
+  constexpr int kChunkBytes = (F == kvfmt::kBF16 || F == kvfmt::kF16) ? 32 : F == kvfmt::kFP8 ? 16 : 8;
+  constexpr bool kHasScale = F == kvfmt::kFP8 || F == kvfmt::kNvfp4;
+  constexpr bool kFp4 = F == kvfmt::kNvfp4 || F == kvfmt::kFp4Block16;
+  __shared__ int64_t warp_sums[kThreads / 32];
+
+  scan_lengths(p.seq_lens, p.sl_stride, p.batch, prefix, warp_sums);
 
   const float k_dec = kHasScale ? *p.k_scale : 1.0f;
   const float v_dec = kHasScale ? *p.v_scale : 1.0f;
@@ -308,35 +311,6 @@ struct FastDeqParams {
   uint32_t num_tiles;
 };
 
-/// Exclusive prefix sums of max(seq_lens, 0) into prefix[0..batch] (block scan; kThreads threads).
-__device__ __forceinline__ void scan_lengths(const int32_t* seq_lens, int64_t sl_stride, int batch, int64_t* prefix,
-                                             int64_t* warp_sums) {
-  const int per = (batch + kThreads - 1) / kThreads;
-  const int begin = threadIdx.x * per;
-  const int end = begin + per < batch ? begin + per : batch;
-  int64_t local = 0;
-  for (int b = begin; b < end; ++b) {
-    const int32_t len = seq_lens[b * sl_stride];
-    local += len > 0 ? len : 0;
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int64_t incl = local;
-  for (int d = 1; d < 32; d <<= 1) {
-    const int64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, d);
-    if (lane >= d) incl += y;
-  }
-  if (lane == 31) warp_sums[warp] = incl;
-  __syncthreads();
-  int64_t run = incl - local;
-  for (int w = 0; w < warp; ++w) run += warp_sums[w];
-  for (int b = begin; b < end; ++b) {
-    prefix[b] = run;
-    const int32_t len = seq_lens[b * sl_stride];
-    run += len > 0 ? len : 0;
-  }
-  if (threadIdx.x == kThreads - 1) prefix[batch] = run;
-  __syncthreads();
-}
 
 /// Two fp32 → 16-bit pair (lo in the low half), hardware RNE (equals the software conversion for
 /// every non-NaN value; tables with NaN never reach it).
