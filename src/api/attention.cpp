@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <cstdint>
 
 #include "api/check.h"
@@ -252,6 +253,14 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   {
     const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
     p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
+  }
+  // NVFP4KV_DECODE_NARROW=0 forces the wide tile (A/B benches, tests of both tiles).
+  {
+    const char* e = std::getenv("NVFP4KV_DECODE_NARROW");
+    p->narrow = cuda::decode_use_narrow_tile(p->format, p->head_dim, p->group_size, p->qo_len,
+                                             e == nullptr || std::strcmp(e, "0") != 0)
+                    ? 1
+                    : 0;
   }
   // Experiment knob (bench/NOTES.md): force 1, 2 or 4 heads per CTA on the ring path.
   if (const char* e = std::getenv("NVFP4KV_DECODE_HEADS_PER_CTA"); e != nullptr && (c.format != KvFormat::kBF16 &&

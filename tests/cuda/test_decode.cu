@@ -12,9 +12,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 
 #include "attention/decode_fixture.h"
 #include "cuda/gpu_test_util.h"
@@ -290,6 +292,72 @@ TEST(CudaDecode, SmallGraphCaptureReplayWithNewSeqLens) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// Sets an environment variable for one scope (the decode API reads its knobs per call).
+struct ScopedEnv {
+  std::string name;
+  explicit ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name.c_str()); }
+};
+
+// The nvfp4 hd128 cache with ≤ 8 query rows per kv head runs the narrow tile (Sᵀ = K·Qᵀ,
+// swizzled V ring) by default; NVFP4KV_DECODE_NARROW=0 forces the wide tile. Both against the
+// reference and each other: group sizes 1-8 × qo_len 1-2 (rows 1..8, causal among new tokens),
+// both layouts, page sizes 1/16/64, 1/2/4 kv heads (heads per CTA 1, 2, 4), both query types,
+// window and soft cap, split off / forced / auto.
+TEST(CudaDecode, SmallNvfp4NarrowAndWideTiles) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int page_sizes[] = {1, 16, 64};
+  const int kv_heads[] = {1, 2, 4};
+  const int groups[] = {1, 2, 4, 8, 3};
+  int idx = 0;
+  for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND})
+    for (int gi = 0; gi < 5; ++gi)
+      for (int64_t qo_len : {1, 2}) {
+        const int64_t group = groups[gi];
+        if (group * qo_len > 8) continue;
+        CacheSpec s;
+        s.format = KvFormat::kNvfp4;
+        s.layout = layout;
+        s.head_dim = 128;
+        s.page_size = page_sizes[idx % 3];
+        s.num_kv_heads = kv_heads[(idx / 3) % 3];
+        s.num_pages = 700 / s.page_size + 3;
+        s.padded = idx % 4 == 1;
+        s.combined = idx % 5 == 2;
+        s.value_dtype = idx % 2 ? DType::kF16 : DType::kBF16;
+        DecodeOptions o;
+        o.window_left = idx % 7 == 3 ? 100 : -1;
+        o.logits_soft_cap = idx % 6 == 4 ? 5.f : 0.f;
+        ++idx;
+        const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " +
+                                 std::to_string(qo_len) + " window " + std::to_string(o.window_left) + " cap " +
+                                 std::to_string(o.logits_soft_cap);
+        SCOPED_TRACE(what);
+        HostKv kv = make_host_kv(s, rng);
+        DeviceKv dkv(kv);
+        const int64_t heads = group * s.num_kv_heads;
+        Requests r = make_requests({0, 1, 33, 8 + static_cast<int>(qo_len), 400 + idx, 650}, s, rng);
+        auto q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
+        RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+        for (int splits : {1, 3, 0}) {
+          o.num_splits = splits;
+          GpuRun narrow = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o);
+          expect_close(narrow, want, s.value_dtype, what + " narrow splits " + std::to_string(splits));
+          GpuRun wide;
+          {
+            ScopedEnv env("NVFP4KV_DECODE_NARROW", "0");
+            wide = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o);
+          }
+          expect_close(wide, want, s.value_dtype, what + " wide splits " + std::to_string(splits));
+          if (narrow.status.ok() && wide.status.ok())
+            EXPECT_LE(rel_l2(narrow.out, wide.out), tolerance(s.value_dtype)) << what << " narrow vs wide";
+        }
+      }
 }
 
 TEST(CudaDecode, SmallWorkspaceTooSmallIsAnError) {

@@ -209,8 +209,10 @@ __device__ __forceinline__ void cp_async_wait() {
 #define NVFP4KV_DECODE_NVFP4_STAGES 0
 #endif
 
-template <typename T, int D, int FMT>
+template <typename T, int D, int FMT, bool kNarrowTile = false>
 struct Config {
+  // Narrow tile (≤ 8 query rows, nvfp4 at hd128): S^T = K·Q^T and O^T = V^T·P^T, see decode_kernel.
+  static constexpr bool kNarrow = kNarrowTile;
   static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
   // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk; nvfp4 at hd128
   // takes 32-token chunks (NVFP4KV_DECODE_NVFP4_KU), which amortise the per-chunk softmax
@@ -240,7 +242,8 @@ struct Config {
                                      ? NVFP4KV_DECODE_NVFP4_STAGES
                                      : (kUnitBytes <= 3072 ? 4 : (kUnitBytes <= 6144 ? 3 : 2));
   // Q fragments: one set per head of the CTA (ring path: up to kWarps heads per CTA).
-  static constexpr int kSmemQ = kKSteps * 32 * 16 * (kDirect ? 1 : kWarps);
+  // (The narrow tile keeps its Q fragments in registers.)
+  static constexpr int kSmemQ = kNarrow ? 0 : kKSteps * 32 * 16 * (kDirect ? 1 : kWarps);
   static constexpr int kSmemRing = kDirect ? 0 : kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
@@ -278,6 +281,17 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
   }
 }
 
+// Narrow tile (nvfp4, hd128): byte offset of 16-byte piece `piece` (0..3) of V row `row` in a
+// ring stage's V area. Rows are paired into 128-byte lines whose eight pieces are XOR-swizzled
+// by 2·(line % 4): the P·V reads — lane (g, q) takes bytes 8g … 8g + 7 of rows 2q and 2q + 1
+// (and 2q + 8, 2q + 9) — then hit all 32 banks once per half-warp; unswizzled, rows 0, 2, 4, 6
+// (64-byte rows) share banks and every such load is a 4-way conflict. Row 2i + 1's piece is
+// row 2i's at offset ^ 64.
+__device__ __forceinline__ int narrow_v_offset(int row, int piece) {
+  const int line = row >> 1;
+  return line * 128 + ((((row & 1) << 2) | piece) ^ ((line & 3) << 1)) * 16;
+}
+
 // nvfp4 at hd ≤ 128: capped at 168 registers = 3 CTAs per SM (without the cap ptxas takes 187
 // and only 2 fit); 4 CTAs (128 registers) spills and ran slower (bench/NOTES.md, v5).
 #ifndef NVFP4KV_DECODE_NVFP4_MIN_CTAS
@@ -286,10 +300,12 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
 template <int D, int FMT>
 inline constexpr int kMinCtas = (kExpTrick<FMT> && D <= 128) ? NVFP4KV_DECODE_NVFP4_MIN_CTAS : 1;
 
-template <typename T, int D, int FMT>
+template <typename T, int D, int FMT, bool kNarrow = false>
 __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
-  using C = Config<T, D, FMT>;
+  using C = Config<T, D, FMT, kNarrow>;
+  static_assert(!kNarrow || (FMT == kFmtNvfp4 && D == 128), "the narrow tile is written for nvfp4 at hd128");
+  static_assert(!kNarrow || !NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY, "loads-only experiment: wide tile only");
   constexpr bool kF16 = std::is_same_v<T, __half>;
   extern __shared__ __align__(16) uint8_t smem[];
   uint4* q_frag_all = reinterpret_cast<uint4*>(smem);  // [heads of the CTA][kKSteps][32]
@@ -313,7 +329,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   const uint4* q_frag = q_frag_all + wh * C::kKSteps * 32;
   const int G = p.group_size;
   const int rows = G * p.qo_len;
-  const int row0 = m_tile * 16;
+  const int row0 = m_tile * (kNarrow ? 8 : 16);
 
   // PDL (src/cuda/common/pdl.cuh): the previous kernel's writes are visible after this.
   pdl_wait();
@@ -327,10 +343,27 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   const int s_begin = begin + split * per_split;
   const int s_end = min(kv_len, s_begin + per_split);
 
+  // Narrow tile: this lane's B fragments of Qᵀ (k = head dim, n = query row g = lane / 4) in
+  // registers, permuted like K: register e = dims run_pos(e, 0..1) of run lane % 4; k-step j
+  // uses b0 = e 2j, b1 = e 2j + 1 (the K A fragment pairs the same registers of tokens g, g + 8).
+  uint32_t q_reg[kNarrow ? C::kPairs : 1];
+  if constexpr (kNarrow) {
+    const int row = row0 + (lane >> 2);
+#pragma unroll
+    for (int e = 0; e < C::kPairs; ++e) q_reg[e] = 0;
+    if (row < rows) {
+      const int t = row / G, g = row % G;
+      const uint16_t* src = static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
+                            (h * G + g) * p.q_stride[2] + (lane & 3) * (D / 4);
+#pragma unroll
+      for (int e = 0; e < C::kPairs; ++e)
+        q_reg[e] = static_cast<uint32_t>(src[run_pos<FMT>(e, 0)]) | (static_cast<uint32_t>(src[run_pos<FMT>(e, 1)]) << 16);
+    }
+  }
   // Q fragments in shared memory, permuted like K (see the file comment).
   // k-step j: a0/a1 (rows r, r + 8) pair with B register e = 2j, a2/a3 with e = 2j + 1; half c
   // of register e is dim run_pos(e, c) of the lane's run.
-  for (int i = threadIdx.x; i < hpc * C::kKSteps * 32; i += kThreads) {
+  for (int i = threadIdx.x; !kNarrow && i < hpc * C::kKSteps * 32; i += kThreads) {
     const int hh = i / (C::kKSteps * 32);
     const int j = (i / 32) % C::kKSteps, l = i % 32;
     const int r = l >> 2, qq = l & 3;
@@ -368,11 +401,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
   const float logit_scale = p.sm_scale * k_scale * kUnshift;
 
-  // Causal / window limits of this lane's two rows (r and r + 8).
+  // Causal / window limits of this lane's two rows: r and r + 8 (wide tile), 2·(lane % 4) and
+  // 2·(lane % 4) + 1 (narrow tile: the n index of Sᵀ's accumulators).
   int pos_hi[2], pos_lo[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const int row = row0 + (lane >> 2) + 8 * half;
+    const int row = kNarrow ? row0 + 2 * (lane & 3) + half : row0 + (lane >> 2) + 8 * half;
     if (row < rows) {
       const int pos = kv_len - p.qo_len + row / G;
       pos_hi[half] = pos;
@@ -387,9 +421,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   // Keys every row of this lane sees (a chunk inside it, all tokens readable, needs no mask).
   const int vis_lo = max(pos_lo[0], pos_lo[1]), vis_hi = min(pos_hi[0], pos_hi[1]);
 
-  float o[C::kPairs][4];
+  // O accumulators: wide tile e = dims pair e of the lane's run × rows (r, r + 8); narrow tile
+  // m-tile mt of Oᵀ (dims 2mt, 2mt + 1 of the lane's V run × rows 2·(lane % 4) + 0/1).
+  constexpr int kOTiles = kNarrow ? D / 16 : C::kPairs;
+  float o[kOTiles][4];
 #pragma unroll
-  for (int e = 0; e < C::kPairs; ++e) o[e][0] = o[e][1] = o[e][2] = o[e][3] = 0.f;
+  for (int e = 0; e < kOTiles; ++e) o[e][0] = o[e][1] = o[e][2] = o[e][3] = 0.f;
   float m_run[2] = {-INFINITY, -INFINITY};
   float l_run[2] = {0.f, 0.f};
 
@@ -548,6 +585,144 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     }
   };
 
+  // Narrow tile (≤ 8 query rows; nvfp4 at hd128). Sᵀ = K·Qᵀ: A = K (m = 16 tokens: g and
+  // g + 8 of the lane, exactly the wide tile's two B fragments), B = Qᵀ from registers (n = the
+  // 8 rows), so a 16-token subtile takes one mma per k-step instead of two and the logits are 4
+  // per lane. Oᵀ = Vᵀ·Pᵀ: A = Vᵀ (m = 16 dims, k = 16 tokens), B = Pᵀ, which is Sᵀ's
+  // accumulator tile transposed (two movmatrix per subtile instead of two per V pair). Lane
+  // (g, q) holds dims 16g … 16g + 15 (scale block g) of tokens 2q, 2q + 1, 2q + 8, 2q + 9: it
+  // pairs two tokens' words with PRMT so that e2m1x8_exp yields (token, token + 1) of one dim,
+  // scaled by the pair (sf_token, sf_token+1). Oᵀ m-tile mt = dims 2mt, 2mt + 1 of the run.
+  auto compute_chunk_narrow = [&](const uint8_t* stage, const uint32_t vmask, int chunk_start) {
+    float s[C::kU][4];
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u) {
+      uint32_t kf[2][C::kPairs];
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl) {
+        uint32_t raw[C::kWords], sc;
+        read_run<T, D, FMT>(stage, u, sl, 0, raw, &sc);
+        dequant_run<T, FMT, D>(raw, sc, kf[sl]);
+      }
+      // Two accumulator chains (even / odd k-steps): one chain per subtile would leave only
+      // kU dependent mma chains per chunk.
+      float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+      for (int j = 0; j < C::kKSteps; ++j) {
+        const uint32_t a[4] = {kf[0][2 * j], kf[1][2 * j], kf[0][2 * j + 1], kf[1][2 * j + 1]};
+        mma16816(acc[j & 1], a, q_reg[2 * j], q_reg[2 * j + 1], kF16);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[u][i] = acc[0][i] + acc[1][i];
+    }
+    // s[u][i]: token 16u + lane/4 + 8·(i/2) of the chunk, row 2·(lane % 4) + i % 2.
+    float mx[2] = {m_run[0], m_run[1]};
+    auto visible = [&](int u, int i) {
+      const int tt = 16 * u + (lane >> 2) + 8 * (i >> 1);
+      const int tok = chunk_start + tt;
+      const bool readable = (vmask >> tt) & 1u;
+      return readable && tok < s_end && tok <= pos_hi[i & 1] && tok >= pos_lo[i & 1];
+    };
+    if (cap_v > 0.f) {
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float x = cap_v * tanhf(s[u][i] * logit_scale / cap_v);
+          s[u][i] = visible(u, i) ? x * kLog2e : -INFINITY;
+          mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
+        }
+    } else {
+      constexpr uint32_t kAll = C::kChunk >= 32 ? 0xFFFFFFFFu : (1u << C::kChunk) - 1u;
+      const bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo &&
+                             chunk_start + C::kChunk - 1 <= vis_hi && (vmask & kAll) == kAll;
+      if (__all_sync(0xFFFFFFFFu, full_lane)) {
+#pragma unroll
+        for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            s[u][i] *= scale_log2;
+            mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
+          }
+      } else {
+#pragma unroll
+        for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            s[u][i] = visible(u, i) ? s[u][i] * scale_log2 : -INFINITY;
+            mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
+          }
+      }
+    }
+    // A row's tokens are spread over the 8 lanes of equal lane % 4.
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xFFFFFFFFu, mx[c], 4));
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xFFFFFFFFu, mx[c], 8));
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xFFFFFFFFu, mx[c], 16));
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      m_use[c] = mx[c] == -INFINITY ? 0.f : mx[c];
+      alpha[c] = fast_exp2(m_run[c] - m_use[c]);  // m_run = −inf → 0 (O and l are 0 then)
+      m_run[c] = mx[c];
+      l_run[c] *= alpha[c];
+    }
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float pv = fast_exp2(s[u][i] - m_use[i & 1]);
+        s[u][i] = pv;
+        l_run[i & 1] += pv;
+      }
+    if (__any_sync(0xFFFFFFFFu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int mt = 0; mt < kOTiles; ++mt) {
+        o[mt][0] *= alpha[0], o[mt][1] *= alpha[1];
+        o[mt][2] *= alpha[0], o[mt][3] *= alpha[1];
+      }
+    }
+
+    // Oᵀ += Vᵀ·Pᵀ.
+    const int g = lane >> 2, qq = lane & 3;
+    const uint8_t* v_rows = stage + kWarps * C::kChunk * C::kRow;  // swizzled (narrow_v_offset)
+    const uint8_t* v_sc = stage + C::kScaleOffset + kWarps * C::kChunk * C::kScaleRow;
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u) {
+      // Pᵀ B fragment: lane (g, q) gets row g, tokens 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1).
+      const uint32_t b0 = movmatrix_trans(pack2<T>(s[u][0], s[u][1]));
+      const uint32_t b1 = movmatrix_trans(pack2<T>(s[u][2], s[u][3]));
+      uint32_t vr[2][D / 8];  // [token pair][dim of the run]: (token 2q + 8·pr, + 1)
+#pragma unroll
+      for (int pr = 0; pr < 2; ++pr) {
+        const int ra = warp * C::kChunk + 16 * u + 8 * pr + 2 * qq;  // stage rows ra, ra + 1
+        const int off = narrow_v_offset(ra, g >> 1) + 8 * (g & 1);
+        const uint2 va = *reinterpret_cast<const uint2*>(v_rows + off);
+        const uint2 vb = *reinterpret_cast<const uint2*>(v_rows + (off ^ 64));
+        const uint32_t s2 = scale_pair_mixed_exp<T>(static_cast<uint32_t>(v_sc[ra * C::kScaleRow + g]) |
+                                                    (static_cast<uint32_t>(v_sc[(ra + 1) * C::kScaleRow + g]) << 8));
+        const uint32_t wa[2] = {va.x, va.y}, wb[2] = {vb.x, vb.y};
+#pragma unroll
+        for (int w = 0; w < 2; ++w) {
+          uint32_t r[4];
+          e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x5410u), r);  // dims 8w … 8w + 3 of both tokens
+#pragma unroll
+          for (int i = 0; i < 4; ++i) vr[pr][8 * w + i] = hmul2<T>(r[i], s2);
+          e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x7632u), r);  // dims 8w + 4 … 8w + 7
+#pragma unroll
+          for (int i = 0; i < 4; ++i) vr[pr][8 * w + 4 + i] = hmul2<T>(r[i], s2);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kOTiles; ++mt) {
+        const uint32_t a[4] = {vr[0][2 * mt], vr[0][2 * mt + 1], vr[1][2 * mt], vr[1][2 * mt + 1]};
+        mma16816(o[mt], a, b0, b1, kF16);
+      }
+    }
+  };
+
   // Page (from the staged table) and in-page offset of token `tok` of the split; false if the
   // token is past the split or its page id is out of range (then it is masked, never read).
   auto locate_tok = [&](int tok, int* pg, int* off) {
@@ -638,6 +813,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
       const int rt = rt0 + j * rt_step;
       srow[j] = ((d_head + ((rt / C::kChunk) << lg_hpc)) * C::kChunk) + rt % C::kChunk;
     }
+    // Narrow tile: V pieces go to their swizzled place (narrow_v_offset), fixed per piece j.
+    int vdo[kNarrow ? kDataPer : 1];
+    if constexpr (kNarrow) {
+      static_assert(C::kRow == 64 && C::kCp == 16, "narrow_v_offset assumes 64-byte rows of 16-byte pieces");
+#pragma unroll
+      for (int j = 0; j < kDataPer; ++j) vdo[j] = kWarps * C::kChunk * C::kRow + narrow_v_offset(srow[j], d_part);
+    }
     const uint32_t ring_s = smem_addr(ring);
     const int lin_ratio = p.lin_ratio;
     // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
@@ -653,7 +835,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
         int pg = 0, off = 0;
         const bool ok = locate_tok(tok_round + rt0 + j * rt_step, &pg, &off);
         const uint32_t kd = stage + srow[j] * C::kRow + d_part * C::kCp;
-        const uint32_t vd = kd + kWarps * C::kChunk * C::kRow;
+        const uint32_t vd = kNarrow ? stage + vdo[kNarrow ? j : 0] : kd + kWarps * C::kChunk * C::kRow;
         const uint8_t* kp = addr(kd_base, pg, off, kd_page, kd_token);
         const uint8_t* vp = addr(vd_base, pg, off, vd_page, vd_token);
         if constexpr (C::kCp == 16) {
@@ -699,8 +881,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
       if (k < n_mine) {
         const uint8_t* stage = ring + slot * C::kStageBytes;
         const int chunk_start = chunk_start_of(k);
-        compute_chunk([&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
-                      chunk_mask(chunk_start), chunk_start);
+        if constexpr (kNarrow) {
+          compute_chunk_narrow(stage, chunk_mask(chunk_start), chunk_start);
+        } else {
+          compute_chunk(
+              [&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
+              chunk_mask(chunk_start), chunk_start);
+        }
       }
       slot = slot + 1 == C::kStages ? 0 : slot + 1;
       fill = fill + 1 == C::kStages ? 0 : fill + 1;
@@ -712,13 +899,30 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   pdl_trigger();
   __syncthreads();  // the merge area overlaps the rings
 
-  // Merge the warps: quad-reduce l, publish (m, l, O) per row, combine.
+  // Merge the warps: reduce l over the lanes sharing a row, publish (m, l, O) per row, combine.
+  if constexpr (kNarrow) {
+    const int g = lane >> 2, qq = lane & 3;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 1);
-    l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 2);
-  }
-  {
+    for (int c = 0; c < 2; ++c) {
+      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 4);
+      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 8);
+      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
+      if (g == 0) {
+        merge_m[warp * 16 + 2 * qq + c] = m_run[c];
+        merge_l[warp * 16 + 2 * qq + c] = l_run[c];
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kOTiles; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        merge_o[(warp * 16 + 2 * qq + (i & 1)) * C::kOStride + g * (D / 8) + 2 * mt + (i >> 1)] = o[mt][i];
+  } else {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 1);
+      l_run[half] += __shfl_xor_sync(0xFFFFFFFFu, l_run[half], 2);
+    }
     const int r = lane >> 2, qq = lane & 3;
     if (qq == 0) {
       merge_m[warp * 16 + r] = m_run[0];
@@ -745,7 +949,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
   __syncthreads();
 
   // Head hh of the CTA was computed by warps hh, hh + hpc, … (one per chunk residue).
-  const int tile_rows = min(16, rows - row0);
+  const int tile_rows = min(kNarrow ? 8 : 16, rows - row0);
   for (int i = threadIdx.x; i < hpc * tile_rows * D; i += kThreads) {
     const int hh = i / (tile_rows * D);
     const int r = (i / D) % tile_rows, d = i % D;
@@ -845,10 +1049,14 @@ Status cuda_status(cudaError_t e, const char* what) {
   return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, int D, int FMT>
-Status launch_typed(const DecodeParams& p, Stream stream) {
-  using C = Config<T, D, FMT>;
-  auto kernel = decode_kernel<T, D, FMT>;
+// Whether `p` runs the narrow tile, and whether this instantiation has one.
+template <int D, int FMT>
+inline constexpr bool kHasNarrow = FMT == kFmtNvfp4 && D == 128;
+
+template <typename T, int D, int FMT, bool kNarrow>
+Status launch_kernel(const DecodeParams& p, Stream stream) {
+  using C = Config<T, D, FMT, kNarrow>;
+  auto kernel = decode_kernel<T, D, FMT, kNarrow>;
   const int split_pages = static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
   const int smem = C::smem_bytes(split_pages);
   // Opt in to more than 48 KB of dynamic shared memory (a host-side attribute, not a stream
@@ -858,6 +1066,8 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
     if (attr != cudaSuccess) return cuda_status(attr, "cudaFuncSetAttribute(decode_kernel)");
   }
   const int m_tiles = (p.group_size * p.qo_len + 15) / 16;
+  if (kNarrow && p.group_size * p.qo_len > 8)
+    return Status(StatusCode::kInvalidArgument, "decode: the narrow tile takes at most 8 query rows per kv head");
   const int hpc = C::kDirect ? 1 : p.heads_per_cta;
   if (hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
     return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
@@ -876,14 +1086,22 @@ Status launch_typed(const DecodeParams& p, Stream stream) {
 }
 
 template <typename T, int D, int FMT>
+Status launch_typed(const DecodeParams& p, Stream stream) {
+  if constexpr (kHasNarrow<D, FMT>) {
+    if (p.narrow) return launch_kernel<T, D, FMT, true>(p, stream);
+  }
+  return launch_kernel<T, D, FMT, false>(p, stream);
+}
+
+template <typename T, int D, int FMT, bool kNarrow>
 int64_t resident_query() {
-  using C = Config<T, D, FMT>;
+  using C = Config<T, D, FMT, kNarrow>;
   // Occupancy at a typical page-table staging (256 pages = 1 KB; a split of a long context);
   // the largest (kDecodeMaxSplitPages, 8 KB) would cost the nvfp4 ring a third CTA per SM in
   // the estimate although real splits stage far fewer. The launch sizes its own smem.
   const int smem = C::smem_bytes(256);
   const int smem_max = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
-  auto kernel = decode_kernel<T, D, FMT>;
+  auto kernel = decode_kernel<T, D, FMT, kNarrow>;
   if (smem_max > 48 * 1024 &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max) != cudaSuccess)
     return 0;
@@ -893,24 +1111,32 @@ int64_t resident_query() {
 }
 
 // Cached per kernel (the occupancy query costs host time on every decode call otherwise).
-template <typename T, int D, int FMT>
-int64_t resident_typed() {
-  static const int64_t resident = resident_query<T, D, FMT>();
+template <typename T, int D, int FMT, bool kNarrow>
+int64_t resident_kernel() {
+  static const int64_t resident = resident_query<T, D, FMT, kNarrow>();
   return resident;
+}
+
+template <typename T, int D, int FMT>
+int64_t resident_typed(const DecodeParams& p) {
+  if constexpr (kHasNarrow<D, FMT>) {
+    if (p.narrow) return resident_kernel<T, D, FMT, true>();
+  }
+  return resident_kernel<T, D, FMT, false>();
 }
 
 template <typename T, int D>
 int64_t resident_format(const DecodeParams& p) {
   switch (p.format) {
     case kFmtBF16:
-      if constexpr (std::is_same_v<T, __nv_bfloat16>) return resident_typed<T, D, kFmtBF16>();
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) return resident_typed<T, D, kFmtBF16>(p);
       break;
     case kFmtF16:
-      if constexpr (std::is_same_v<T, __half>) return resident_typed<T, D, kFmtF16>();
+      if constexpr (std::is_same_v<T, __half>) return resident_typed<T, D, kFmtF16>(p);
       break;
-    case kFmtFP8: return resident_typed<T, D, kFmtFP8>();
-    case kFmtNvfp4: return resident_typed<T, D, kFmtNvfp4>();
-    case kFmtFp4Block16: return resident_typed<T, D, kFmtFp4Block16>();
+    case kFmtFP8: return resident_typed<T, D, kFmtFP8>(p);
+    case kFmtNvfp4: return resident_typed<T, D, kFmtNvfp4>(p);
+    case kFmtFp4Block16: return resident_typed<T, D, kFmtFp4Block16>(p);
     default: break;
   }
   return 0;

@@ -176,6 +176,22 @@ __device__ __forceinline__ void scale_pair_exp(uint32_t b2, uint32_t& s0, uint32
   }
 }
 
+// Two E4M3 block-scale bytes of two tokens (byte 0: token A, byte 1: token B) → one multiplier
+// pair (sf_A, sf_B) for e2m1x8_exp's (token A, token B) pairs: bf16 (sf · 2^64) or f16 (sf),
+// exact as in scale_pair_exp. Used by the decode kernel's narrow tile (V paired across tokens).
+template <typename T>
+__device__ __forceinline__ uint32_t scale_pair_mixed_exp(uint32_t b2) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(b2 & 0xFFFFu), __NV_E4M3);
+  const uint32_t hh = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  if constexpr (std::is_same_v<T, __half>) {
+    return hh;
+  } else {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&hh));
+    __nv_bfloat162 r = __floats2bfloat162_rn(f.x * 0x1p64f, f.y * 0x1p64f);
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+}
+
 // One lane's run of one token: raw words (memory order) + its block-scale bytes → D/8 pairs.
 template <typename T, int FMT, int D>
 __device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales, uint32_t* out) {

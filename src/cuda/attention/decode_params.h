@@ -49,6 +49,7 @@ struct DecodeParams {
   int num_splits = 1;         // ≥ 1; > 1 uses the workspace and the merge kernel
   int heads_per_cta = 1;      // kv heads per CTA: decode_heads_per_cta(format, head_dim, num_kv_heads)
   int lin_ratio = 0;          // > 0: every view's page stride = lin_ratio × its token stride (decode_lin_ratio)
+  int narrow = 0;             // 1: the narrow tile (≤ 8 query rows per kv head; decode_use_narrow_tile)
   float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
   float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
 };
@@ -78,6 +79,14 @@ inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, 
   if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
+}
+
+/// Whether the decode kernel takes the narrow tile: Sᵀ = K·Qᵀ with the (≤ 8) query rows of a kv
+/// head as the mma's n = 8, instead of S = Q·Kᵀ with 16 padded rows as its m (half the mma and
+/// softmax work per token, no V transposes; bench/NOTES.md, decode v9). Written for the nvfp4
+/// cache at head_dim 128 (format 3 = KvFormat::kNvfp4); `enabled` false forces the wide tile.
+inline bool decode_use_narrow_tile(int format, int head_dim, int64_t group_size, int64_t qo_len, bool enabled = true) {
+  return enabled && format == 3 && head_dim == 128 && group_size * qo_len <= 8;
 }
 
 /// r > 0 if every given view has page stride = r × token stride (NHD: page_size, HND:
