@@ -246,14 +246,6 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   p->sm_scale = resolved_sm_scale(o, c.head_dim);
   p->logits_soft_cap = o.logits_soft_cap;
   p->window_left = o.window_left;
-  p->heads_per_cta = cuda::decode_heads_per_cta(
-      p->format, p->head_dim, c.num_kv_heads, q.shape[0],
-      (q.shape[2] / c.num_kv_heads * q.shape[1] + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile,
-      block_tables.shape[1] * c.page_size);
-  {
-    const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
-    p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
-  }
   // NVFP4KV_DECODE_NARROW=0 forces the wide tile (A/B benches, tests of both tiles).
   {
     const char* e = std::getenv("NVFP4KV_DECODE_NARROW");
@@ -261,6 +253,14 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
                                              e == nullptr || std::strcmp(e, "0") != 0)
                     ? 1
                     : 0;
+  }
+  p->heads_per_cta = cuda::decode_heads_per_cta(
+      p->format, p->head_dim, c.num_kv_heads, q.shape[0],
+      (q.shape[2] / c.num_kv_heads * q.shape[1] + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile,
+      block_tables.shape[1] * c.page_size, p->narrow != 0);
+  {
+    const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
+    p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
   }
   // Experiment knob (bench/NOTES.md): force 1, 2 or 4 heads per CTA on the ring path.
   if (const char* e = std::getenv("NVFP4KV_DECODE_HEADS_PER_CTA"); e != nullptr && (c.format != KvFormat::kBF16 &&

@@ -304,16 +304,45 @@ TEST(DecodeRef, SplitBoundCoversEveryOccupancy) {
           for (int64_t pages : {int64_t{1}, int64_t{7}, int64_t{512}, 70000 / page + 1}) {
             const int64_t hq = heads * 4;
             const int bound = cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 0, 132);
-            for (int64_t resident = 1; resident <= 132 * 16; resident = resident * 3 + 1) {
-              const int s = cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 0, resident);
-              ASSERT_LE(s, bound) << batch << " " << heads << " " << qo << " " << page << " " << pages << " " << resident;
-              const int64_t per_split = ((pages * page + s - 1) / s + 15) / 16 * 16;
-              if (s < 1024) EXPECT_LE(per_split / page + 2, cuda::kDecodeMaxSplitPages);
-              EXPECT_LE(cuda::decode_split_pages(pages, page, s), pages + 1);
-            }
+            for (int64_t resident = 1; resident <= 132 * 16; resident = resident * 3 + 1)
+              for (int hpc : {1, 2, 4}) {
+                if (hpc > cuda::decode_max_heads_per_cta(heads)) continue;
+                const int s = cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 0, resident, hpc);
+                ASSERT_LE(s, bound) << batch << " " << heads << " " << qo << " " << page << " " << pages << " "
+                                    << resident << " hpc " << hpc;
+                const int64_t per_split = ((pages * page + s - 1) / s + 15) / 16 * 16;
+                if (s < 1024) EXPECT_LE(per_split / page + 2, cuda::kDecodeMaxSplitPages);
+                EXPECT_LE(cuda::decode_split_pages(pages, page, s), pages + 1);
+              }
             EXPECT_EQ(cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 5, 132),
                       cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 5, 7));
           }
+}
+
+// The kernel-shape rules (decode_params.h): the narrow tile is the nvfp4 hd128 kernel for ≤ 8
+// query rows per kv head; heads per CTA follow the measured A/B (bench/NOTES.md v8, v9).
+TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
+  constexpr int kBF16 = static_cast<int>(KvFormat::kBF16), kFP8 = static_cast<int>(KvFormat::kFP8E4M3),
+                kNv = static_cast<int>(KvFormat::kNvfp4);
+  EXPECT_TRUE(cuda::decode_use_narrow_tile(kNv, 128, 4, 1));
+  EXPECT_TRUE(cuda::decode_use_narrow_tile(kNv, 128, 4, 2));   // 8 rows
+  EXPECT_TRUE(cuda::decode_use_narrow_tile(kNv, 128, 1, 8));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 128, 4, 3));  // 12 rows
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 128, 16, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 64, 4, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 256, 4, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kFP8, 128, 4, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 128, 4, 1, /*enabled=*/false));
+  // 32/8 heads, one row tile.
+  EXPECT_EQ(cuda::decode_heads_per_cta(kBF16, 128, 8, 64, 1, 32768), 1);  // registers, no ring
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 64, 1, 8192), 4);     // 128 CTAs per split
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 8192), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 1024), 1);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
 }
 
 }  // namespace

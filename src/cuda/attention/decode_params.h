@@ -70,13 +70,16 @@ inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
 /// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 A/B of v8 (32/8
 /// heads, hd128, fp8 and nvfp4, graph-timed): 4 heads once batch · kv_heads/4 · m_tiles ≥ 128
 /// CTAs (64 × 1K, 64 × 8K, 128 × any); 2 heads from 8K tokens (16 × 8K, 32 × 8K, 8 × 32K,
-/// 4 × 64K, 1 × 128K); 1 below.
+/// 4 × 64K, 1 × 128K); 1 below. The narrow tile (decode_use_narrow_tile) also takes 4 heads from
+/// 32 CTAs per split at ≥ 32K tokens (H100 A/B of v9, nvfp4 16 × 32K: 245.5 µs with 4 heads,
+/// 263.3 with 2; 8 × 32K, 16 CTAs: 139.6 vs 135.5, so 2 stays below).
 inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
-                                int64_t max_kv_len) {
+                                int64_t max_kv_len, bool narrow = false) {
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
   if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
+  if (narrow && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 32768) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
