@@ -29,10 +29,10 @@ namespace fmt = nvfp4kv::fmt;
 constexpr uint8_t kCanary = 0xA5;
 constexpr int64_t kCanaryBytes = 64;
 
-enum class Fill { kRandom, kTies, kSpecial };
+enum class Fill { kRandom, kTies, kSpecial, kScaleTies };
 
 const char* fill_name(Fill f) {
-  return f == Fill::kRandom ? "random" : f == Fill::kTies ? "ties" : "special";
+  return f == Fill::kRandom ? "random" : f == Fill::kTies ? "ties" : f == Fill::kSpecial ? "special" : "scale_ties";
 }
 const char* mode_name(GlobalScaleMode m) {
   return m == GlobalScaleMode::kGiven ? "given" : m == GlobalScaleMode::kPerRow ? "per_row" : "per_tensor";
@@ -105,6 +105,32 @@ std::vector<float> make_values(const Case& c, std::mt19937_64& rng, int64_t batc
   const int block = recipe_block_elems(c.recipe);
   const int64_t blocks = n / block;
   const int64_t row_blocks = c.shape.k / block;
+  if (c.fill == Fill::kScaleTies) {
+    // 4over6 under a given S_dec (c.given_s_dec): per block a random normal E4M3 scale s and max
+    // 6 · s · S_dec (so sf6 = s), the other elements the input values nearest to b · s' · S_dec and
+    // their neighbours (±1 in the 16-bit pattern) for E2M1 decision boundaries b and s' = s or
+    // e4m3(1.5 s) (the map-to-4 byte): where rn(x · enc) can land exactly on b although x · enc does
+    // not — the inputs the fused encode of kDq 6 must get right (its fused_encode_multiplier).
+    static const float kB[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 3.0f, 6.0f};
+    const bool f16 = c.dtype == DType::kF16;
+    auto nearest = [&](float v, int step) {
+      if (f16) return fmt::f16_bits_to_float(static_cast<uint16_t>(fmt::float_to_f16_bits(v) + step));
+      return fmt::bf16_bits_to_float(static_cast<uint16_t>(fmt::float_to_bf16_bits(v) + step));
+    };
+    std::uniform_int_distribution<uint32_t> byte(0x10u, 0x6Eu);
+    std::uniform_int_distribution<int> pick(0, 10), nb(-1, 1), pos(0, block - 1);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float s6 = fmt::e4m3_to_float(byte(rng));
+      const float s4 = fmt::e4m3_to_float(fmt::float_to_e4m3(s6 * 1.5f));
+      for (int i = 0; i < block; ++i) {
+        const float t = kB[pick(rng)] * (uni(rng) < 0.5f ? s6 : s4) * c.given_s_dec;
+        const float v = nearest(t, t > 0.0f ? nb(rng) : 0);
+        x[static_cast<size_t>(b * block + i)] = uni(rng) < 0.5f ? -v : v;
+      }
+      x[static_cast<size_t>(b * block + pos(rng))] = nearest(6.0f * s6 * c.given_s_dec, 0);
+    }
+    return x;
+  }
   if (c.fill == Fill::kTies) {
     // Every block: t_i · 2^e · u with t from the E2M1 ties and grid points, max exactly 6·2^e·u.
     // With S_dec = 1/16 (nvfp4: u = 1/16, so S_enc = 16, sf = 2^e, enc = 16 / 2^e) or the mx
@@ -488,14 +514,17 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
 // per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM, 3 with the VIMNMX3
-// encode (the default, 4), 3 without the L2 prefetch), each forced over every 4over6 combo with random, special
-// and tie data and extreme given scales.
+// encode (the default, 4), 3 without the L2 prefetch, 4 with the fused encode (6: its fused loop
+// under the data-derived, the bench's and the per-tensor scales, its two-step fallback loop under
+// S_dec = 1, 1/1536 and the extreme scales; linear prefetch on the unpadded shapes, partial
+// units in it on 97 × 1040 with rows padded to whole units)), each forced over every 4over6 combo
+// with random, special and tie data and extreme given scales.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   struct Guard {
     ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
   } guard;
-  for (int mode : {0, 1, 2, 3, 4, 5}) {
+  for (int mode : {0, 1, 2, 3, 4, 5, 6}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
     cuda::set_fast_quantize_4over6_dq_override(mode);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})
@@ -513,7 +542,7 @@ TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
             c.fill = f;
             run_case(c);
           }
-    for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f, 16.0f / 2688.0f})
+    for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f, 16.0f / 2688.0f, 1.0f, 1.0f / 1536.0f})
       for (DType dt : {DType::kBF16, DType::kF16}) {
         Case c;
         c.recipe = Recipe::kNvfp4FourOverSix;
@@ -522,6 +551,35 @@ TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
         c.mode = GlobalScaleMode::kGiven;
         c.shape = {0, 65, 544};
         c.given_s_dec = sdec;
+        run_case(c);
+      }
+    // Inputs at the E2M1 boundaries of the blocks' own scales, under decode scales whose every
+    // reachable byte has an exact e1 (the bench's: 29 bytes with e1 = enc + 1 ulp; 0.01: 14 with enc − 1
+    // ulp): kDq 6 runs its fused loop.
+    for (float sdec : {16.0f / 2688.0f, 0.01f})
+      for (DType dt : {DType::kBF16, DType::kF16})
+        for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae}) {
+          Case c;
+          c.recipe = Recipe::kNvfp4FourOverSix;
+          c.metric = metric;
+          c.layout = SfLayout::k128x4;
+          c.dtype = dt;
+          c.mode = GlobalScaleMode::kGiven;
+          c.shape = {0, 130, 1024};
+          c.fill = Fill::kScaleTies;
+          c.given_s_dec = sdec;
+          run_case(c);
+        }
+    // Rows padded to whole units (linear prefetch with partial units) and a batch (not linear).
+    for (Shape sh : {Shape{0, 97, 1040, 16, 0, 0}, Shape{2, 65, 544, 0, 0, 0}})
+      for (Fill f : {Fill::kRandom, Fill::kTies}) {
+        Case c;
+        c.recipe = Recipe::kNvfp4FourOverSix;
+        c.layout = SfLayout::k128x4;
+        c.dtype = DType::kBF16;
+        c.mode = GlobalScaleMode::kGiven;
+        c.shape = sh;
+        c.fill = f;
         run_case(c);
       }
   }

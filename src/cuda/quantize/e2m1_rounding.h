@@ -106,6 +106,85 @@ NVFP4KV_HD uint32_t e2m1_code_magic_below7_bits(float y) {
 #endif
 }
 
+/// 4over6 "fused" encode (kDq 6): the E2M1 code pattern of the *exact* product p = a · e1
+/// (a = |x| ≥ +0), each term one FFMA straight from a — rn(a · e1 + 2^22), rn(a · e2 + 2^22 + 1),
+/// rn(a · e4 + 2^22 + 2) with e2 = e1 / 2, e4 = e1 / 4 exact — then the VIMNMX3 minimum of
+/// e2m1_code_magic_below7_bits, so the separate FMUL y = rn(a · enc) is gone (one instruction per
+/// element and candidate). For p < 7 the result is E2M1(p) rounded once (RNE): each term is the
+/// correctly rounded grid value of the real p, and the three-term identity, checked for every
+/// float y < 7, extends to every real p < 7 because all the step functions involved step only at
+/// multiples of 0.25, which are floats (between two adjacent floats each term is constant, equal
+/// to its value at whichever end is not a step point). The reference rounds twice,
+/// E2M1(rn(a · enc)); fused_encode_multiplier says for which e1 the two agree on every input.
+NVFP4KV_HD uint32_t e2m1_code_fused_below7_bits(float a, float e1, float e2, float e4) {
+  const uint32_t s1 = fmt::float_bits(fma_rn(a, e1, 0x1p22f));
+  const uint32_t s2 = fmt::float_bits(fma_rn(a, e2, 0x1p22f + 1.0f));
+  const uint32_t s3 = fmt::float_bits(fma_rn(a, e4, 0x1p22f + 2.0f));
+#if defined(__CUDA_ARCH__)
+  return __vimin3_u32(s1, s2, s3);
+#else
+  const uint32_t m = s1 < s2 ? s1 : s2;
+  return m < s3 ? m : s3;
+#endif
+}
+
+/// Multiplier e1 for e2m1_code_fused_below7_bits that reproduces the reference's double rounding
+/// for one element encode multiplier `enc` (an entry of the per-CTA scale table) and every finite
+/// 16-bit input a ≥ +0 of the kernel's type (f16 or bf16) with rn(a · e1) < 6.5: fused code(a, e1,
+/// e1/2, e1/4) == kvfmt::e2m1_code_magic(rn(a · enc)) bit for bit. Returns enc, its successor or its
+/// predecessor (the first that works), or NaN when none does (the caller then keeps the two-step
+/// encode). Why a finite check suffices: both codes are E2M1 of a value within relative 2^-22 of
+/// a · enc (rn(a · enc), and a · e1 with e1 within one ulp of enc), i.e. step functions of a that
+/// can only differ when some E2M1 decision boundary b ∈ {0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5}
+/// lies between the two values (a tie exactly at b goes to the even code: down at 0.25, 1.25,
+/// 2.5, 5, up at 0.75, 1.75, 3.5). Then a lies within relative ~2^-22 of b / enc, while two
+/// 16-bit values are at least relative 2^-11 apart, so the only possible a per b is the 16-bit
+/// value nearest to t = rn(b · rn(1 / enc)) (itself within relative 2^-23 of b / enc; if t is a
+/// midpoint of two 16-bit values, no value is that close and either is harmless). For it the
+/// side of b is compared: the reference's from y = rn(a · enc) (y == b: the tie direction), the
+/// fused one from the sign of fma(a, e1, −b), which is exact near b (p − b needs ≤ 24 bits there;
+/// p == b exactly is a tie at b in the fused rounding too). Different sides for any b: e1 fails.
+/// e1 / 4 must also be exact (normal e1). Why a second and third choice: when 1 / enc is close to a
+/// number with few significant bits (e.g. S_dec = 16/2688), inputs a = b / enc (the dequantized
+/// midpoints) are 16-bit values and rn(a · enc) ties exactly at b while a · enc does not; one ulp
+/// more or less on e1 puts a · e1 on the tie's side for all b at once — unless ties of both
+/// directions occur (S_dec = 1, 1/1536: then NaN for some bytes). Checked on the CPU for every
+/// scale byte × every finite bf16 and f16 value under many decode scales
+/// (tests/cuda/test_quantize_rounding.cu).
+template <bool kF16>
+NVFP4KV_HD float fused_encode_multiplier(float enc) {
+  constexpr float kB[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  constexpr uint32_t kUp = 0x2Au;  // bit i: the tie at kB[i] goes up (0.75, 1.75, 3.5)
+  if (!(enc >= 0.0f) || !(enc <= 3.4028234663852886e38f)) return fmt::bits_float(0x7FC00000u);
+  const float r = fmt::frcp_rn(enc);
+  // Bit c of ok: choice c (enc, next, prev) agrees at every boundary so far.
+  uint32_t ok = 7u;
+  const uint32_t eb = fmt::float_bits(enc);
+  const float e1s[3] = {enc, fmt::bits_float(eb + 1u), fmt::bits_float(eb == 0u ? 0u : eb - 1u)};
+  for (int c = 0; c < 3; ++c) {
+    const float e = e1s[c];
+    if (!(e <= 3.4028234663852886e38f) || fmt::fmul_rn(fmt::fmul_rn(e, 0.25f), 4.0f) != e) ok &= ~(1u << c);
+  }
+  for (int i = 0; i < 7; ++i) {
+    const float b = kB[i];
+    const float t = fmt::fmul_rn(b, r);
+    const float a = kF16 ? fmt::f16_bits_to_float(fmt::float_to_f16_bits(t)) : fmt::bf16_bits_to_float(fmt::float_to_bf16_bits(t));
+    if (!(a <= 3.4028234663852886e38f)) continue;  // Inf: the largest finite value is far from b / enc
+    const bool tie_up = (kUp >> i) & 1u;
+    const float y = fmt::fmul_rn(a, enc);
+    const bool ref_up = y > b || (y == b && tie_up);
+    for (int c = 0; c < 3; ++c) {
+      const float d = fma_rn(a, e1s[c], -b);
+      const bool up = d > 0.0f || (d == 0.0f && tie_up);
+      if (up != ref_up) ok &= ~(1u << c);
+    }
+  }
+  if (ok & 1u) return e1s[0];
+  if (ok & 2u) return e1s[1];
+  if (ok & 4u) return e1s[2];
+  return fmt::bits_float(0x7FC00000u);
+}
+
 /// The three saturated terms whose weighted sum 4·s1 + 2·s2 + s3 is the E2M1 magnitude code of
 /// a = |y| (non-NaN; NaN gives 0s), with fp32 FMA-pipe work only (twice the rate of the
 /// integer/logic pipe that e2m1_code_by_bits needs). t1, t2, t3 hold 2^23 + k with k = |y|·2,
