@@ -979,24 +979,39 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
 }
 
 // Combines the splits of one output row: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − lse) · O_s.
-template <typename T, int D>
+// Grid (rows, kSlices): CTA (row, slice) writes dims slice·D/kSlices … of the row. Few rows (a
+// batch-1 long context: 32 rows × ~100 splits) take kSlices = 4 so that 4× the CTAs share the
+// loads and each thread chains a quarter of the splits (bench/NOTES.md, decode v9: the one-CTA-
+// per-row merge took 10.8 µs of a 1 × 32K call at base clock under ncu).
+template <typename T, int D, int kSlices>
 __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ DecodeParams p) {
-  // One CTA per output row. The split weights 2^(lse_s − max) go to shared memory once; then
-  // thread (g, c) sums float4 column c of the splits s ≡ g (mod kGroups), and the kGroups
-  // partial sums are added through shared memory: every load is a float4 and many are in
-  // flight (a batch-1 long context runs ~200 splits per row on only num_qo_heads rows).
-  constexpr int kCols = D / 4, kGroups = 128 / kCols;
+  // The split weights 2^(lse_s − max) go to shared memory once; thread (g, c) sums float4
+  // column c of the splits s ≡ g (mod kGroups), the first kPre of them loaded before the
+  // weights are known (their latency overlaps the max / sum reductions), and the kGroups
+  // partial sums are added through shared memory.
+  constexpr int kCols = D / 4 / kSlices, kGroups = 128 / kCols, kPre = 8;
+  static_assert(kCols >= 1 && 128 % kCols == 0, "merge slice");
   __shared__ float w_s[1024];
   __shared__ float red[32];
   __shared__ float4 part[kGroups][kCols];
   const int row = blockIdx.x;  // (b · qo_len + t) · num_qo_heads + hq
+  const int slice = blockIdx.y;
   const int hq = row % p.num_qo_heads;
   const int t = (row / p.num_qo_heads) % p.qo_len;
   const int b = row / (p.num_qo_heads * p.qo_len);
   const int n = p.num_splits;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
   pdl_wait();  // the decode kernel's partial results
   pdl_trigger();
+  const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D) +
+                      slice * kCols + c;
+  float4 pre[kPre];
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int s = g + i * kGroups;
+    pre[i] = s < n ? __ldcs(o_s + s * (D / 4)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
   const float* lse_s = p.partial_lse + static_cast<int64_t>(row) * n;
   float m = -INFINITY;
   for (int s = threadIdx.x; s < n; s += 128) m = fmaxf(m, lse_s[s]);
@@ -1018,28 +1033,32 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   if (lane == 0) red[8 + warp] = l;
   __syncthreads();
   l = red[8] + red[9] + red[10] + red[11];
-  const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D);
-  const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int s = g + i * kGroups;
+    const float w = s < n ? w_s[s] : 0.f;
+    acc.x += w * pre[i].x, acc.y += w * pre[i].y, acc.z += w * pre[i].z, acc.w += w * pre[i].w;
+  }
   // Unrolled so that several splits' loads are in flight (the loop is otherwise one L2 latency
   // per split: 8.4 µs for 99 splits at batch 1 × 32K under ncu).
 #pragma unroll 8
-  for (int s = g; s < n; s += kGroups) {
+  for (int s = g + kPre * kGroups; s < n; s += kGroups) {
     const float w = w_s[s];
-    const float4 v = __ldcs(o_s + s * kCols + c);
+    const float4 v = __ldcs(o_s + s * (D / 4));
     acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
   }
   part[g][c] = acc;
   __syncthreads();
   const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
-  T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2];
-  for (int d = threadIdx.x; d < D; d += 128) {
+  T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + slice * (D / kSlices);
+  for (int d = threadIdx.x; d < D / kSlices; d += 128) {
     float sum = 0.f;
 #pragma unroll
     for (int gg = 0; gg < kGroups; ++gg) sum += reinterpret_cast<const float*>(&part[gg][d / 4])[d % 4];
     dst[d] = from_float<T>(l > 0.f ? sum / l * v_scale : 0.f);
   }
-  if (threadIdx.x == 0 && p.lse)
+  if (threadIdx.x == 0 && slice == 0 && p.lse)
     p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] =
         l > 0.f ? (m + log2f(l)) / kLog2e : -INFINITY;
 }
@@ -1077,8 +1096,13 @@ Status launch_kernel(const DecodeParams& p, Stream stream) {
       e != cudaSuccess)
     return cuda_status(e, "decode_kernel launch");
   if (p.num_splits > 1) {
-    if (cudaError_t e = launch_pdl(merge_kernel<T, D>, dim3(p.batch * p.qo_len * p.num_qo_heads), dim3(128), 0,
-                                   reinterpret_cast<cudaStream_t>(stream), p);
+    // Fewer output rows than ~one per SM (batch-1 long contexts): 4 CTAs per row.
+    const int merge_rows = p.batch * p.qo_len * p.num_qo_heads;
+    const bool sliced = merge_rows < 128;
+    if (cudaError_t e = sliced ? launch_pdl(merge_kernel<T, D, 4>, dim3(merge_rows, 4), dim3(128), 0,
+                                            reinterpret_cast<cudaStream_t>(stream), p)
+                               : launch_pdl(merge_kernel<T, D, 1>, dim3(merge_rows, 1), dim3(128), 0,
+                                            reinterpret_cast<cudaStream_t>(stream), p);
         e != cudaSuccess)
       return cuda_status(e, "merge_kernel launch");
   }
