@@ -614,6 +614,18 @@ __device__ __forceinline__ void load_unit_whole_first(const FastQuantizeParams& 
   }
 }
 
+/// kvfmt::e4m3x2 for inputs that are not NaN (sm_89+: the hardware RNE/satfinite conversion that
+/// kvfmt::e4m3x2 uses, without its NaN handling): lo in the low byte.
+__device__ __forceinline__ uint32_t e4m3x2_not_nan(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  unsigned short r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return kvfmt::e4m3x2(lo, hi);
+#endif
+}
+
 /// One block of process_unit_fused: code words into o0, o1; returns the scale byte.
 /// The block's elements in global memory are only needed by the rare paths (reference_block,
 /// encode46_any), so their address is formed there: held across the first block's encode it
@@ -634,10 +646,12 @@ __device__ __forceinline__ uint32_t block_fused(const uint32_t* wb, const FastQu
     o1 = r.w[1];
     return r.sf;
   }
-  // rn(v / 6) by div6_rn_16bit, as process_unit; sf6 | sf4 << 8 from one conversion.
+  // rn(v / 6) by div6_rn_16bit, as process_unit; sf6 | sf4 << 8 from one conversion. Both inputs
+  // are fminf(·, 448), never NaN, so the hardware conversion alone gives kvfmt::e4m3x2's bytes
+  // (its NaN patch-up, ~4 instructions per block, is dead here but not provably so).
   const float v = bits_to_float16<kF16>(h);
   const float base = __fmul_rn(div6_rn_16bit(v), g.s_enc);
-  const uint32_t sfb = kvfmt::e4m3x2(fminf(base, fmt::kE4m3Max), fminf(__fmul_rn(base, 1.5f), fmt::kE4m3Max));
+  const uint32_t sfb = e4m3x2_not_nan(fminf(base, fmt::kE4m3Max), fminf(__fmul_rn(base, 1.5f), fmt::kE4m3Max));
   uint32_t out[2];
   const uint32_t sf = encode16_fused<kF16, K == QuantKind::kFourOverSixMae>(wm, pack8_signs(wb), pack8_signs(wb + 4), v, sfb,
                                                                            table, ftab, dq_rows, dq_lut, set, g.s_dec,
@@ -680,7 +694,7 @@ __device__ __forceinline__ void process_unit_fused(const FastQuantizeParams& p, 
 // 6 (v9, A/B) = kDq 4 with the fused encode (fused_encode_multiplier; the kDq 4 loop when a scale
 // byte has no exact e1 under this S_dec), blocks processed one by one, whole units loaded without
 // predication and the next unit's address for the prefetch without an index split when it is
-// linear: −12% hot-path instructions.
+// linear: −12% hot-path instructions (bench/NOTES.md, quantize v9).
 // Register bounds: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
 // registers (2 CTAs/SM; without the second argument ptxas chose 80 / 95 / 75); v8 run 2 measured
 // nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%). 4over6 kDq 0-2 are held at
