@@ -606,24 +606,6 @@ void run_ab8(Context& ctx) {
                {16384, 16384},  {65536, 8192},  {32768, 32768}});
 }
 
-/// v9 A/B (the checks of v7's, 64 MiB - 2 GiB shapes): nvfp4 default; 4over6 MSE and MAE with the
-/// default kDq 4 (VIMNMX3 encode, one buffer, 3 CTAs/SM) and with kDq 6 (kDq 4 + the fused encode,
-/// block-by-block units, unpredicated whole-unit loads, linear prefetch address; helper q5), both
-/// forced; the bench's given scale (16/2688) lets kDq 6 run its fused loop (every scale byte has an
-/// exact e1).
-void run_ab9(Context& ctx) {
-  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
-                                   {"4o6_dq4_default", Recipe::kNvfp4FourOverSix, -1, -1, 4},
-                                   {"4o6_dq6_fused", Recipe::kNvfp4FourOverSix, -1, -1, 6},
-                                   {"4o6_mae_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4, ErrorMetric::kMae},
-                                   {"4o6_mae_dq6", Recipe::kNvfp4FourOverSix, -1, -1, 6, ErrorMetric::kMae}};
-  run_ab_impl(ctx, vars, "quantize_ab9", "quantize v9 A/B",
-              {"M", "K", "MiB", "nv default", "4o6 dq4 (default)", "4o6 dq6 fused", "4o6 MAE dq4", "4o6 MAE dq6"},
-              {{4096, 8192},    {16384, 2048},  {32768, 1024}, {65536, 512},  {1024, 32768},
-               {2048, 16384},   {8192, 4096},   {16384, 4096}, {131072, 512}, {16384, 8192},
-               {16384, 16384},  {65536, 8192},  {32768, 32768}});
-}
-
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
                  const std::vector<std::string>& headers, const std::vector<std::pair<int64_t, int64_t>>& shapes) {
   float* gs_dev = nullptr;
@@ -696,8 +678,6 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
 }
 
 }  // namespace
-
-NVFP4KV_BENCHMARK("q_v9_ab", "v9 A/B: 4over6 kDq 4 (default) vs kDq 6 (fused encode), MSE and MAE, against nvfp4", run_ab9);
 
 NVFP4KV_BENCHMARK("q_v8_ab", "v8 A/B: 4over6 one unit buffer + 3 CTAs/SM vs two buffers + 2 CTAs/SM", run_ab8);
 

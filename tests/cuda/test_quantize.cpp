@@ -109,8 +109,7 @@ std::vector<float> make_values(const Case& c, std::mt19937_64& rng, int64_t batc
     // 4over6 under a given S_dec (c.given_s_dec): per block a random normal E4M3 scale s and max
     // 6 · s · S_dec (so sf6 = s), the other elements the input values nearest to b · s' · S_dec and
     // their neighbours (±1 in the 16-bit pattern) for E2M1 decision boundaries b and s' = s or
-    // e4m3(1.5 s) (the map-to-4 byte): where rn(x · enc) can land exactly on b although x · enc does
-    // not — the inputs the fused encode of kDq 6 must get right (its fused_encode_multiplier).
+    // e4m3(1.5 s) (the map-to-4 byte): where a rounded product x · enc can land exactly on b.
     static const float kB[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 3.0f, 6.0f};
     const bool f16 = c.dtype == DType::kF16;
     auto nearest = [&](float v, int step) {
@@ -514,17 +513,15 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
 // per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM, 3 with the VIMNMX3
-// encode (the default, 4), 3 without the L2 prefetch, 4 with the fused encode (6: its fused loop
-// under the data-derived, the bench's and the per-tensor scales, its two-step fallback loop under
-// S_dec = 1, 1/1536 and the extreme scales; linear prefetch on the unpadded shapes, partial
-// units in it on 97 × 1040 with rows padded to whole units)), each forced over every 4over6 combo
-// with random, special and tie data and extreme given scales.
+// encode (the default, 4), 3 without the L2 prefetch), each forced over every 4over6 combo with
+// random, special and tie data, extreme and ordinary given scales, inputs at the E2M1 decision
+// boundaries of each block's own scales, rows padded to whole units and a batch.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   struct Guard {
     ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
   } guard;
-  for (int mode : {0, 1, 2, 3, 4, 5, 6}) {
+  for (int mode : {0, 1, 2, 3, 4, 5}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
     cuda::set_fast_quantize_4over6_dq_override(mode);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})
@@ -553,9 +550,8 @@ TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
         c.given_s_dec = sdec;
         run_case(c);
       }
-    // Inputs at the E2M1 boundaries of the blocks' own scales, under decode scales whose every
-    // reachable byte has an exact e1 (the bench's: 29 bytes with e1 = enc + 1 ulp; 0.01: 14 with enc − 1
-    // ulp): kDq 6 runs its fused loop.
+    // Inputs at the E2M1 decision boundaries of the blocks' own scales (and their 16-bit
+    // neighbours), under the bench's decode scale and 0.01.
     for (float sdec : {16.0f / 2688.0f, 0.01f})
       for (DType dt : {DType::kBF16, DType::kF16})
         for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae}) {

@@ -61,24 +61,6 @@ __device__ __forceinline__ uint32_t block_max_bits(const uint32_t* w) {
   return max_u16x2(m, m >> 16) & 0xFFFFu;
 }
 
-/// w & 0x7FFF7FFF (both 16-bit signs cleared) as an opaque instruction, so that the compiler
-/// cannot rewrite (w & 0x7FFF7FFF) << 16 as (w << 16) & 0x7FFF0000 (two instructions per
-/// element): kDq 6 takes |x| of both halves from this one masked word (one SHF / LOP3 each) and
-/// the block max from the same words.
-__device__ __forceinline__ uint32_t clear_signs16x2(uint32_t w) {
-  uint32_t r;
-  asm("and.b32 %0, %1, 0x7FFF7FFF;" : "=r"(r) : "r"(w));
-  return r;
-}
-
-/// block_max_bits of already sign-cleared words (clear_signs16x2).
-__device__ __forceinline__ uint32_t block_max_bits_masked(const uint32_t* wm) {
-  uint32_t m = max_u16x2(wm[0], wm[1]);
-#pragma unroll
-  for (int k = 2; k < 8; ++k) m = max_u16x2(m, wm[k]);
-  return max_u16x2(m, m >> 16) & 0xFFFFu;
-}
-
 template <bool kF16>
 __device__ __forceinline__ float bits_to_float16(uint32_t h) {
   if constexpr (kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
@@ -411,27 +393,6 @@ __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t 
   for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-/// A 16-element-block unit's code bytes (n > 0) and scale bytes (padding units too: their 0x00
-/// entries), for process_unit_fused: the stores at the end of process_unit, which keeps its own
-/// copy so that the measured kernels' SASS stays byte-identical.
-__device__ __forceinline__ void store_unit(const FastQuantizeParams& p, uint32_t b, uint32_t m, uint32_t col, int n,
-                                           const uint32_t* out, uint32_t sf_pair) {
-  if (n > 0) {
-    uint8_t* dst = p.data + b * p.data_batch_bytes + m * p.data_row_bytes + col * 16u;
-    if (n == 32) *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
-    else *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[1]);
-  }
-  // Scale bytes (real and padding): block columns 2·col, 2·col + 1, consecutive in every layout.
-  const uint32_t k0 = col * 2u;
-  uint8_t* sfp = p.scales + b * p.scales_batch_bytes + fmt::sf_offset(p.layout, m, k0, p.kv);
-  if (p.sf_vec2 && k0 + 2 <= p.cols_grid) {
-    *reinterpret_cast<uint16_t*>(sfp) = static_cast<uint16_t>(sf_pair);
-  } else {
-    sfp[0] = static_cast<uint8_t>(sf_pair);
-    if (k0 + 1 < p.cols_grid) sfp[1] = static_cast<uint8_t>(sf_pair >> 8);
-  }
-}
-
 template <QuantKind K, bool kF16, int kDq, bool kVmin = false>
 __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
                                              const float* dq_rows, uint32_t dq_lut, const detail::GlobalScales& g) {
@@ -526,162 +487,6 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
   }
 }
 
-/// kDq 6: both 4over6 candidates of a block with the fused encode (e2m1_code_fused_below7_bits:
-/// three FFMAs straight from a = |x|, no FMUL per element) on the per-thread grids of kDq 2.
-/// `wm` holds the block's 8 sign-cleared words (|x| = one SHF / LOP3 per element),
-/// f = {e1, e1 / 2, e1 / 4, ·} from the fused table (fused_encode_multiplier: e1 reproduces the
-/// codes of rn(|x| · enc) on every input); the block max maps below 6.5 under e1 (the caller's
-/// test), so every product is below 7 and each code equals kvfmt::e2m1_code_magic(rn(|x| · enc)),
-/// i.e. the reference's. The two candidates run element by element (each error still summed in
-/// element order, d² / |d| as in candidate()) and are packed every 8 elements, so that |x| and
-/// the codes die early.
-template <bool kF16, bool kMae>
-__device__ __forceinline__ void candidates_fused(const uint32_t* wm, float4 f6, float4 f4, uint32_t lut6, uint32_t lut4,
-                                                 float& err6, float& err4, uint32_t* mag6, uint32_t* mag4) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    uint32_t c6[8], c4[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const uint32_t wd = wm[4 * h + (i >> 1)];
-      const float a = (i & 1) ? hi_elem<kF16>(wd) : lo_elem<kF16>(wd);
-      c6[i] = e2m1_code_fused_below7_bits(a, f6.x, f6.y, f6.z);
-      c4[i] = e2m1_code_fused_below7_bits(a, f4.x, f4.y, f4.z);
-      const float d6 = __fsub_rn(lds_f32_v(lut6 + (c6[i] << 10)), a);
-      const float d4 = __fsub_rn(lds_f32_v(lut4 + (c4[i] << 10)), a);
-      const float e6 = kMae ? fabsf(d6) : __fmul_rn(d6, d6);
-      const float e4 = kMae ? fabsf(d4) : __fmul_rn(d4, d4);
-      // rn(+0 + e) = e (see candidate): the first term needs no FADD.
-      err6 = h == 0 && i == 0 ? e6 : __fadd_rn(err6, e6);
-      err4 = h == 0 && i == 0 ? e4 : __fadd_rn(err4, e4);
-    }
-    mag6[h] = pack8_magnitudes(c6);
-    mag4[h] = pack8_magnitudes(c4);
-  }
-}
-
-/// kDq 6: one NaN/Inf-free 4over6 block → 2 code words (out), returns the scale byte. `wm`: the
-/// block's sign-cleared words, `sg0`, `sg1`: its sign words (pack8_signs), `v`: its max, `sfb`:
-/// sf6 | sf4 << 8. The fast test bounds every element by the block max under e1 (monotone);
-/// < 6.5 holds for every normal unsaturated scale byte (map-to-6 sends the max to ≤ 6.4, map-to-4
-/// to ≤ 4.3, or ≤ 6 when only it saturates) and keeps every product a · e1 below 7 (e1 is within
-/// one ulp of enc). Other blocks (subnormal or saturated map-to-6 byte) take encode46_any with
-/// the true enc of the ScaleEntry table, as the other kernels do.
-template <bool kF16, bool kMae>
-__device__ __forceinline__ uint32_t encode16_fused(const uint32_t* wm, uint32_t sg0, uint32_t sg1, float v, uint32_t sfb,
-                                                   const ScaleEntry* table, const float4* ftab, const float* dq_rows,
-                                                   uint32_t dq_lut, int set, float s_dec, const FastQuantizeParams& p,
-                                                   const Unit& d, uint32_t* out) {
-  const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
-  const float4 f6 = ftab[sf6], f4 = ftab[sf4];
-  Block46 r;
-  if (__fmul_rn(v, f6.x) < 6.5f && __fmul_rn(v, f4.x) < 6.5f) {
-    const uint32_t lut6 = dq_lut + static_cast<uint32_t>(set) * (16u * 1024u), lut4 = lut6 + 8u * 1024u;
-    copy_grid_row(lut6, dq_rows + 8u * sf6);
-    copy_grid_row(lut4, dq_rows + 8u * sf4);
-    uint32_t m6[2], m4[2];
-    float err6 = 0.0f, err4 = 0.0f;
-    candidates_fused<kF16, kMae>(wm, f6, f4, lut6, lut4, err6, err4, m6, m4);
-    r.four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
-    r.w0 = r.four ? m4[0] : m6[0];
-    r.w1 = r.four ? m4[1] : m6[1];
-  } else {
-    const ScaleEntry e6 = table[sf6], e4 = table[sf4];
-    r = encode46_any<kF16, kMae, 1>(src_unit(p, d.b, d.m, d.col) + 16 * set, Cand{e6.enc, 0u, e6.sf}, Cand{e4.enc, 0u, e4.sf},
-                                    s_dec);
-  }
-  out[0] = r.w0 | sg0;
-  out[1] = r.w1 | sg1;
-  return r.four ? sf4 : sf6;
-}
-
-/// load_unit with the common case first (kDq 6): a whole unit (n == 32) takes four plain 16-byte
-/// loads; only partial and padding units take the predicated loads that zero the missing words
-/// (load_unit predicates and zero-fills every unit: ~20 instructions).
-__device__ __forceinline__ void load_unit_whole_first(const FastQuantizeParams& p, uint32_t u, Unit& d) {
-  if (u >= p.total_units) return;
-  const UnitPos pos = unit_pos(p, u);
-  d.col = pos.col;
-  d.n = unit_valid(p, pos, d.b, d.m);
-  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.input) + d.b * p.in_batch_bytes +
-                                                    d.m * p.in_row_bytes + pos.col * 64u);
-  if (d.n == 32) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) d.q[j] = __ldg(src + j);
-  } else {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
-  }
-}
-
-/// kvfmt::e4m3x2 for inputs that are not NaN (sm_89+: the hardware RNE/satfinite conversion that
-/// kvfmt::e4m3x2 uses, without its NaN handling): lo in the low byte.
-__device__ __forceinline__ uint32_t e4m3x2_not_nan(float lo, float hi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  unsigned short r;
-  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
-  return r;
-#else
-  return kvfmt::e4m3x2(lo, hi);
-#endif
-}
-
-/// One block of process_unit_fused: code words into o0, o1; returns the scale byte.
-/// The block's elements in global memory are only needed by the rare paths (reference_block,
-/// encode46_any), so their address is formed there: held across the first block's encode it
-/// cost two spill stores and loads per unit.
-template <QuantKind K, bool kF16>
-__device__ __forceinline__ uint32_t block_fused(const uint32_t* wb, const FastQuantizeParams& p, const Unit& d, int set,
-                                                const ScaleEntry* table, const float4* ftab, const float* dq_rows,
-                                                uint32_t dq_lut, const detail::GlobalScales& g, uint32_t& o0,
-                                                uint32_t& o1) {
-  constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
-  uint32_t wm[8];
-#pragma unroll
-  for (int k = 0; k < 8; ++k) wm[k] = clear_signs16x2(wb[k]);
-  const uint32_t h = block_max_bits_masked(wm);
-  if (h >= kInfBits) {
-    const RefBlock r = reference_block<K, kF16>(src_unit(p, d.b, d.m, d.col) + 16 * set, 16, g);
-    o0 = r.w[0];
-    o1 = r.w[1];
-    return r.sf;
-  }
-  // rn(v / 6) by div6_rn_16bit, as process_unit; sf6 | sf4 << 8 from one conversion. Both inputs
-  // are fminf(·, 448), never NaN, so the hardware conversion alone gives kvfmt::e4m3x2's bytes
-  // (its NaN patch-up, ~4 instructions per block, is dead here but not provably so).
-  const float v = bits_to_float16<kF16>(h);
-  const float base = __fmul_rn(div6_rn_16bit(v), g.s_enc);
-  const uint32_t sfb = e4m3x2_not_nan(fminf(base, fmt::kE4m3Max), fminf(__fmul_rn(base, 1.5f), fmt::kE4m3Max));
-  uint32_t out[2];
-  const uint32_t sf = encode16_fused<kF16, K == QuantKind::kFourOverSixMae>(wm, pack8_signs(wb), pack8_signs(wb + 4), v, sfb,
-                                                                           table, ftab, dq_rows, dq_lut, set, g.s_dec,
-                                                                           p, d, out);
-  o0 = out[0];
-  o1 = out[1];
-  return sf;
-}
-
-/// kDq 6's process_unit (4over6 only): the same bytes, block by block — each block's sign-cleared
-/// words, sign words, max, scale-byte pair (one e4m3x2 conversion of its sf6 / sf4 candidates)
-/// and encode (encode16_fused) — so that only the second block's 8 raw words stay live during the
-/// first block's encode: computed for both blocks up front (as process_unit does), the second
-/// block's state spilled under the 80-register bound of 3 CTAs/SM.
-template <QuantKind K, bool kF16>
-__device__ __forceinline__ void process_unit_fused(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
-                                                   const float4* ftab, const float* dq_rows, uint32_t dq_lut,
-                                                   const detail::GlobalScales& g) {
-  const int n = d.n;
-  const uint32_t w[16] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w,
-                          d.q[2].x, d.q[2].y, d.q[2].z, d.q[2].w, d.q[3].x, d.q[3].y, d.q[3].z, d.q[3].w};
-  uint32_t out[4] = {0u, 0u, 0u, 0u};
-  uint32_t sf_pair = 0;  // scale bytes of the unit, little-endian (padding: 0)
-  if (n > 0) {
-    sf_pair = block_fused<K, kF16>(w, p, d, 0, table, ftab, dq_rows, dq_lut, g, out[0], out[1]);
-    if (n == 32) sf_pair |= block_fused<K, kF16>(w + 8, p, d, 1, table, ftab, dq_rows, dq_lut, g, out[2], out[3]) << 8;
-  }
-  store_unit(p, d.b, d.m, d.col, n, out, sf_pair);
-}
-
 // Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
 // cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
 // kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic,
@@ -690,11 +495,7 @@ __device__ __forceinline__ void process_unit_fused(const FastQuantizeParams& p, 
 // encoded, then loaded from there), which frees the 20 registers of the second buffer, under a
 // 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 (v8; measured no faster than kDq 2
 // at 2 CTAs/SM: the loop is not limited by the warps available to hide latency); 4 (default) =
-// kDq 3 with the VIMNMX3 encode (2% faster than 3); 5 = kDq 3 without the L2 prefetch (2% slower);
-// 6 (v9, A/B) = kDq 4 with the fused encode (fused_encode_multiplier; the kDq 4 loop when a scale
-// byte has no exact e1 under this S_dec), blocks processed one by one, whole units loaded without
-// predication and the next unit's address for the prefetch without an index split when it is
-// linear: −12% hot-path instructions (bench/NOTES.md, quantize v9).
+// kDq 3 with the VIMNMX3 encode (2% faster than 3); 5 = kDq 3 without the L2 prefetch (2% slower).
 // Register bounds: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
 // registers (2 CTAs/SM; without the second argument ptxas chose 80 / 95 / 75); v8 run 2 measured
 // nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%). 4over6 kDq 0-2 are held at
@@ -714,11 +515,8 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool kOneBuf = kDq >= 3;
   constexpr int kD = kDq >= 3 ? 2 : kDq;  // grid variant used by the encode
-  constexpr bool kVmin = kDq == 4 || kDq == 6, kPrefetch = kDq != 5;
-  constexpr bool kFused = k46 && kDq == 6;
+  constexpr bool kVmin = kDq == 4, kPrefetch = kDq != 5;
   __shared__ ScaleEntry table[kNv ? 256 : 1];
-  // kDq 6: per scale byte {e1, e1 / 2, e1 / 4, sf} of the fused encode (fused_encode_multiplier).
-  __shared__ float4 ftab[kFused ? 256 : 1];
   // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
   // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
   __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * 8 : 1];
@@ -736,58 +534,19 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   // that their latency overlaps that prologue (it was serial: scale load → table → loads).
   load_unit(p, u, a);
   detail::GlobalScales g;
-  bool use_fused = false;
-  (void)use_fused;
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
     else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
-    bool fused_ok = true;
     for (int i = threadIdx.x; i < 256; i += kThreads) {
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
-      const float enc = fmt::nvfp4_element_encode(1.0f, sf, g.s_dec);
-      table[i] = {enc, sf};
-      if constexpr (kFused) {
-        // Bytes 0x00-0x7E are the only ones a block can get (e4m3 satfinite of a max ≥ +0).
-        const float e1 = i < 0x7F ? fused_encode_multiplier<kF16>(enc) : __int_as_float(0x7FC00000);
-        ftab[i] = make_float4(e1, __fmul_rn(e1, 0.5f), __fmul_rn(e1, 0.25f), sf);
-        fused_ok = fused_ok && (i >= 0x7F || e1 == e1);
-      }
+      table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
     }
     if constexpr (k46 && kD != 1) {
       for (int i = threadIdx.x; i < 256 * 8; i += kThreads) {
         dq_table[i] = fmt::nvfp4_dequant(static_cast<uint32_t>(i & 7), fmt::e4m3_to_float(static_cast<uint32_t>(i >> 3)), g.s_dec);
       }
     }
-    // kDq 6: the fused loop only if every reachable scale byte has an exact e1 under this S_dec
-    // (the same decision in every CTA: same table); otherwise kDq 4's two-step loop.
-    if constexpr (kFused) use_fused = __syncthreads_and(fused_ok) != 0;
-    else __syncthreads();
-  }
-  if constexpr (kFused) {
-    if (use_fused) {
-      // Linear prefetch: in row-major order over one matrix whose rows are whole units apart
-      // (in_row_bytes = 64 · units_per_row), unit u < rows · units_per_row starts at input + 64 u,
-      // so the next unit's address needs no index split (unit_pos + unit_valid: ~25 instructions
-      // per unit); padding rows (u ≥ rows · units_per_row) have nothing to prefetch.
-      // lin_units = 0 when not linear (one register instead of a flag and a bound).
-      const bool lin = p.order == 0 && !p.reverse && p.batch == 1 &&
-                       p.in_row_bytes == static_cast<int64_t>(p.units_per_row) * 64;
-      const uint32_t lin_units = lin ? p.rows * p.units_per_row : 0u;  // ≤ total_units < 2^30
-      while (u < p.total_units) {
-        const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
-        if (u1 < lin_units) {
-          prefetch_l2(static_cast<const uint8_t*>(p.input) + static_cast<uint64_t>(u1) * 64u);
-        } else if (lin_units == 0u && u1 < p.total_units) {
-          const UnitPos pos = unit_pos(p, u1);
-          uint32_t b, m;
-          if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
-        }
-        process_unit_fused<K, kF16>(p, a, table, ftab, dq_table, dq_lut, g);
-        load_unit_whole_first(p, u1, a);
-        u = u1;
-      }
-      return;
-    }
+    __syncthreads();
   }
   if constexpr (kOneBuf) {
     while (u < p.total_units) {
@@ -869,7 +628,6 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
     case 2: launch_one<K, kF16, 2>(p, stream); break;
     case 3: launch_one<K, kF16, 3>(p, stream); break;
     case 5: launch_one<K, kF16, 5>(p, stream); break;
-    case 6: launch_one<K, kF16, 6>(p, stream); break;
     default: launch_one<K, kF16, 4>(p, stream); break;
   }
 }
