@@ -319,7 +319,7 @@ TEST(DecodeRef, SplitBoundCoversEveryOccupancy) {
           }
 }
 
-// The kernel-shape rules (decode_params.h): the narrow tile is the nvfp4 hd128 kernel for ≤ 8
+// The kernel-shape rules (decode_params.h): the narrow tile is the nvfp4 / fp8 hd128 kernel for ≤ 8
 // query rows per kv head; heads per CTA follow the measured A/B (bench/NOTES.md v8, v9).
 TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   constexpr int kBF16 = static_cast<int>(KvFormat::kBF16), kFP8 = static_cast<int>(KvFormat::kFP8E4M3),
@@ -331,7 +331,9 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 128, 16, 1));
   EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 64, 4, 1));
   EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 256, 4, 1));
-  EXPECT_FALSE(cuda::decode_use_narrow_tile(kFP8, 128, 4, 1));
+  EXPECT_TRUE(cuda::decode_use_narrow_tile(kFP8, 128, 4, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kFP8, 64, 4, 1));
+  EXPECT_FALSE(cuda::decode_use_narrow_tile(kBF16, 128, 4, 1));
   EXPECT_FALSE(cuda::decode_use_narrow_tile(kNv, 128, 4, 1, /*enabled=*/false));
   // 32/8 heads, one row tile.
   EXPECT_EQ(cuda::decode_heads_per_cta(kBF16, 128, 8, 64, 1, 32768), 1);  // registers, no ring
@@ -341,6 +343,7 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768), 2);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 2);  // measured for nvfp4 only
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
 }

@@ -301,12 +301,12 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
-// The nvfp4 hd128 cache with ≤ 8 query rows per kv head runs the narrow tile (Sᵀ = K·Qᵀ,
-// swizzled V ring) by default; NVFP4KV_DECODE_NARROW=0 forces the wide tile. Both against the
-// reference and each other: group sizes 1-8 × qo_len 1-2 (rows 1..8, causal among new tokens),
-// both layouts, page sizes 1/16/64, 1/2/4 kv heads (heads per CTA 1, 2, 4), both query types,
-// window and soft cap, split off / forced / auto.
-TEST(CudaDecode, SmallNvfp4NarrowAndWideTiles) {
+// The nvfp4 and fp8 hd128 caches with ≤ 8 query rows per kv head run the narrow tile (Sᵀ =
+// K·Qᵀ, swizzled V ring) by default; NVFP4KV_DECODE_NARROW=0 forces the wide tile. Both against
+// the reference and each other: group sizes 1-8 × qo_len 1-2 (rows 1..8, causal among new
+// tokens), both layouts, page sizes 1/16/64, 1/2/4 kv heads (heads per CTA 1, 2, 4), both query
+// types, window and soft cap, split off / forced / auto.
+TEST(CudaDecode, SmallNarrowAndWideTiles) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -315,13 +315,14 @@ TEST(CudaDecode, SmallNvfp4NarrowAndWideTiles) {
   const int kv_heads[] = {1, 2, 4};
   const int groups[] = {1, 2, 4, 8, 3};
   int idx = 0;
+  for (KvFormat format : {KvFormat::kNvfp4, KvFormat::kFP8E4M3})
   for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND})
     for (int gi = 0; gi < 5; ++gi)
       for (int64_t qo_len : {1, 2}) {
         const int64_t group = groups[gi];
         if (group * qo_len > 8) continue;
         CacheSpec s;
-        s.format = KvFormat::kNvfp4;
+        s.format = format;
         s.layout = layout;
         s.head_dim = 128;
         s.page_size = page_sizes[idx % 3];

@@ -281,15 +281,24 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
   }
 }
 
-// Narrow tile (nvfp4, hd128): byte offset of 16-byte piece `piece` (0..3) of V row `row` in a
-// ring stage's V area. Rows are paired into 128-byte lines whose eight pieces are XOR-swizzled
-// by 2·(line % 4): the P·V reads — lane (g, q) takes bytes 8g … 8g + 7 of rows 2q and 2q + 1
-// (and 2q + 8, 2q + 9) — then hit all 32 banks once per half-warp; unswizzled, rows 0, 2, 4, 6
-// (64-byte rows) share banks and every such load is a 4-way conflict. Row 2i + 1's piece is
-// row 2i's at offset ^ 64.
+// Narrow tile (hd128): byte offset of 16-byte piece `piece` of V row `row` in a ring stage's V
+// area, rows of kRow bytes, XOR-swizzled so that the P·V reads — lane (g, q) takes dims
+// 16g … 16g + 15 of rows 2q, 2q + 1 (and 2q + 8, 2q + 9) — are conflict-free; unswizzled, the
+// rows 2q of a half-warp (64-byte rows) or quarter-warp (128-byte rows) share banks: 4-way
+// conflicts on every load.
+// nvfp4 (kRow 64, lane reads 8 bytes): rows are paired into 128-byte lines whose eight pieces are
+// XOR-ed with 2·(line % 4); row 2i + 1's piece is row 2i's at offset ^ 64.
+// fp8 (kRow 128, lane reads one 16-byte piece): a row's eight pieces are XOR-ed with
+// 2·((row / 2) % 4), the same for rows 2i and 2i + 1.
+template <int kRow>
 __device__ __forceinline__ int narrow_v_offset(int row, int piece) {
-  const int line = row >> 1;
-  return line * 128 + ((((row & 1) << 2) | piece) ^ ((line & 3) << 1)) * 16;
+  static_assert(kRow == 64 || kRow == 128, "narrow tile rows: nvfp4 or fp8 at hd128");
+  if constexpr (kRow == 64) {
+    const int line = row >> 1;
+    return line * 128 + ((((row & 1) << 2) | piece) ^ ((line & 3) << 1)) * 16;
+  } else {
+    return row * 128 + (piece ^ (((row >> 1) & 3) << 1)) * 16;
+  }
 }
 
 // nvfp4 at hd ≤ 128: capped at 168 registers = 3 CTAs per SM (without the cap ptxas takes 187
@@ -297,14 +306,16 @@ __device__ __forceinline__ int narrow_v_offset(int row, int piece) {
 #ifndef NVFP4KV_DECODE_NVFP4_MIN_CTAS
 #define NVFP4KV_DECODE_NVFP4_MIN_CTAS 3
 #endif
-template <int D, int FMT>
-inline constexpr int kMinCtas = (kExpTrick<FMT> && D <= 128) ? NVFP4KV_DECODE_NVFP4_MIN_CTAS : 1;
+// The narrow tile likewise (fp8 took 174 registers without the cap, 2 CTAs/SM).
+template <int D, int FMT, bool kNarrow>
+inline constexpr int kMinCtas = ((kExpTrick<FMT> && D <= 128) || kNarrow) ? NVFP4KV_DECODE_NVFP4_MIN_CTAS : 1;
 
 template <typename T, int D, int FMT, bool kNarrow = false>
-__global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(const __grid_constant__ DecodeParams p,
+__global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
   using C = Config<T, D, FMT, kNarrow>;
-  static_assert(!kNarrow || (FMT == kFmtNvfp4 && D == 128), "the narrow tile is written for nvfp4 at hd128");
+  static_assert(!kNarrow || ((FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128),
+                "the narrow tile is written for nvfp4 and fp8 at hd128");
   static_assert(!kNarrow || !NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY, "loads-only experiment: wide tile only");
   constexpr bool kF16 = std::is_same_v<T, __half>;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -585,15 +596,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     }
   };
 
-  // Narrow tile (≤ 8 query rows; nvfp4 at hd128). Sᵀ = K·Qᵀ: A = K (m = 16 tokens: g and
+  // Narrow tile (≤ 8 query rows; nvfp4 and fp8 at hd128). Sᵀ = K·Qᵀ: A = K (m = 16 tokens: g and
   // g + 8 of the lane, exactly the wide tile's two B fragments), B = Qᵀ from registers (n = the
   // 8 rows), so a 16-token subtile takes one mma per k-step instead of two and the logits are 4
   // per lane. Oᵀ = Vᵀ·Pᵀ: A = Vᵀ (m = 16 dims, k = 16 tokens), B = Pᵀ, which is Sᵀ's
   // accumulator tile transposed (two movmatrix per subtile instead of two per V pair). Lane
-  // (g, q) holds dims 16g … 16g + 15 (scale block g) of tokens 2q, 2q + 1, 2q + 8, 2q + 9: it
-  // pairs two tokens' words with PRMT so that e2m1x8_exp yields (token, token + 1) of one dim,
-  // scaled by the pair (sf_token, sf_token+1). Oᵀ m-tile mt = dims 2mt, 2mt + 1 of the run.
-  auto compute_chunk_narrow = [&](const uint8_t* stage, const uint32_t vmask, int chunk_start) {
+  // (g, q) holds dims 16g … 16g + 15 (nvfp4: scale block g) of tokens 2q, 2q + 1, 2q + 8,
+  // 2q + 9: it pairs two tokens' words with PRMT so that e2m1x8_exp (nvfp4, scaled by the pair
+  // (sf_token, sf_token+1)) or one e4m3x2 conversion (fp8) yields (token, token + 1) of one dim.
+  // Oᵀ m-tile mt = dims 2mt, 2mt + 1 of the run.
+  // (A generic lambda: instantiated only by the narrow kernels that call it.)
+  auto compute_chunk_narrow = [&](const auto* stage, const uint32_t vmask, int chunk_start) {
     float s[C::kU][4];
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
@@ -688,7 +701,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     // Oᵀ += Vᵀ·Pᵀ.
     const int g = lane >> 2, qq = lane & 3;
     const uint8_t* v_rows = stage + kWarps * C::kChunk * C::kRow;  // swizzled (narrow_v_offset)
-    const uint8_t* v_sc = stage + C::kScaleOffset + kWarps * C::kChunk * C::kScaleRow;
+    const uint8_t* v_sc = stage + C::kScaleOffset + kWarps * C::kChunk * C::kScaleRow;  // nvfp4 only
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
       // Pᵀ B fragment: lane (g, q) gets row g, tokens 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1).
@@ -698,21 +711,37 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
 #pragma unroll
       for (int pr = 0; pr < 2; ++pr) {
         const int ra = warp * C::kChunk + 16 * u + 8 * pr + 2 * qq;  // stage rows ra, ra + 1
-        const int off = narrow_v_offset(ra, g >> 1) + 8 * (g & 1);
-        const uint2 va = *reinterpret_cast<const uint2*>(v_rows + off);
-        const uint2 vb = *reinterpret_cast<const uint2*>(v_rows + (off ^ 64));
-        const uint32_t s2 = scale_pair_mixed_exp<T>(static_cast<uint32_t>(v_sc[ra * C::kScaleRow + g]) |
-                                                    (static_cast<uint32_t>(v_sc[(ra + 1) * C::kScaleRow + g]) << 8));
-        const uint32_t wa[2] = {va.x, va.y}, wb[2] = {vb.x, vb.y};
+        if constexpr (FMT == kFmtFP8) {
+          // Dims 16g … 16g + 15 = piece g of each row; PRMT interleaves the two tokens' bytes so
+          // that one e4m3x2 conversion gives (token A, token B) of one dim.
+          const uint4 va = *reinterpret_cast<const uint4*>(v_rows + narrow_v_offset<C::kRow>(ra, g));
+          const uint4 vb = *reinterpret_cast<const uint4*>(v_rows + narrow_v_offset<C::kRow>(ra + 1, g));
+          const uint32_t wa[4] = {va.x, va.y, va.z, va.w}, wb[4] = {vb.x, vb.y, vb.z, vb.w};
 #pragma unroll
-        for (int w = 0; w < 2; ++w) {
-          uint32_t r[4];
-          e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x5410u), r);  // dims 8w … 8w + 3 of both tokens
+          for (int w = 0; w < 4; ++w) {
+            const uint32_t lo = prmt(wa[w], wb[w], 0x5140u), hi = prmt(wa[w], wb[w], 0x7362u);
+            vr[pr][4 * w + 0] = fp8x2_pair<T>(lo);
+            vr[pr][4 * w + 1] = fp8x2_pair<T>(lo >> 16);
+            vr[pr][4 * w + 2] = fp8x2_pair<T>(hi);
+            vr[pr][4 * w + 3] = fp8x2_pair<T>(hi >> 16);
+          }
+        } else {
+          const int off = narrow_v_offset<C::kRow>(ra, g >> 1) + 8 * (g & 1);
+          const uint2 va = *reinterpret_cast<const uint2*>(v_rows + off);
+          const uint2 vb = *reinterpret_cast<const uint2*>(v_rows + (off ^ 64));
+          const uint32_t s2 = scale_pair_mixed_exp<T>(static_cast<uint32_t>(v_sc[ra * C::kScaleRow + g]) |
+                                                      (static_cast<uint32_t>(v_sc[(ra + 1) * C::kScaleRow + g]) << 8));
+          const uint32_t wa[2] = {va.x, va.y}, wb[2] = {vb.x, vb.y};
 #pragma unroll
-          for (int i = 0; i < 4; ++i) vr[pr][8 * w + i] = hmul2<T>(r[i], s2);
-          e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x7632u), r);  // dims 8w + 4 … 8w + 7
+          for (int w = 0; w < 2; ++w) {
+            uint32_t r[4];
+            e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x5410u), r);  // dims 8w … 8w + 3 of both tokens
 #pragma unroll
-          for (int i = 0; i < 4; ++i) vr[pr][8 * w + 4 + i] = hmul2<T>(r[i], s2);
+            for (int i = 0; i < 4; ++i) vr[pr][8 * w + i] = hmul2<T>(r[i], s2);
+            e2m1x8_exp<T>(prmt(wa[w], wb[w], 0x7632u), r);  // dims 8w + 4 … 8w + 7
+#pragma unroll
+            for (int i = 0; i < 4; ++i) vr[pr][8 * w + 4 + i] = hmul2<T>(r[i], s2);
+          }
         }
       }
 #pragma unroll
@@ -816,9 +845,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT>) decode_kernel(cons
     // Narrow tile: V pieces go to their swizzled place (narrow_v_offset), fixed per piece j.
     int vdo[kNarrow ? kDataPer : 1];
     if constexpr (kNarrow) {
-      static_assert(C::kRow == 64 && C::kCp == 16, "narrow_v_offset assumes 64-byte rows of 16-byte pieces");
+      static_assert(C::kCp == 16, "narrow_v_offset places 16-byte pieces");
 #pragma unroll
-      for (int j = 0; j < kDataPer; ++j) vdo[j] = kWarps * C::kChunk * C::kRow + narrow_v_offset(srow[j], d_part);
+      for (int j = 0; j < kDataPer; ++j) vdo[j] = kWarps * C::kChunk * C::kRow + narrow_v_offset<C::kRow>(srow[j], d_part);
     }
     const uint32_t ring_s = smem_addr(ring);
     const int lin_ratio = p.lin_ratio;
@@ -1070,7 +1099,7 @@ Status cuda_status(cudaError_t e, const char* what) {
 
 // Whether `p` runs the narrow tile, and whether this instantiation has one.
 template <int D, int FMT>
-inline constexpr bool kHasNarrow = FMT == kFmtNvfp4 && D == 128;
+inline constexpr bool kHasNarrow = (FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128;
 
 template <typename T, int D, int FMT, bool kNarrow>
 Status launch_kernel(const DecodeParams& p, Stream stream) {

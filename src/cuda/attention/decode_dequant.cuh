@@ -192,6 +192,20 @@ __device__ __forceinline__ uint32_t scale_pair_mixed_exp(uint32_t b2) {
   }
 }
 
+// Two E4M3 bytes (low half of `b2`: value A in byte 0, B in byte 1) → the pair (A, B) in T,
+// exact (E4M3 has ≤ 4 significant bits and range 2^-9 … 448, inside both 16-bit types).
+template <typename T>
+__device__ __forceinline__ uint32_t fp8x2_pair(uint32_t b2) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(b2 & 0xFFFFu), __NV_E4M3);
+  if constexpr (std::is_same_v<T, __half>) {
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else {
+    const float2 f = __half22float2(__half2(h));
+    __nv_bfloat162 b = __float22bfloat162_rn(f);
+    return *reinterpret_cast<uint32_t*>(&b);
+  }
+}
+
 // One lane's run of one token: raw words (memory order) + its block-scale bytes → D/8 pairs.
 template <typename T, int FMT, int D>
 __device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales, uint32_t* out) {
@@ -203,18 +217,7 @@ __device__ __forceinline__ void dequant_run(const uint32_t* raw, uint32_t scales
 #pragma unroll
     for (int w = 0; w < kPairs / 2; ++w) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const __half2_raw p = __nv_cvt_fp8x2_to_halfraw2(
-            static_cast<__nv_fp8x2_storage_t>(raw[w] >> (16 * h)), __NV_E4M3);
-        if constexpr (std::is_same_v<T, __half>) {
-          out[2 * w + h] = static_cast<uint32_t>(p.x) | (static_cast<uint32_t>(p.y) << 16);
-        } else {
-          // E4M3 values (≤ 4 significant bits, 2^-9..448) are exact in bf16 too.
-          const float2 f = __half22float2(__half2(p));
-          __nv_bfloat162 b = __float22bfloat162_rn(f);
-          out[2 * w + h] = *reinterpret_cast<uint32_t*>(&b);
-        }
-      }
+      for (int h = 0; h < 2; ++h) out[2 * w + h] = fp8x2_pair<T>(raw[w] >> (16 * h));
     }
   } else if constexpr (kExpTrick<FMT>) {
     // 16 dims per scale block = 8 pairs = 2 words; the lane's run has D/64 blocks.

@@ -70,7 +70,7 @@ inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
 /// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 A/B of v8 (32/8
 /// heads, hd128, fp8 and nvfp4, graph-timed): 4 heads once batch · kv_heads/4 · m_tiles ≥ 128
 /// CTAs (64 × 1K, 64 × 8K, 128 × any); 2 heads from 8K tokens (16 × 8K, 32 × 8K, 8 × 32K,
-/// 4 × 64K, 1 × 128K); 1 below. The narrow tile (decode_use_narrow_tile) also takes 4 heads from
+/// 4 × 64K, 1 × 128K); 1 below. The nvfp4 narrow tile (decode_use_narrow_tile) also takes 4 heads from
 /// 32 CTAs per split at ≥ 32K tokens (H100 A/B of v9, nvfp4 16 × 32K: 245.5 µs with 4 heads,
 /// 263.3 with 2; 8 × 32K, 16 CTAs: 139.6 vs 135.5, so 2 stays below).
 inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
@@ -79,7 +79,7 @@ inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, 
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
   if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
-  if (narrow && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 32768) return 4;
+  if (narrow && format == 3 && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 32768) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
@@ -87,9 +87,10 @@ inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, 
 /// Whether the decode kernel takes the narrow tile: Sᵀ = K·Qᵀ with the (≤ 8) query rows of a kv
 /// head as the mma's n = 8, instead of S = Q·Kᵀ with 16 padded rows as its m (half the mma and
 /// softmax work per token, no V transposes; bench/NOTES.md, decode v9). Written for the nvfp4
-/// cache at head_dim 128 (format 3 = KvFormat::kNvfp4); `enabled` false forces the wide tile.
+/// and fp8_e4m3 caches at head_dim 128 (format 3 = KvFormat::kNvfp4, 2 = kFP8E4M3); `enabled`
+/// false forces the wide tile.
 inline bool decode_use_narrow_tile(int format, int head_dim, int64_t group_size, int64_t qo_len, bool enabled = true) {
-  return enabled && format == 3 && head_dim == 128 && group_size * qo_len <= 8;
+  return enabled && (format == 3 || format == 2) && head_dim == 128 && group_size * qo_len <= 8;
 }
 
 /// r > 0 if every given view has page stride = r × token stride (NHD: page_size, HND:
