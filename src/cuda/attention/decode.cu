@@ -452,6 +452,42 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   const uint8_t* k_base = p.k_data + h * p.k_data_strides.head + q4 * (C::kWords * 4);
   const uint8_t* v_base = p.v_data + h * p.v_data_strides.head + q4 * (C::kWords * 4);
 
+  // A chunk's raw logits → log2 domain (soft cap, or the plain scale), −inf where
+  // `visible(j)` is false, and the running maxima per row half (`half_of(j)`). The soft-cap
+  // branch sits outside the element loop so that each variant is one straight block (ILP
+  // across the logits); a chunk that every row of the warp sees whole, all tokens readable (the
+  // common case away from the split's end, the causal diagonal and the window edge), skips the
+  // per-logit mask. Shared by the wide and the narrow tile (their logits differ in layout only).
+  auto logits_to_log2 = [&](float* logit, auto count, auto half_of, auto visible, const uint32_t vmask,
+                            const int chunk_start, float (&mx)[2]) {
+    constexpr int kN = decltype(count)::value;
+    if (cap_v > 0.f) {
+#pragma unroll
+      for (int j = 0; j < kN; ++j) {
+        const float x = cap_v * tanhf(logit[j] * logit_scale / cap_v);
+        logit[j] = visible(j) ? x * kLog2e : -INFINITY;
+        mx[half_of(j)] = fmaxf(mx[half_of(j)], logit[j]);
+      }
+      return;
+    }
+    constexpr uint32_t kAll = C::kChunk >= 32 ? 0xFFFFFFFFu : (1u << C::kChunk) - 1u;
+    const bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo &&
+                           chunk_start + C::kChunk - 1 <= vis_hi && (vmask & kAll) == kAll;
+    if (__all_sync(0xFFFFFFFFu, full_lane)) {
+#pragma unroll
+      for (int j = 0; j < kN; ++j) {
+        logit[j] *= scale_log2;
+        mx[half_of(j)] = fmaxf(mx[half_of(j)], logit[j]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kN; ++j) {
+        logit[j] = visible(j) ? logit[j] * scale_log2 : -INFINITY;
+        mx[half_of(j)] = fmaxf(mx[half_of(j)], logit[j]);
+      }
+    }
+  };
+
   // One chunk: S = Q·Kᵀ, online softmax, O += P·V. `get_run(u, slot, kv, raw, &scale)` returns
   // the lane's raw run; bit τ of `vmask` says whether token τ of the chunk is readable.
   auto compute_chunk = [&](auto&& get_run, const uint32_t vmask, int chunk_start) {
@@ -497,55 +533,18 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       }
     }
 
-    // Logits (log2 domain), masks, running max. The soft-cap branch sits outside the element
-    // loop so that each variant is one straight block (ILP across the 8 logits).
+    // Logits (log2 domain), masks, running max (logits_to_log2): logit (u, nt, i) is token
+    // 8·nt + 2·(lane % 4) + i % 2 of subtile u, row half i / 2 (rows lane/4 and lane/4 + 8).
     float mx[2] = {m_run[0], m_run[1]};
-    auto visible = [&](int u, int nt, int i) {
-      const int half = i >> 1;
-      const int tt = 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the subtile
-      const int tok = chunk_start + 16 * u + tt;
-      const bool readable = (vmask >> (16 * u + tt)) & 1u;
-      return readable && tok < s_end && tok <= pos_hi[half] && tok >= pos_lo[half];
-    };
-    if (cap_v > 0.f) {
-#pragma unroll
-      for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const float x = cap_v * tanhf(s[u][nt][i] * logit_scale / cap_v);
-            s[u][nt][i] = visible(u, nt, i) ? x * kLog2e : -INFINITY;
-            mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
-          }
-    } else {
-      // Whole chunk visible to every row of the warp (the common case away from the split's
-      // end, the causal diagonal and the window edge): no per-logit mask.
-      constexpr uint32_t kAll = C::kChunk >= 32 ? 0xFFFFFFFFu : (1u << C::kChunk) - 1u;
-      const bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo &&
-                             chunk_start + C::kChunk - 1 <= vis_hi && (vmask & kAll) == kAll;
-      if (__all_sync(0xFFFFFFFFu, full_lane)) {
-#pragma unroll
-        for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              s[u][nt][i] *= scale_log2;
-              mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
-            }
-      } else {
-#pragma unroll
-        for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              s[u][nt][i] = visible(u, nt, i) ? s[u][nt][i] * scale_log2 : -INFINITY;
-              mx[i >> 1] = fmaxf(mx[i >> 1], s[u][nt][i]);
-            }
-      }
-    }
+    logits_to_log2(
+        &s[0][0][0], std::integral_constant<int, C::kU * 8>{}, [](int j) { return (j & 3) >> 1; },
+        [&](int j) {
+          const int u = j >> 3, nt = (j >> 2) & 1, i = j & 3;
+          const int tt = 16 * u + 8 * nt + 2 * (lane & 3) + (i & 1);  // token of the chunk
+          const int tok = chunk_start + tt;
+          return ((vmask >> tt) & 1u) && tok < s_end && tok <= pos_hi[i >> 1] && tok >= pos_lo[i >> 1];
+        },
+        vmask, chunk_start, mx);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xFFFFFFFFu, mx[half], 1));
@@ -630,43 +629,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
     // s[u][i]: token 16u + lane/4 + 8·(i/2) of the chunk, row 2·(lane % 4) + i % 2.
     float mx[2] = {m_run[0], m_run[1]};
-    auto visible = [&](int u, int i) {
-      const int tt = 16 * u + (lane >> 2) + 8 * (i >> 1);
-      const int tok = chunk_start + tt;
-      const bool readable = (vmask >> tt) & 1u;
-      return readable && tok < s_end && tok <= pos_hi[i & 1] && tok >= pos_lo[i & 1];
-    };
-    if (cap_v > 0.f) {
-#pragma unroll
-      for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float x = cap_v * tanhf(s[u][i] * logit_scale / cap_v);
-          s[u][i] = visible(u, i) ? x * kLog2e : -INFINITY;
-          mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
-        }
-    } else {
-      constexpr uint32_t kAll = C::kChunk >= 32 ? 0xFFFFFFFFu : (1u << C::kChunk) - 1u;
-      const bool full_lane = chunk_start + C::kChunk <= s_end && chunk_start >= vis_lo &&
-                             chunk_start + C::kChunk - 1 <= vis_hi && (vmask & kAll) == kAll;
-      if (__all_sync(0xFFFFFFFFu, full_lane)) {
-#pragma unroll
-        for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            s[u][i] *= scale_log2;
-            mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
-          }
-      } else {
-#pragma unroll
-        for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            s[u][i] = visible(u, i) ? s[u][i] * scale_log2 : -INFINITY;
-            mx[i & 1] = fmaxf(mx[i & 1], s[u][i]);
-          }
-      }
-    }
+    logits_to_log2(
+        &s[0][0], std::integral_constant<int, C::kU * 4>{}, [](int j) { return j & 1; },
+        [&](int j) {
+          const int tt = 16 * (j >> 2) + (lane >> 2) + 8 * ((j >> 1) & 1);
+          const int tok = chunk_start + tt;
+          return ((vmask >> tt) & 1u) && tok < s_end && tok <= pos_hi[j & 1] && tok >= pos_lo[j & 1];
+        },
+        vmask, chunk_start, mx);
     // A row's tokens are spread over the 8 lanes of equal lane % 4.
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
