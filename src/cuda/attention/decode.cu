@@ -4,18 +4,24 @@
 // Computes attention.h's function for q [batch, qo_len, num_qo_heads, head_dim] bf16/f16 over a
 // bf16 / f16 / fp8_e4m3 / nvfp4 / fp4_block16 cache (NHD or HND, any strides).
 //
-// Mapping. Grid (num_splits, num_kv_heads × m_tiles, batch), 4 warps per CTA. A CTA owns one
-// request b, one kv head h, one tile of 16 query rows (row = t·group_size + g over the qo_len
-// tokens t and the group's heads g; padded with zero rows) and one split of the request's
-// visible KV range. The split is cut into chunks of 16·U tokens dealt round-robin to the warps;
-// each warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps
-// are merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
+// Mapping. Grid (num_splits, num_kv_heads / hpc × m_tiles, batch), 4 warps per CTA. A CTA owns
+// one request b, hpc = 1, 2 or 4 consecutive kv heads (decode_heads_per_cta; warp w computes
+// head w % hpc), one tile of 16 query rows (row = t·group_size + g over the qo_len tokens t and
+// the group's heads g; padded with zero rows) and one split of the request's visible KV range.
+// The split is cut into chunks of 16·U tokens dealt round-robin to the warps of a head; each
+// warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps are
+// merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
 // partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
 //
 // Loads. First the CTA copies its split's page-table entries to shared memory. bf16/f16 caches
-// (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; fp8 and
-// FP4 caches go through a per-warp cp.async ring of kStages chunks in shared memory, each lane
-// copying exactly the bytes it reads back later (only the readable-token ballot crosses lanes).
+// (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; every other
+// cache goes through a CTA-wide cp.async ring of kStages rounds (a round = the next chunk of
+// every warp), consecutive threads copying consecutive 16-byte pieces of one token's rows over
+// the CTA's heads, one __syncthreads per round.
+//
+// Narrow tile (kNarrow; nvfp4 and fp8 at hd128 with ≤ 8 query rows per kv head): the products
+// are transposed — Sᵀ = K·Qᵀ and Oᵀ = Vᵀ·Pᵀ, the rows as the mma's n = 8 — see
+// compute_chunk_narrow. The layout below is the wide tile's.
 //
 // Operand layout (no shared-memory round trip for dequantization): the k index of an mma is a free
 // relabelling as long as both operands agree. In S = Q·Kᵀ (B = K, k = head dim, n = token) the
