@@ -467,6 +467,25 @@ void run(Context& ctx) {
                {"per_tensor_big_geomean_pct_both_passes_counted", geomean(pt2_big)}});
 }
 
+/// The A/B benches' common setup: the given decode scale of the main grid (kFillBound / 2688) in
+/// device memory and a non-blocking stream, both released at scope exit.
+struct AbSetup {
+  float s_dec = kFillBound / 2688.0f;
+  float* gs_dev = nullptr;
+  cudaStream_t stream = nullptr;
+  AbSetup() {
+    BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
+    BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec, sizeof(float), cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  }
+  ~AbSetup() {
+    BENCH_CUDA(cudaFree(gs_dev));
+    BENCH_CUDA(cudaStreamDestroy(stream));
+  }
+  AbSetup(const AbSetup&) = delete;
+  AbSetup& operator=(const AbSetup&) = delete;
+};
+
 /// A/B of the fast kernel's unit order (row-major vs sector order) on chosen shapes, nvfp4 given
 /// scale and mxfp4, 128x4; nvfp4 with the linear layout (no scattered scale sectors) as a control.
 /// Each 128x4 variant is checked on sampled rows (scales poisoned first) before timing.
@@ -474,13 +493,11 @@ void run_order(Context& ctx) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {131072, 32768}, {65536, 32768}, {32768, 32768}, {131072, 8192}, {65536, 12288}, {16384, 32768},
       {131072, 4096},  {16384, 8192},  {1024, 32768},  {4096, 8192},   {16384, 2048},  {65536, 512}};
-  float* gs_dev = nullptr;
-  BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
-  const float s_dec = kFillBound / 2688.0f;
-  BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec, sizeof(float), cudaMemcpyHostToDevice));
+  const AbSetup env;
+  float* const gs_dev = env.gs_dev;
+  const float s_dec = env.s_dec;
+  cudaStream_t stream = env.stream;
   std::mt19937_64 rng(20261122);
-  cudaStream_t stream = nullptr;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::vector<std::vector<std::string>> table;
   for (const auto& [M, K] : shapes) {
     const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
@@ -548,8 +565,6 @@ void run_order(Context& ctx) {
     table.push_back(row);
     free_buffer_sets(bufs);
   }
-  BENCH_CUDA(cudaFree(gs_dev));
-  BENCH_CUDA(cudaStreamDestroy(stream));
   print_table(fmt("fast quantize unit order, bf16, given scale: us per call (graph replays) (%% of copy %.3f TB/s)",
                   ctx.copy_tbps),
               {"M", "K", "MiB", "nv128x4 rowmajor", "nv128x4 sector", "nv linear", "mx128x4 rowmajor", "mx128x4 sector",
@@ -608,13 +623,11 @@ void run_ab8(Context& ctx) {
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
                  const std::vector<std::string>& headers, const std::vector<std::pair<int64_t, int64_t>>& shapes) {
-  float* gs_dev = nullptr;
-  BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
-  const float s_dec = kFillBound / 2688.0f;
-  BENCH_CUDA(cudaMemcpy(gs_dev, &s_dec, sizeof(float), cudaMemcpyHostToDevice));
+  const AbSetup env;
+  float* const gs_dev = env.gs_dev;
+  const float s_dec = env.s_dec;
+  cudaStream_t stream = env.stream;
   std::mt19937_64 rng(20261123);
-  cudaStream_t stream = nullptr;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::vector<std::vector<std::string>> table;
   for (const auto& [M, K] : shapes) {
     const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
@@ -669,8 +682,6 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     table.push_back(row);
     free_buffer_sets(bufs);
   }
-  BENCH_CUDA(cudaFree(gs_dev));
-  BENCH_CUDA(cudaStreamDestroy(stream));
   print_table(fmt("%s, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
                   "4over6 (time / nv_default)",
                   title.c_str(), ctx.copy_tbps),

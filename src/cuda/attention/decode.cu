@@ -458,6 +458,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   const uint8_t* k_base = p.k_data + h * p.k_data_strides.head + q4 * (C::kWords * 4);
   const uint8_t* v_base = p.v_data + h * p.v_data_strides.head + q4 * (C::kWords * 4);
 
+  // K of subtile u, dequantized: kf[sl] = the lane's run of token 8·sl + lane/4 (the wide
+  // tile's two B fragments, the narrow tile's A fragment). `get_run` as in compute_chunk.
+  auto dequant_k_subtile = [&](auto&& get_run, int u, uint32_t (&kf)[2][C::kPairs]) {
+#pragma unroll
+    for (int sl = 0; sl < 2; ++sl) {
+      uint32_t raw[C::kWords], sc;
+      get_run(u, sl, 0, raw, &sc);
+      dequant_run<T, FMT, D>(raw, sc, kf[sl]);
+    }
+  };
+
   // A chunk's raw logits → log2 domain (soft cap, or the plain scale), −inf where
   // `visible(j)` is false, and the running maxima per row half (`half_of(j)`). The soft-cap
   // branch sits outside the element loop so that each variant is one straight block (ILP
@@ -520,12 +531,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
       uint32_t kf[2][C::kPairs];
-#pragma unroll
-      for (int sl = 0; sl < 2; ++sl) {
-        uint32_t raw[C::kWords], sc;
-        get_run(u, sl, 0, raw, &sc);
-        dequant_run<T, FMT, D>(raw, sc, kf[sl]);
-      }
+      dequant_k_subtile(get_run, u, kf);
       // One accumulator chain per n-tile: with kU = 2 the 2 × kU chains of a chunk already hide
       // the mma latency; a second (even / odd k-step) chain cost 8 FADDs per subtile (v7).
 #pragma unroll
@@ -616,12 +622,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
       uint32_t kf[2][C::kPairs];
-#pragma unroll
-      for (int sl = 0; sl < 2; ++sl) {
-        uint32_t raw[C::kWords], sc;
-        read_run<T, D, FMT>(stage, u, sl, 0, raw, &sc);
-        dequant_run<T, FMT, D>(raw, sc, kf[sl]);
-      }
+      dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, uu, sl, kv, raw, sc); },
+                        u, kf);
       // Two accumulator chains (even / odd k-steps): one chain per subtile would leave only
       // kU dependent mma chains per chunk.
       float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
