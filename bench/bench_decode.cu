@@ -27,6 +27,9 @@
 #include "nvfp4kv/kv_cache.h"
 #include "ref/attention.h"
 #include "common/format.h"
+#ifdef NVFP4KV_DECODE_TRACE
+#include "cuda/attention/decode_params.h"
+#endif
 
 namespace nvfp4kv::bench {
 namespace {
@@ -339,10 +342,21 @@ void bench_decode(Context& ctx) {
       Problem p;
       make_problem(p, s.batch, s.kv_len, c.num_pages, rng);
       DecodeOptions o;
+      // DECODE_SPLITS=n forces the split count (experiments; 0 or unset = automatic).
+      if (const char* e = std::getenv("DECODE_SPLITS")) o.num_splits = std::atoi(e);
       const Status st = run(c, p, o);
       BENCH_CHECK(st.ok(), st.to_string());
       us[{s.batch, s.kv_len}][f] = graph_us(ctx, [&](cudaStream_t st) { return run(c, p, o, st); });
       call_us[{s.batch, s.kv_len}][f] = ctx.time_us([&](int) { (void)run(c, p, o); }, /*flush_l2=*/true);
+#ifdef NVFP4KV_DECODE_TRACE
+      {
+        cuda::decode_trace_reset();
+        ctx.flush_l2();
+        BENCH_CUDA(cudaDeviceSynchronize());
+        (void)run(c, p, o);
+        cuda::decode_trace_report(fmt("%s %lldx%lld", kv_format_name(f), (long long)s.batch, (long long)s.kv_len).c_str());
+      }
+#endif
       // HND pages (the same bytes viewed [pages, heads, tokens, X]) at a few shapes.
       const bool probe = !std::getenv("DECODE_NO_HND") &&
                          ((s.batch == 16 && s.kv_len == 8192) || (s.batch == 128 && s.kv_len == 32768) ||

@@ -279,10 +279,25 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
                                    workspace_bytes, workspace == nullptr ? " (null)" : ""));
     NVFP4KV_CHECK_ARG(reinterpret_cast<uintptr_t>(workspace) % 256 == 0,
                       "workspace must be 256-byte aligned");
-    const std::size_t rows = static_cast<std::size_t>(q.shape[0] * q.shape[1] * q.shape[2]) * p->num_splits;
     p->partial_out = static_cast<float*>(workspace);
-    p->partial_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                              ((rows * c.head_dim * sizeof(float) + 255) / 256) * 256);
+    p->partial_lse = reinterpret_cast<float*>(
+        static_cast<char*>(workspace) +
+        cuda::decode_workspace_lse_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
+    // NVFP4KV_DECODE_DYNAMIC=0 keeps fixed split slices, =1 forces dynamic rounds (A/B benches,
+    // tests of both modes); unset: decode_dynamic_rounds' rule.
+    const char* e = std::getenv("NVFP4KV_DECODE_DYNAMIC");
+    const int mode = e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
+    const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
+    const int64_t base = static_cast<int64_t>(p->batch) * (p->num_kv_heads / std::max(p->heads_per_cta, 1)) * m_tiles;
+    int64_t resident = 0;
+#if NVFP4KV_HAVE_CUDA
+    resident = cuda::decode_resident_ctas(*p);
+#endif
+    if (p->narrow && cuda::decode_dynamic_rounds(p->num_splits, base, resident,
+                                                  block_tables.shape[1], c.page_size, mode))
+      p->round_tickets = reinterpret_cast<int*>(
+          static_cast<char*>(workspace) +
+          cuda::decode_workspace_tickets_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
   }
   return Status();
 }

@@ -291,6 +291,14 @@ TEST(DecodeRef, WorkspaceSizing) {
   o.num_splits = 4;
   const size_t ws = decode_workspace_bytes(16, 1, 32, 8, 128, 512, 16, o);
   EXPECT_GE(ws, size_t(16) * 32 * 4 * (128 + 1) * sizeof(float));
+  // Partial O, partial LSE and the round counters: disjoint, 256-byte aligned, inside.
+  const size_t lse = cuda::decode_workspace_lse_offset(16, 1, 32, 128, 4);
+  const size_t tickets = cuda::decode_workspace_tickets_offset(16, 1, 32, 128, 4);
+  EXPECT_EQ(lse % 256, 0u);
+  EXPECT_EQ(tickets % 256, 0u);
+  EXPECT_GE(lse, size_t(16) * 32 * 4 * 128 * sizeof(float));
+  EXPECT_GE(tickets, lse + size_t(16) * 32 * 4 * sizeof(float));
+  EXPECT_EQ(cuda::decode_workspace_for(16, 1, 32, 128, 4), tickets + size_t(16) * 32 * sizeof(int));
 }
 
 // The workspace is sized with decode_splits_bound before the kernel (and so its occupancy) is
@@ -346,6 +354,15 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 2);  // measured for nvfp4 only
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
+  // Dynamic rounds: one wave of ≥ 32 CTAs per split over ≥ 8K tokens (396 resident CTAs).
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(6, 64, 396, 512, 16));     // 16 × 8K, 2 heads per CTA
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(3, 256, 396, 2048, 16));  // two waves
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(99, 4, 396, 2048, 16));   // batch 1
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 396, 64, 16));     // 1K tokens
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(1, 64, 396, 512, 16));    // no split
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 396, 512, 16, /*mode=*/0));
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(2, 1, 396, 10, 16, /*mode=*/1));
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(2, 64, 396, cuda::kDecodeMaxDynamicPages, 1, /*mode=*/1));  // table too big
 }
 
 }  // namespace

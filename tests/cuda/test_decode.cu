@@ -52,8 +52,9 @@ struct GpuRun {
 };
 
 // Runs decode on the GPU with out rows padded by 8 canary elements per head row.
+// `ws_fill` ≥ 0 fills the workspace with that byte first (stale counters and partials).
 GpuRun run_gpu(const DeviceKv& dkv, const Requests& r, const std::vector<uint16_t>& q, int64_t qo_len,
-               int64_t heads, DType qt, const DecodeOptions& o) {
+               int64_t heads, DType qt, const DecodeOptions& o, int ws_fill = -1) {
   const int64_t D = dkv.view.head_dim;
   const int64_t ostride = D + 8;
   DeviceBuffer dq = to_device(q);
@@ -73,6 +74,7 @@ GpuRun run_gpu(const DeviceKv& dkv, const Requests& r, const std::vector<uint16_
                                                  dkv.view.page_size, o);
   DeviceBuffer ws;
   if (ws_bytes) EXPECT_TRUE(ws.allocate(ws_bytes).ok());
+  if (ws_bytes && ws_fill >= 0) EXPECT_EQ(cudaMemset(ws.data(), ws_fill, ws_bytes), cudaSuccess);
   GpuRun res;
   res.status = decode_attention(qv, dkv.view, bt, sl, ov, lv, o, ws.data(), ws_bytes, nullptr);
   if (!res.status.ok()) return res;
@@ -359,6 +361,75 @@ TEST(CudaDecode, SmallNarrowAndWideTiles) {
             EXPECT_LE(rel_l2(narrow.out, wide.out), tolerance(s.value_dtype)) << what << " narrow vs wide";
         }
       }
+}
+
+// Narrow-tile splits take their ring rounds from per-request counters (dynamic rounds) where
+// decode_dynamic_rounds allows; NVFP4KV_DECODE_DYNAMIC=1 forces them wherever the page table
+// fits, =0 keeps fixed slices. Both against the reference and each other, on a workspace
+// filled with stale bytes (the launch must zero the counters): nvfp4 and fp8 narrow tiles with
+// 1/2/4 heads per CTA, and the formats and tiles that keep fixed slices (wide tile,
+// fp4_block16, bf16 at hd256), lengths 0 … 3000 mixed, splits forced from 2 to more rounds
+// than a request has, windows, and page size 1 with more pages than the staging area holds.
+TEST(CudaDecode, SmallDynamicAndFixedSplits) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  struct Case {
+    KvFormat format;
+    int64_t head_dim, page_size, kv_heads, group;
+    std::vector<int> lens;
+  };
+  const Case cases[] = {
+      {KvFormat::kNvfp4, 128, 16, 8, 4, {0, 1, 3000, 777, 2048}},
+      {KvFormat::kNvfp4, 128, 16, 4, 12, {2999, 5, 1500}},
+      {KvFormat::kFP8E4M3, 128, 64, 2, 4, {3000, 0, 640}},
+      {KvFormat::kFp4Block16, 128, 16, 4, 2, {1200, 3000}},
+      {KvFormat::kBF16, 256, 16, 2, 2, {1000, 17}},
+      {KvFormat::kNvfp4, 128, 1, 2, 4, {4500, 300}},  // 4500 pages: fixed slices
+  };
+  int idx = 0;
+  for (const Case& c : cases) {
+    CacheSpec s;
+    s.format = c.format;
+    s.head_dim = c.head_dim;
+    s.page_size = c.page_size;
+    s.num_kv_heads = c.kv_heads;
+    s.layout = idx % 2 ? KvLayout::kHND : KvLayout::kNHD;
+    int64_t tokens = 0;
+    for (int l : c.lens) tokens += l;
+    s.num_pages = tokens / s.page_size + static_cast<int64_t>(c.lens.size()) + 4;
+    HostKv kv = make_host_kv(s, rng);
+    DeviceKv dkv(kv);
+    const int64_t heads = c.group * s.num_kv_heads, qo_len = 1;
+    Requests r = make_requests(c.lens, s, rng);
+    auto q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
+    for (int window : {-1, 700}) {
+      DecodeOptions o;
+      o.window_left = window;
+      RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+      for (int splits : {2, 7, 0, 300}) {
+        o.num_splits = splits;
+        const std::string what = describe(s) + " group " + std::to_string(c.group) + " window " +
+                                 std::to_string(window) + " splits " + std::to_string(splits);
+        GpuRun dyn;
+        {
+          ScopedEnv env("NVFP4KV_DECODE_DYNAMIC", "1");
+          dyn = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5);
+        }
+        expect_close(dyn, want, s.value_dtype, what + " dynamic");
+        GpuRun fixed;
+        {
+          ScopedEnv env("NVFP4KV_DECODE_DYNAMIC", "0");
+          fixed = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0x5A);
+        }
+        expect_close(fixed, want, s.value_dtype, what + " fixed");
+        if (dyn.status.ok() && fixed.status.ok())
+          EXPECT_LE(rel_l2(dyn.out, fixed.out), tolerance(s.value_dtype)) << what << " dynamic vs fixed";
+      }
+    }
+    ++idx;
+  }
 }
 
 TEST(CudaDecode, SmallWorkspaceTooSmallIsAnError) {

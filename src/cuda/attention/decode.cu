@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -252,7 +253,7 @@ struct Config {
   static constexpr int kSmemQ = kNarrow ? 0 : kKSteps * 32 * 16 * (kDirect ? 1 : kWarps);
   static constexpr int kSmemRing = kDirect ? 0 : kStages * kStageBytes;
   static constexpr int kOStride = D + 4;                        // padded fp32 row of the merge
-  static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 2 * kWarps * 16 * 4;
+  static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 3 * kWarps * 16 * 4;  // O, m, l, weights
   static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
   // Dynamic shared memory: Q fragments, the split's page ids (runtime count), ring | merge.
   static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
@@ -316,7 +317,43 @@ __device__ __forceinline__ int narrow_v_offset(int row, int piece) {
 template <int D, int FMT, bool kNarrow>
 inline constexpr int kMinCtas = ((kExpTrick<FMT> && D <= 128) || kNarrow) ? NVFP4KV_DECODE_NVFP4_MIN_CTAS : 1;
 
-template <typename T, int D, int FMT, bool kNarrow = false>
+// Timeline experiment (bench/NOTES.md, decode v10): built with -DNVFP4KV_DECODE_TRACE, thread 0
+// of each CTA stamps %globaltimer at entry, after pdl_wait, at the start of the KV loop, after
+// it and at exit (merge CTAs: entry and exit); decode_trace_report() prints the spread.
+#ifdef NVFP4KV_DECODE_TRACE
+constexpr int kTraceMax = 16384;
+__device__ unsigned long long g_trace[kTraceMax][7];
+__device__ unsigned int g_trace_sm[kTraceMax];
+__device__ unsigned long long g_trace_merge[kTraceMax][2];
+__device__ __forceinline__ unsigned long long trace_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ int trace_cta() {
+  return static_cast<int>((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x);
+}
+#define DECODE_TRACE(i)                                                            \
+  do {                                                                             \
+    if (threadIdx.x == 0 && trace_cta() < kTraceMax) {                             \
+      g_trace[trace_cta()][i] = trace_now();                                       \
+      if (i == 0) {                                                                \
+        unsigned int sm;                                                           \
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));                           \
+        g_trace_sm[trace_cta()] = sm;                                              \
+      }                                                                            \
+    }                                                                              \
+  } while (0)
+#define MERGE_TRACE(i) \
+  do { if (threadIdx.x == 0 && trace_cta() < kTraceMax) g_trace_merge[trace_cta()][i] = trace_now(); } while (0)
+#else
+#define DECODE_TRACE(i) do {} while (0)
+#define MERGE_TRACE(i) do {} while (0)
+#endif
+
+// kDyn: dynamic rounds (p.round_tickets), instantiated for the narrow tile only: a runtime
+// switch in one kernel cost ~20 registers and 5-12 % at every shape (bench/NOTES.md, v10).
+template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false>
 __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
   using C = Config<T, D, FMT, kNarrow>;
@@ -348,16 +385,23 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   const int rows = G * p.qo_len;
   const int row0 = m_tile * (kNarrow ? 8 : 16);
 
+  DECODE_TRACE(0);
   // PDL (src/cuda/common/pdl.cuh): the previous kernel's writes are visible after this.
   pdl_wait();
+  DECODE_TRACE(1);
   const int max_kv = p.max_pages * p.page_size;
   const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
   // Visible range of the whole tile: the first query (t = 0) starts the window.
   const int first_pos = kv_len - p.qo_len;
   const int begin = p.window_left >= 0 ? max(0, first_pos - p.window_left) : 0;
   const int len = max(kv_len - begin, 0);
-  const int per_split = ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
-  const int s_begin = begin + split * per_split;
+  // Dynamic rounds (p.round_tickets, ring path): the CTAs of a request and head group share its
+  // whole visible range and take its ring rounds from a counter, so that CTAs that run faster
+  // take more (bench/NOTES.md, decode v10); otherwise split `split` is a fixed slice.
+  static_assert(!kDyn || (kNarrow && !C::kDirect), "dynamic rounds: narrow tile (ring path) only");
+  constexpr bool dyn = kDyn;
+  const int per_split = dyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
+  const int s_begin = dyn ? begin : begin + split * per_split;
   const int s_end = min(kv_len, s_begin + per_split);
 
   // Narrow tile: this lane's B fragments of Qᵀ (k = head dim, n = query row g = lane / 4) in
@@ -410,6 +454,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       s_end > s_begin ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_end - 1))) - first_page + 1, split_pages) : 0;
   for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
   __syncthreads();
+  DECODE_TRACE(2);
 
   // The nvfp4 path's K and V carry a factor 2^-kExpShift (decode_dequant.cuh): undone here in
   // the logit scale and, for V, on the normalised output (both exact powers of two).
@@ -782,6 +827,25 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // One barrier per round: it publishes the round's bytes and frees the slot read last round.
     uint8_t* ring = main_area;
     const int n_rounds = n_chunks > 0 ? (n_chunks + tpw - 1) / tpw : 0;
+    // Round tickets (dynamic mode): the global round index of this CTA's round k is ticket k,
+    // kept in a shared ring of kStages + 1 (slot k mod kStages + 1). Thread 0 draws ticket
+    // k + kStages + 1 while round k computes (the atomic's latency hides behind it) and stores it
+    // in round k's slot (read by every thread before this round's barrier); at the end of round
+    // k every thread reads tickets k + 1 and k + kStages (published before that barrier) into
+    // registers, so no shared load sits between a barrier and the next issue. A CTA's tickets
+    // increase, so the first one ≥ n_rounds ends its loop. Fixed slices: ticket k = k.
+    constexpr int kTk = C::kStages + 1;
+    __shared__ int tickets_s[kTk];
+    int* const counter = dyn ? p.round_tickets + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y) : nullptr;
+    if (dyn) {
+      if (threadIdx.x == 0) {
+        const int t0 = atomicAdd(counter, kTk);
+#pragma unroll
+        for (int i = 0; i < kTk; ++i) tickets_s[i] = t0 + i;
+      }
+      __syncthreads();
+    }
+    auto ticket = [&](int k) { return dyn ? tickets_s[k % kTk] : k; };
     constexpr int kParts = C::kRow / C::kCp;                          // cp.async pieces per data row
     constexpr int kRowStep = kThreads / kParts;                       // rows between a thread's pieces
     constexpr int kDataPer = kWarps * C::kChunk / kRowStep;           // pieces per thread and K|V
@@ -876,18 +940,23 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     };
 #pragma unroll
     for (int k = 0; k < C::kStages - 1; ++k) {
-      if (k < n_rounds) issue(k, k);
+      const int tk = ticket(k);
+      if (tk < n_rounds) issue(tk, k);
       cp_async_commit();
     }
     int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
-    for (int k = 0; k < n_rounds; ++k) {
+    int tk = ticket(0), tk_fill = ticket(C::kStages - 1);  // tickets of rounds k, k + kStages − 1
+    for (int k = 0;; ++k) {
       cp_async_wait<C::kStages - 2>();
       __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
-      if (k + C::kStages - 1 < n_rounds) issue(k + C::kStages - 1, fill);
+      if (tk >= n_rounds) break;  // uniform: every thread holds the same ticket
+      if (tk_fill < n_rounds) issue(tk_fill, fill);
       cp_async_commit();
-      if (k < n_mine) {
+      int drawn = 0;
+      if (dyn && threadIdx.x == 0) drawn = atomicAdd(counter, 1);  // ticket k + kStages + 1
+      const int chunk_start = chunk_start_of(tk);
+      if (chunk_start < s_end) {
         const uint8_t* stage = ring + slot * C::kStageBytes;
-        const int chunk_start = chunk_start_of(k);
         if constexpr (kNarrow) {
           compute_chunk_narrow(stage, chunk_mask(chunk_start), chunk_start);
         } else {
@@ -896,6 +965,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
               chunk_mask(chunk_start), chunk_start);
         }
       }
+      if (dyn) {
+        if (threadIdx.x == 0) tickets_s[k % kTk] = drawn;  // slot of ticket k: read last round
+        tk = tickets_s[(k + 1) % kTk];
+        tk_fill = tickets_s[(k + C::kStages) % kTk];
+      } else {
+        tk = k + 1;
+        tk_fill = k + C::kStages;
+      }
       slot = slot + 1 == C::kStages ? 0 : slot + 1;
       fill = fill + 1 == C::kStages ? 0 : fill + 1;
     }
@@ -903,8 +980,10 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   }
   // The KV loop is done: let the merge kernel (or the next kernel) be scheduled as CTAs finish.
   // (Triggering at the start cost batch 1 × 32K 42 → 46.5 µs: the merge's CTAs waited on SMs.)
+  DECODE_TRACE(3);
   pdl_trigger();
   __syncthreads();  // the merge area overlaps the rings
+  DECODE_TRACE(4);
 
   // Merge the warps: reduce l over the lanes sharing a row, publish (m, l, O) per row, combine.
   if constexpr (kNarrow) {
@@ -954,35 +1033,73 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
   }
   __syncthreads();
+  DECODE_TRACE(5);
 
-  // Head hh of the CTA was computed by warps hh, hh + hpc, … (one per chunk residue).
-  const int tile_rows = min(kNarrow ? 8 : 16, rows - row0);
-  for (int i = threadIdx.x; i < hpc * tile_rows * D; i += kThreads) {
-    const int hh = i / (tile_rows * D);
-    const int r = (i / D) % tile_rows, d = i % D;
-    float m = -INFINITY;
-    for (int w = hh; w < kWarps; w += hpc) m = fmaxf(m, merge_m[w * 16 + r]);
-    const float m_use = m == -INFINITY ? 0.f : m;
-    float l = 0.f, acc = 0.f;
-    for (int w = hh; w < kWarps; w += hpc) {
-      const float f = exp2f(merge_m[w * 16 + r] - m_use);
-      l += merge_l[w * 16 + r] * f;
-      acc += merge_o[(w * 16 + r) * C::kOStride + d] * f;
-    }
+  // Head hh of the CTA was computed by warps hh, hh + hpc, … (one per chunk residue). First one
+  // thread per (head, row) turns the warps' (m, l) into weights 2^(m_w − m) · kUnshift / l and
+  // writes the row's LSE; then each thread combines float4 columns of whole rows with
+  // independent shared loads (a per-element loop with the weights inline was a chain of
+  // dependent shared loads per element: 4-11 µs at the end of every CTA, bench/NOTES.md v10).
+  constexpr int kTileRows = kNarrow ? 8 : 16;
+  const int tile_rows = min(kTileRows, rows - row0);
+  float* const merge_w = merge_l + kWarps * 16;  // [kWarps][16]
+  auto out_row = [&](int hh, int r, int* t, int* hq) {
     const int row = row0 + r;
-    const int t = row / G, hq = (hg * hpc + hh) * G + row % G;
-    const float val = l > 0.f ? acc / l * kUnshift : 0.f;
-    const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
-    if (p.num_splits == 1) {
-      T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + d;
-      *dst = from_float<T>(val * v_scale);
-      if (d == 0 && p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
-    } else {
-      const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
-      p.partial_out[prow * D + d] = val;
-      if (d == 0) p.partial_lse[prow] = lse2;
+    *t = row / G;
+    *hq = (hg * hpc + hh) * G + row % G;
+  };
+  if (threadIdx.x < hpc * kTileRows) {
+    const int hh = threadIdx.x / kTileRows, r = threadIdx.x % kTileRows;
+    if (r < tile_rows) {
+      float m = -INFINITY;
+      for (int w = hh; w < kWarps; w += hpc) m = fmaxf(m, merge_m[w * 16 + r]);
+      const float m_use = m == -INFINITY ? 0.f : m;
+      float l = 0.f;
+      for (int w = hh; w < kWarps; w += hpc) {
+        const float f = exp2f(merge_m[w * 16 + r] - m_use);
+        merge_w[w * 16 + r] = f;
+        l += merge_l[w * 16 + r] * f;
+      }
+      const float inv = l > 0.f ? kUnshift / l : 0.f;
+      for (int w = hh; w < kWarps; w += hpc) merge_w[w * 16 + r] *= inv;
+      const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
+      int t, hq;
+      out_row(hh, r, &t, &hq);
+      if (p.num_splits == 1) {
+        if (p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
+      } else {
+        p.partial_lse[(static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split] = lse2;
+      }
     }
   }
+  __syncthreads();
+  constexpr int kD4 = D / 4, kRowsPerPass = kThreads / kD4;
+  const int d4 = threadIdx.x % kD4;
+#pragma unroll 8
+  for (int it = 0; it < kWarps * kTileRows / kRowsPerPass; ++it) {
+    const int slot = it * kRowsPerPass + threadIdx.x / kD4;  // head slot / kTileRows, row slot % kTileRows
+    const int hh = slot / kTileRows, r = slot % kTileRows;
+    if (hh >= hpc || r >= tile_rows) continue;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int w = hh; w < kWarps; w += hpc) {
+      const float f = merge_w[w * 16 + r];
+      const float4 o4 = *reinterpret_cast<const float4*>(merge_o + (w * 16 + r) * C::kOStride + 4 * d4);
+      acc.x += f * o4.x, acc.y += f * o4.y, acc.z += f * o4.z, acc.w += f * o4.w;
+    }
+    int t, hq;
+    out_row(hh, r, &t, &hq);
+    if (p.num_splits == 1) {
+      T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + 4 * d4;
+      dst[0] = from_float<T>(acc.x * v_scale);
+      dst[1] = from_float<T>(acc.y * v_scale);
+      dst[2] = from_float<T>(acc.z * v_scale);
+      dst[3] = from_float<T>(acc.w * v_scale);
+    } else {
+      const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
+      *reinterpret_cast<float4*>(p.partial_out + prow * D + 4 * d4) = acc;
+    }
+  }
+  DECODE_TRACE(6);
 }
 
 // Combines the splits of one output row: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − lse) · O_s.
@@ -1009,6 +1126,7 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   const int n = p.num_splits;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
+  MERGE_TRACE(0);
   pdl_wait();  // the decode kernel's partial results
   pdl_trigger();
   const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D) +
@@ -1068,6 +1186,7 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   if (threadIdx.x == 0 && slice == 0 && p.lse)
     p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] =
         l > 0.f ? (m + log2f(l)) / kLog2e : -INFINITY;
+  MERGE_TRACE(1);
 }
 
 Status cuda_status(cudaError_t e, const char* what) {
@@ -1080,10 +1199,18 @@ template <int D, int FMT>
 inline constexpr bool kHasNarrow = (FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128;
 
 template <typename T, int D, int FMT, bool kNarrow>
-Status launch_kernel(const DecodeParams& p, Stream stream) {
+Status launch_kernel(const DecodeParams& params, Stream stream) {
   using C = Config<T, D, FMT, kNarrow>;
-  auto kernel = decode_kernel<T, D, FMT, kNarrow>;
-  const int split_pages = static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
+  // Dynamic rounds (narrow tile) stage the request's whole page table: only where that keeps
+  // the kernel's CTAs per SM (228 KB of shared memory, 1 KB reserved per CTA).
+  DecodeParams p = params;
+  constexpr int kSmemPerSm = 228 * 1024, kCtas = kMinCtas<D, FMT, kNarrow>;
+  const int dyn_pages = p.max_pages + 1;
+  const bool dyn = kNarrow && p.round_tickets != nullptr && p.num_splits > 1 &&
+                   dyn_pages <= kDecodeMaxDynamicPages && kCtas * (C::smem_bytes(dyn_pages) + 1024) <= kSmemPerSm;
+  if (!dyn) p.round_tickets = nullptr;
+  auto kernel = dyn ? decode_kernel<T, D, FMT, kNarrow, kNarrow> : decode_kernel<T, D, FMT, kNarrow, false>;
+  const int split_pages = dyn ? dyn_pages : static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
   const int smem = C::smem_bytes(split_pages);
   // Opt in to more than 48 KB of dynamic shared memory (a host-side attribute, not a stream
   // operation, so it is allowed while a graph is being captured; cheap enough per launch).
@@ -1098,6 +1225,12 @@ Status launch_kernel(const DecodeParams& p, Stream stream) {
   if (hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
     return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
   const dim3 grid(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
+  if (dyn) {
+    const std::size_t counters = static_cast<std::size_t>(p.batch) * grid.y * sizeof(int);
+    if (cudaError_t e = cudaMemsetAsync(p.round_tickets, 0, counters, reinterpret_cast<cudaStream_t>(stream));
+        e != cudaSuccess)
+      return cuda_status(e, "decode: zeroing the round counters");
+  }
   if (cudaError_t e = launch_pdl(kernel, grid, dim3(kThreads), smem, reinterpret_cast<cudaStream_t>(stream), p,
                                   make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
       e != cudaSuccess)
@@ -1222,6 +1355,84 @@ int current_device_sm_count() {
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
   return sms;
 }
+
+#ifdef NVFP4KV_DECODE_TRACE
+void decode_trace_reset() {
+  static unsigned long long zero[kTraceMax][7];
+  static unsigned long long zm[kTraceMax][2];
+  cudaMemcpyToSymbol(g_trace, zero, sizeof(zero));
+  cudaMemcpyToSymbol(g_trace_merge, zm, sizeof(zm));
+}
+
+void decode_trace_report(const char* label) {
+  static unsigned long long t[kTraceMax][7];
+  static unsigned long long mg[kTraceMax][2];
+  static unsigned int sm[kTraceMax];
+  cudaDeviceSynchronize();
+  cudaMemcpyFromSymbol(t, g_trace, sizeof(t));
+  cudaMemcpyFromSymbol(mg, g_trace_merge, sizeof(mg));
+  cudaMemcpyFromSymbol(sm, g_trace_sm, sizeof(sm));
+  int n = 0;
+  while (n < kTraceMax && t[n][0] != 0) ++n;
+  if (n == 0) { std::printf("trace %s: no CTAs recorded\n", label); return; }
+  unsigned long long t0 = t[0][1];
+  for (int i = 0; i < n; ++i) t0 = std::min(t0, t[i][1]);
+  auto pct = [&](std::vector<double> v, double q) { std::sort(v.begin(), v.end()); return v[static_cast<size_t>(q * (v.size() - 1))]; };
+  auto row = [&](const char* what, std::vector<double> v) {
+    std::printf("trace %s: %-22s min %8.2f p10 %8.2f p50 %8.2f p90 %8.2f max %8.2f us\n", label, what, pct(v, 0), pct(v, .1),
+                pct(v, .5), pct(v, .9), pct(v, 1));
+  };
+  std::vector<double> e0, e1, e2, e3, e4, d_pro, d_loop, d_epi, d_sync, d_smem, d_out;
+  for (int i = 0; i < n; ++i) {
+    auto r = [&](int k) { return (static_cast<double>(t[i][k]) - static_cast<double>(t0)) * 1e-3; };
+    e0.push_back(r(0)), e1.push_back(r(1)), e2.push_back(r(2)), e3.push_back(r(3)), e4.push_back(r(6));
+    d_pro.push_back(r(2) - r(1)), d_loop.push_back(r(3) - r(2)), d_epi.push_back(r(6) - r(3));
+    d_sync.push_back(r(4) - r(3)), d_smem.push_back(r(5) - r(4)), d_out.push_back(r(6) - r(5));
+  }
+  std::printf("trace %s: %d CTAs, t=0 at the first pdl_wait return\n", label, n);
+  row("entry", e0);
+  row("after pdl_wait", e1);
+  row("KV loop start", e2);
+  row("KV loop end", e3);
+  row("exit", e4);
+  row("prologue (dur)", d_pro);
+  row("KV loop (dur)", d_loop);
+  row("epilogue (dur)", d_epi);
+  row(" epi: trigger+sync", d_sync);
+  row(" epi: warp merge smem", d_smem);
+  row(" epi: combine+store", d_out);
+  int nm = 0;
+  while (nm < kTraceMax && mg[nm][0] != 0) ++nm;
+  if (nm > 0) {
+    std::vector<double> m0, m1;
+    for (int i = 0; i < nm; ++i)
+      m0.push_back((static_cast<double>(mg[i][0]) - t0) * 1e-3), m1.push_back((static_cast<double>(mg[i][1]) - t0) * 1e-3);
+    std::printf("trace %s: merge %d CTAs\n", label, nm);
+    row("merge entry", m0);
+    row("merge exit", m1);
+  }
+  // CTAs per SM and the last-ending SM's load.
+  std::vector<int> per_sm(1024, 0);
+  for (int i = 0; i < n; ++i) per_sm[sm[i] & 1023]++;
+  int smax = 0, smin = 1 << 30, used = 0;
+  for (int c : per_sm) if (c > 0) { smax = std::max(smax, c); smin = std::min(smin, c); ++used; }
+  std::printf("trace %s: %d SMs used, CTAs per SM %d..%d\n", label, used, smin, smax);
+  // Per SM: CTAs, mean KV-loop duration and last loop end (first wave: entry before 5 us).
+  std::vector<double> dsum(1024, 0.0), lend(1024, 0.0);
+  std::vector<int> cnt(1024, 0);
+  for (int i = 0; i < n; ++i) {
+    const int m = sm[i] & 1023;
+    if (e1[i] > 5.0) continue;
+    ++cnt[m];
+    dsum[m] += d_loop[i];
+    lend[m] = std::max(lend[m], e3[i]);
+  }
+  std::printf("trace %s: per SM (sm:ctas:mean loop us:last loop end us)", label);
+  for (int m = 0; m < 1024; ++m)
+    if (cnt[m] > 0) std::printf(" %d:%d:%.0f:%.0f", m, cnt[m], dsum[m] / cnt[m], lend[m]);
+  std::printf("\n");
+}
+#endif
 
 Status launch_decode(const DecodeParams& p, Stream stream) {
   if (p.batch == 0) return Status();

@@ -52,6 +52,9 @@ struct DecodeParams {
   int narrow = 0;             // 1: the narrow tile (≤ 8 query rows per kv head; decode_use_narrow_tile)
   float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
   float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
+  // Workspace: one round counter per (request, head group, row tile), or null for fixed splits.
+  // The launch zeroes them and keeps them only where decode_dynamic_rounds() allows.
+  int* round_tickets = nullptr;
 };
 
 /// Rows of one query tile (the m of mma.m16n8k16).
@@ -179,13 +182,43 @@ inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_
   return std::min<int64_t>(per_split / page_size + 2, max_pages + 1);
 }
 
-/// Workspace bytes for `num_splits` (0 if 1).
+/// Byte offsets in the workspace of the partial LSEs and of the round counters.
+inline std::size_t decode_workspace_lse_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
+                                               int64_t head_dim, int num_splits) {
+  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
+  return ((rows * static_cast<std::size_t>(head_dim) * sizeof(float) + 255) / 256) * 256;
+}
+inline std::size_t decode_workspace_tickets_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
+                                                   int64_t head_dim, int num_splits) {
+  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
+  return decode_workspace_lse_offset(batch, qo_len, num_qo_heads, head_dim, num_splits) +
+         ((rows * sizeof(float) + 255) / 256) * 256;
+}
+
+/// Workspace bytes for `num_splits` (0 if 1): partial O, partial LSE, and one round counter per
+/// output row (an upper bound of request × head group × row tile: m_tiles ≤ group · qo_len).
 inline std::size_t decode_workspace_for(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                         int64_t head_dim, int num_splits) {
   if (num_splits <= 1) return 0;
-  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
-  const std::size_t o = rows * static_cast<std::size_t>(head_dim) * sizeof(float);
-  return ((o + 255) / 256) * 256 + rows * sizeof(float);
+  return decode_workspace_tickets_offset(batch, qo_len, num_qo_heads, head_dim, num_splits) +
+         static_cast<std::size_t>(batch * qo_len * num_qo_heads) * sizeof(int);
+}
+
+/// Most page-table entries a CTA stages in dynamic-round mode (the whole request: 16 KB).
+inline constexpr int64_t kDecodeMaxDynamicPages = 4096;
+
+/// Whether the narrow-tile CTAs of a request take its ring rounds from a shared counter
+/// (dynamic rounds) rather than fixed slices, so that CTAs on faster SMs take more: with ≥ 2
+/// splits in one wave (splits · base ≤ resident CTAs; base = batch × head groups × row tiles
+/// ≥ 32) over ≥ 8K tokens, when the request's page table fits the staging area. Each CTA then
+/// stages the whole table and the launch zeroes the counters, which cost more than the balance
+/// gains for few requests or short contexts (H100 A/B, bench/NOTES.md, decode v10: batch 1 ×
+/// 8K 17.1 → 20.5 µs; fp8 64 × 32K 1504 → 1454). `mode` (NVFP4KV_DECODE_DYNAMIC): −1 this
+/// rule, 0 fixed slices, 1 dynamic wherever splits > 1 and the table fits (tests, A/B).
+inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t resident_ctas, int64_t max_pages,
+                                  int64_t page_size, int mode = -1) {
+  if (mode == 0 || num_splits < 2 || max_pages + 1 > kDecodeMaxDynamicPages) return false;
+  return mode == 1 || (base_ctas >= 32 && num_splits * base_ctas <= resident_ctas && max_pages * page_size >= 8192);
 }
 
 /// SM count of the current device (0 if none).
@@ -197,6 +230,13 @@ int64_t decode_resident_ctas(const DecodeParams& params);
 
 /// Launches the decode kernel (and the split merge) on `stream`; no synchronisation.
 Status launch_decode(const DecodeParams& params, Stream stream);
+
+#ifdef NVFP4KV_DECODE_TRACE
+/// Timeline experiment (built with -DNVFP4KV_DECODE_TRACE only): clears the CTA time stamps.
+void decode_trace_reset();
+/// Prints the spread of the CTA time stamps of the launches since the reset (synchronises).
+void decode_trace_report(const char* label);
+#endif
 
 /// Median µs of `runs` launches of `params` (L2 flushed before each), CUDA events on `stream`.
 Status time_decode(const DecodeParams& params, Stream stream, int runs, float* median_us);
