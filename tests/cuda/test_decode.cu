@@ -233,8 +233,20 @@ TEST(CudaDecode, LongContextSplitAgreement) {
 
 // Capture one decode in a CUDA graph, then replay it after changing seq_lens (and k_scale) in
 // device memory: the replay must follow the new values.
-TEST(CudaDecode, SmallGraphCaptureReplayWithNewSeqLens) {
+// Sets an environment variable for one scope (the decode API reads its knobs per call).
+struct ScopedEnv {
+  std::string name;
+  explicit ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name.c_str()); }
+};
+
+// Fixed slices (merge kernel) and dynamic rounds (counters zeroed by a memset node, merge in
+// the last CTA): both must follow the new values on every replay.
+class CudaDecodeGraph : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaDecodeGraph, SmallCaptureReplayWithNewSeqLens) {
   NVFP4KV_SKIP_WITHOUT_GPU();
+  ScopedEnv mode("NVFP4KV_DECODE_DYNAMIC", GetParam());
   std::mt19937 rng(4242);
   CacheSpec s;
   s.format = KvFormat::kNvfp4;
@@ -296,12 +308,9 @@ TEST(CudaDecode, SmallGraphCaptureReplayWithNewSeqLens) {
   cudaStreamDestroy(stream);
 }
 
-// Sets an environment variable for one scope (the decode API reads its knobs per call).
-struct ScopedEnv {
-  std::string name;
-  explicit ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
-  ~ScopedEnv() { unsetenv(name.c_str()); }
-};
+INSTANTIATE_TEST_SUITE_P(Modes, CudaDecodeGraph, ::testing::Values("0", "1"),
+                         [](const auto& info) { return std::string(info.param[0] == '1' ? "Dynamic" : "Fixed"); });
+
 
 // The nvfp4 and fp8 hd128 caches with ≤ 8 query rows per kv head run the narrow tile (Sᵀ =
 // K·Qᵀ, swizzled V ring) by default; NVFP4KV_DECODE_NARROW=0 forces the wide tile. Both against

@@ -322,7 +322,7 @@ inline constexpr int kMinCtas = ((kExpTrick<FMT> && D <= 128) || kNarrow) ? NVFP
 // it and at exit (merge CTAs: entry and exit); decode_trace_report() prints the spread.
 #ifdef NVFP4KV_DECODE_TRACE
 constexpr int kTraceMax = 16384;
-__device__ unsigned long long g_trace[kTraceMax][7];
+__device__ unsigned long long g_trace[kTraceMax][12];
 __device__ unsigned int g_trace_sm[kTraceMax];
 __device__ unsigned long long g_trace_merge[kTraceMax][2];
 __device__ __forceinline__ unsigned long long trace_now() {
@@ -950,6 +950,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       cp_async_wait<C::kStages - 2>();
       __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
       if (tk >= n_rounds) break;  // uniform: every thread holds the same ticket
+#ifdef NVFP4KV_DECODE_TRACE
+      if (k == 1) DECODE_TRACE(7);
+      if (k == 2) DECODE_TRACE(8);
+      if (k == 4) DECODE_TRACE(9);
+      if (k == 8) DECODE_TRACE(10);
+      if (k == 16) DECODE_TRACE(11);
+#endif
       if (tk_fill < n_rounds) issue(tk_fill, fill);
       cp_async_commit();
       int drawn = 0;
@@ -1358,14 +1365,14 @@ int current_device_sm_count() {
 
 #ifdef NVFP4KV_DECODE_TRACE
 void decode_trace_reset() {
-  static unsigned long long zero[kTraceMax][7];
+  static unsigned long long zero[kTraceMax][12];
   static unsigned long long zm[kTraceMax][2];
   cudaMemcpyToSymbol(g_trace, zero, sizeof(zero));
   cudaMemcpyToSymbol(g_trace_merge, zm, sizeof(zm));
 }
 
 void decode_trace_report(const char* label) {
-  static unsigned long long t[kTraceMax][7];
+  static unsigned long long t[kTraceMax][12];
   static unsigned long long mg[kTraceMax][2];
   static unsigned int sm[kTraceMax];
   cudaDeviceSynchronize();
@@ -1401,6 +1408,17 @@ void decode_trace_report(const char* label) {
   row(" epi: trigger+sync", d_sync);
   row(" epi: warp merge smem", d_smem);
   row(" epi: combine+store", d_out);
+  // Ramp: mean time from the KV-loop start to the barrier of rounds 1, 2, 4, 8, 16.
+  std::printf("trace %s: ramp (mean us from loop start to round k):", label);
+  const int ks[5] = {1, 2, 4, 8, 16};
+  for (int j = 0; j < 5; ++j) {
+    double sum = 0;
+    int c = 0;
+    for (int i = 0; i < n; ++i)
+      if (t[i][7 + j] != 0) sum += (static_cast<double>(t[i][7 + j]) - static_cast<double>(t[i][2])) * 1e-3, ++c;
+    if (c > 0) std::printf(" k%d %.2f (%d CTAs)", ks[j], sum / c, c);
+  }
+  std::printf("\n");
   int nm = 0;
   while (nm < kTraceMax && mg[nm][0] != 0) ++nm;
   if (nm > 0) {
