@@ -351,6 +351,8 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768), 2);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 8192, /*narrow=*/true), 4);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 4096, /*narrow=*/true), 1);
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 2);  // measured for nvfp4 only
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);

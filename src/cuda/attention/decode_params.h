@@ -74,15 +74,16 @@ inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
 /// heads, hd128, fp8 and nvfp4, graph-timed): 4 heads once batch · kv_heads/4 · m_tiles ≥ 128
 /// CTAs (64 × 1K, 64 × 8K, 128 × any); 2 heads from 8K tokens (16 × 8K, 32 × 8K, 8 × 32K,
 /// 4 × 64K, 1 × 128K); 1 below. The nvfp4 narrow tile (decode_use_narrow_tile) also takes 4 heads from
-/// 32 CTAs per split at ≥ 32K tokens (H100 A/B of v9, nvfp4 16 × 32K: 245.5 µs with 4 heads,
-/// 263.3 with 2; 8 × 32K, 16 CTAs: 139.6 vs 135.5, so 2 stays below).
+/// 32 CTAs per split at ≥ 8K tokens (H100 A/B of v9, nvfp4 16 × 32K: 245.5 µs with 4 heads,
+/// 263.3 with 2; 8 × 32K, 16 CTAs: 139.6 vs 135.5, so 2 stays below; v10 with dynamic rounds,
+/// 16 × 8K: 73.1 µs with 4 heads and 12 splits, 74.0 with 2 and 6).
 inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
                                 int64_t max_kv_len, bool narrow = false) {
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
   if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
-  if (narrow && format == 3 && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 32768) return 4;
+  if (narrow && format == 3 && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 8192) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
