@@ -389,6 +389,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // PDL (src/cuda/common/pdl.cuh): the previous kernel's writes are visible after this.
   pdl_wait();
   DECODE_TRACE(1);
+  // Dynamic rounds: the CTA's first kStages + 1 tickets, drawn before anything else so that the
+  // atomic (12 CTAs per counter at once) overlaps the prologue's loads.
+  int first_ticket = 0;
+  if constexpr (kDyn) {
+    if (threadIdx.x == 0)
+      first_ticket = atomicAdd(p.round_tickets + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y),
+                               Config<T, D, FMT, kNarrow>::kStages + 1);
+  }
   const int max_kv = p.max_pages * p.page_size;
   const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
   // Visible range of the whole tile: the first query (t = 0) starts the window.
@@ -839,9 +847,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     int* const counter = dyn ? p.round_tickets + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y) : nullptr;
     if (dyn) {
       if (threadIdx.x == 0) {
-        const int t0 = atomicAdd(counter, kTk);
 #pragma unroll
-        for (int i = 0; i < kTk; ++i) tickets_s[i] = t0 + i;
+        for (int i = 0; i < kTk; ++i) tickets_s[i] = first_ticket + i;
       }
       __syncthreads();
     }
