@@ -270,6 +270,38 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   }
   p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
                                 c.page_size, o.num_splits, p);
+  // Dynamic rounds (narrow tile). NVFP4KV_DECODE_DYNAMIC=0 keeps fixed split slices, =1 forces
+  // dynamic rounds (A/B benches, tests of both modes); unset: decode_dynamic_rounds' rule.
+  bool dynamic = false;
+  if (p->narrow && p->num_splits > 1) {
+    const char* e = std::getenv("NVFP4KV_DECODE_DYNAMIC");
+    const int mode = e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
+    const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
+    const int64_t base = static_cast<int64_t>(p->batch) * (p->num_kv_heads / std::max(p->heads_per_cta, 1)) * m_tiles;
+    int64_t resident = 0;
+#if NVFP4KV_HAVE_CUDA
+    resident = cuda::decode_resident_ctas(*p);
+#endif
+    dynamic = cuda::decode_dynamic_rounds(p->num_splits, base, resident, block_tables.shape[1], c.page_size, mode);
+  }
+  p->dyn_first_splits = p->num_splits;
+  if (dynamic && o.num_splits <= 0) {
+    // Late joiners (decode_late_joiners; NVFP4KV_DECODE_LATE=0|1 forces them off / on): as many
+    // splits again, started as the first wave's CTAs finish; within the workspace bound.
+    const char* e = std::getenv("NVFP4KV_DECODE_LATE");
+    const bool late = e == nullptr ? cuda::decode_late_joiners(p->num_splits, block_tables.shape[1] * c.page_size,
+                                                               p->heads_per_cta)
+                                   : std::strcmp(e, "0") != 0;
+    if (late) {
+      int sms = 132;
+#if NVFP4KV_HAVE_CUDA
+      sms = std::max(cuda::current_device_sm_count(), 1);
+#endif
+      const int bound = cuda::decode_splits_bound(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads,
+                                                  block_tables.shape[1], c.page_size, o.num_splits, sms);
+      p->num_splits = std::min(2 * p->num_splits, std::max(bound, p->num_splits));
+    }
+  }
   const std::size_t need = cuda::decode_workspace_for(q.shape[0], q.shape[1], q.shape[2], c.head_dim,
                                                       p->num_splits);
   if (need > 0) {
@@ -283,18 +315,7 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
     p->partial_lse = reinterpret_cast<float*>(
         static_cast<char*>(workspace) +
         cuda::decode_workspace_lse_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
-    // NVFP4KV_DECODE_DYNAMIC=0 keeps fixed split slices, =1 forces dynamic rounds (A/B benches,
-    // tests of both modes); unset: decode_dynamic_rounds' rule.
-    const char* e = std::getenv("NVFP4KV_DECODE_DYNAMIC");
-    const int mode = e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
-    const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
-    const int64_t base = static_cast<int64_t>(p->batch) * (p->num_kv_heads / std::max(p->heads_per_cta, 1)) * m_tiles;
-    int64_t resident = 0;
-#if NVFP4KV_HAVE_CUDA
-    resident = cuda::decode_resident_ctas(*p);
-#endif
-    if (p->narrow && cuda::decode_dynamic_rounds(p->num_splits, base, resident,
-                                                  block_tables.shape[1], c.page_size, mode))
+    if (dynamic)
       p->round_tickets = reinterpret_cast<int*>(
           static_cast<char*>(workspace) +
           cuda::decode_workspace_tickets_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));

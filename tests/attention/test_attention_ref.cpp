@@ -365,6 +365,11 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 396, 512, 16, /*mode=*/0));
   EXPECT_TRUE(cuda::decode_dynamic_rounds(2, 1, 396, 10, 16, /*mode=*/1));
   EXPECT_FALSE(cuda::decode_dynamic_rounds(2, 64, 396, cuda::kDecodeMaxDynamicPages, 1, /*mode=*/1));  // table too big
+  // Late joiners from 32768 head-tokens per first-wave CTA.
+  EXPECT_TRUE(cuda::decode_late_joiners(3, 32768, 4));    // 64 × 32K
+  EXPECT_FALSE(cuda::decode_late_joiners(12, 32768, 4));  // 16 × 32K
+  EXPECT_FALSE(cuda::decode_late_joiners(3, 8192, 4));    // 64 × 8K
+  EXPECT_FALSE(cuda::decode_late_joiners(0, 8192, 4));
 }
 
 }  // namespace

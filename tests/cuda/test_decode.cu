@@ -378,7 +378,8 @@ TEST(CudaDecode, SmallNarrowAndWideTiles) {
 // filled with stale bytes (the launch must zero the counters): nvfp4 and fp8 narrow tiles with
 // 1/2/4 heads per CTA, and the formats and tiles that keep fixed slices (wide tile,
 // fp4_block16, bf16 at hd256), lengths 0 … 3000 mixed, splits forced from 2 to more rounds
-// than a request has, windows, and page size 1 with more pages than the staging area holds.
+// than a request has or automatic (then with late joiners, NVFP4KV_DECODE_LATE=1), windows,
+// and page size 1 with more pages than the staging area holds.
 TEST(CudaDecode, SmallDynamicAndFixedSplits) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   const unsigned seed = std::random_device{}();
@@ -424,6 +425,7 @@ TEST(CudaDecode, SmallDynamicAndFixedSplits) {
         GpuRun dyn;
         {
           ScopedEnv env("NVFP4KV_DECODE_DYNAMIC", "1");
+          ScopedEnv late("NVFP4KV_DECODE_LATE", "1");  // late joiners with automatic splits
           dyn = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5);
         }
         expect_close(dyn, want, s.value_dtype, what + " dynamic");

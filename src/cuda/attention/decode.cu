@@ -373,10 +373,15 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // head hg·hpc + w % hpc and, of the split's chunks, those ≡ w / hpc (mod kWarps / hpc).
   const int hpc = C::kDirect ? 1 : p.heads_per_cta;
   const int n_hg = p.num_kv_heads / hpc;
-  const int split = blockIdx.x;
-  const int hg = blockIdx.y % n_hg;
-  const int m_tile = blockIdx.y / n_hg;
-  const int b = blockIdx.z;
+  // Grid (splits, head groups × row tiles, batch); dynamic rounds launch (head groups × row
+  // tiles, batch, splits): the split index slowest, so that the CTAs of splits ≥
+  // p.dyn_first_splits start as earlier ones finish and join the requests still running.
+  const int row_y = kDyn ? blockIdx.x : blockIdx.y;
+  const int n_row_y = kDyn ? gridDim.x : gridDim.y;
+  const int split = kDyn ? blockIdx.z : blockIdx.x;
+  const int hg = row_y % n_hg;
+  const int m_tile = row_y / n_hg;
+  const int b = kDyn ? blockIdx.y : blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wh = warp % hpc, tw = warp / hpc, tpw = kWarps / hpc;
   const int h = hg * hpc + wh;
@@ -392,10 +397,10 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // Dynamic rounds: the CTA's first kStages + 1 tickets, drawn before anything else so that the
   // atomic (12 CTAs per counter at once) overlaps the prologue's loads.
   int first_ticket = 0;
+  int* const tick_ctr = kDyn ? p.round_tickets + (static_cast<int64_t>(b) * n_row_y + row_y) : nullptr;
+  [[maybe_unused]] const bool late = kDyn && split >= p.dyn_first_splits;
   if constexpr (kDyn) {
-    if (threadIdx.x == 0)
-      first_ticket = atomicAdd(p.round_tickets + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y),
-                               Config<T, D, FMT, kNarrow>::kStages + 1);
+    if (threadIdx.x == 0 && !late) first_ticket = atomicAdd(tick_ctr, C::kStages + 1);
   }
   const int max_kv = p.max_pages * p.page_size;
   const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
@@ -408,6 +413,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // take more (bench/NOTES.md, decode v10); otherwise split `split` is a fixed slice.
   static_assert(!kDyn || (kNarrow && !C::kDirect), "dynamic rounds: narrow tile (ring path) only");
   constexpr bool dyn = kDyn;
+  if constexpr (kDyn) {
+    // A late CTA joins only while its request has ≥ kJoinRounds rounds left per first-wave CTA
+    // (otherwise its own start, ~10 µs to the first data, would outlast the rounds it takes).
+    constexpr int kJoinRounds = 4;
+    if (threadIdx.x == 0 && late) {
+      const int round_tokens = (kWarps / hpc) * C::kChunk;
+      const int n_r = (len + round_tokens - 1) / round_tokens;
+      const int taken = *reinterpret_cast<volatile int*>(tick_ctr);
+      first_ticket = n_r - taken >= kJoinRounds * p.dyn_first_splits ? atomicAdd(tick_ctr, C::kStages + 1) : INT_MAX / 2;
+    }
+  }
   const int per_split = dyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
   const int s_begin = dyn ? begin : begin + split * per_split;
   const int s_end = min(kv_len, s_begin + per_split);
@@ -844,7 +860,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // increase, so the first one ≥ n_rounds ends its loop. Fixed slices: ticket k = k.
     constexpr int kTk = C::kStages + 1;
     __shared__ int tickets_s[kTk];
-    int* const counter = dyn ? p.round_tickets + (static_cast<int64_t>(b) * gridDim.y + blockIdx.y) : nullptr;
+    int* const counter = tick_ctr;
     if (dyn) {
       if (threadIdx.x == 0) {
 #pragma unroll
@@ -1238,9 +1254,10 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   const int hpc = C::kDirect ? 1 : p.heads_per_cta;
   if (hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
     return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
-  const dim3 grid(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
+  const dim3 grid = dyn ? dim3((p.num_kv_heads / hpc) * m_tiles, p.batch, p.num_splits)
+                       : dim3(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
   if (dyn) {
-    const std::size_t counters = static_cast<std::size_t>(p.batch) * grid.y * sizeof(int);
+    const std::size_t counters = static_cast<std::size_t>(p.batch) * grid.x * sizeof(int);
     if (cudaError_t e = cudaMemsetAsync(p.round_tickets, 0, counters, reinterpret_cast<cudaStream_t>(stream));
         e != cudaSuccess)
       return cuda_status(e, "decode: zeroing the round counters");

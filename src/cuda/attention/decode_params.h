@@ -55,6 +55,9 @@ struct DecodeParams {
   // Workspace: one round counter per (request, head group, row tile), or null for fixed splits.
   // The launch zeroes them and keeps them only where decode_dynamic_rounds() allows.
   int* round_tickets = nullptr;
+  // Dynamic rounds: splits ≥ this start late (the launch grid has the split index slowest) and
+  // join a request only while enough of it is left; = num_splits: none late.
+  int dyn_first_splits = 1;
 };
 
 /// Rows of one query tile (the m of mma.m16n8k16).
@@ -207,6 +210,17 @@ inline std::size_t decode_workspace_for(int64_t batch, int64_t qo_len, int64_t n
 
 /// Most page-table entries a CTA stages in dynamic-round mode (the whole request: 16 KB).
 inline constexpr int64_t kDecodeMaxDynamicPages = 4096;
+
+/// Whether dynamic rounds (decode_dynamic_rounds) also launch late joiners: as many splits
+/// again, with the split index slowest in the grid, whose CTAs start as first-wave CTAs finish
+/// and join a request while ≥ 4 rounds per first-wave CTA are left. Worth it only for long
+/// per-CTA runs, ≥ 32768 head-tokens per first-wave CTA (H100 A/B, bench/NOTES.md decode v10:
+/// nvfp4 64 × 32K, 43690 per CTA, 890 → 864 µs; 16 × 32K and 64 × 8K, 10923, 229.5 → 234.5 and
+/// 236 → 240; 16 × 8K, 2731, 72.6 → 78.8: a late CTA's ~10 µs to its first data outlasts the
+/// rounds left).
+inline bool decode_late_joiners(int num_splits, int64_t max_kv_len, int heads_per_cta) {
+  return num_splits > 0 && max_kv_len * heads_per_cta / num_splits >= 32768;
+}
 
 /// Whether the narrow-tile CTAs of a request take its ring rounds from a shared counter
 /// (dynamic rounds) rather than fixed slices, so that CTAs on faster SMs take more: with ≥ 2
