@@ -278,11 +278,7 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
     const int mode = e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
     const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
     const int64_t base = static_cast<int64_t>(p->batch) * (p->num_kv_heads / std::max(p->heads_per_cta, 1)) * m_tiles;
-    int64_t resident = 0;
-#if NVFP4KV_HAVE_CUDA
-    resident = cuda::decode_resident_ctas(*p);
-#endif
-    dynamic = cuda::decode_dynamic_rounds(p->num_splits, base, resident, block_tables.shape[1], c.page_size, mode);
+    dynamic = cuda::decode_dynamic_rounds(p->num_splits, base, block_tables.shape[1], c.page_size, mode);
   }
   p->dyn_first_splits = p->num_splits;
   if (dynamic && o.num_splits <= 0) {

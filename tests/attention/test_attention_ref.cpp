@@ -356,15 +356,15 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 2);  // measured for nvfp4 only
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
-  // Dynamic rounds: one wave of ≥ 32 CTAs per split over ≥ 8K tokens (396 resident CTAs).
-  EXPECT_TRUE(cuda::decode_dynamic_rounds(6, 64, 396, 512, 16));     // 16 × 8K, 2 heads per CTA
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(3, 256, 396, 2048, 16));  // two waves
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(99, 4, 396, 2048, 16));   // batch 1
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 396, 64, 16));     // 1K tokens
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(1, 64, 396, 512, 16));    // no split
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 396, 512, 16, /*mode=*/0));
-  EXPECT_TRUE(cuda::decode_dynamic_rounds(2, 1, 396, 10, 16, /*mode=*/1));
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(2, 64, 396, cuda::kDecodeMaxDynamicPages, 1, /*mode=*/1));  // table too big
+  // Dynamic rounds: ≥ 32 CTAs per split over ≥ 8K tokens.
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(12, 32, 512, 16));    // 16 × 8K, 4 heads per CTA
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(3, 256, 2048, 16));   // 128 × 32K: two waves
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(99, 4, 2048, 16));   // batch 1
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 64, 16));     // 1K tokens
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(1, 64, 512, 16));    // no split
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 512, 16, /*mode=*/0));
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(2, 1, 10, 16, /*mode=*/1));
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(2, 64, cuda::kDecodeMaxDynamicPages, 1, /*mode=*/1));  // table too big
   // Late joiners from 32768 head-tokens per first-wave CTA.
   EXPECT_TRUE(cuda::decode_late_joiners(3, 32768, 4));    // 64 × 32K
   EXPECT_FALSE(cuda::decode_late_joiners(12, 32768, 4));  // 16 × 32K

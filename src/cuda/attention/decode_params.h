@@ -224,16 +224,19 @@ inline bool decode_late_joiners(int num_splits, int64_t max_kv_len, int heads_pe
 
 /// Whether the narrow-tile CTAs of a request take its ring rounds from a shared counter
 /// (dynamic rounds) rather than fixed slices, so that CTAs on faster SMs take more: with ≥ 2
-/// splits in one wave (splits · base ≤ resident CTAs; base = batch × head groups × row tiles
-/// ≥ 32) over ≥ 8K tokens, when the request's page table fits the staging area. Each CTA then
-/// stages the whole table and the launch zeroes the counters, which cost more than the balance
-/// gains for few requests or short contexts (H100 A/B, bench/NOTES.md, decode v10: batch 1 ×
-/// 8K 17.1 → 20.5 µs; fp8 64 × 32K 1504 → 1454). `mode` (NVFP4KV_DECODE_DYNAMIC): −1 this
-/// rule, 0 fixed slices, 1 dynamic wherever splits > 1 and the table fits (tests, A/B).
-inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t resident_ctas, int64_t max_pages,
-                                  int64_t page_size, int mode = -1) {
+/// splits of ≥ 32 CTAs each (base = batch × head groups × row tiles) over ≥ 8K tokens, when the
+/// request's page table fits the staging area. The launch grid then has the split index
+/// slowest: a request's CTAs spread over the SMs, and with more CTAs than fit at once the later
+/// ones join the requests still running. Each CTA stages the whole table and the launch zeroes
+/// the counters, which cost more than the balance gains for few requests or short contexts
+/// (H100 A/B, bench/NOTES.md, decode v10: batch 1 × 8K 17.1 → 20.5 µs; nvfp4 64 × 32K 920 →
+/// 890, 128 × 32K (2 waves) 1782 → 1723; fp8 64 × 32K 1504 → 1446). `mode`
+/// (NVFP4KV_DECODE_DYNAMIC): −1 this rule, 0 fixed slices, 1 dynamic wherever splits > 1 and
+/// the table fits (tests, A/B).
+inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t max_pages, int64_t page_size,
+                                  int mode = -1) {
   if (mode == 0 || num_splits < 2 || max_pages + 1 > kDecodeMaxDynamicPages) return false;
-  return mode == 1 || (base_ctas >= 32 && num_splits * base_ctas <= resident_ctas && max_pages * page_size >= 8192);
+  return mode == 1 || (base_ctas >= 32 && max_pages * page_size >= 8192);
 }
 
 /// SM count of the current device (0 if none).
