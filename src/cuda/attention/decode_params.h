@@ -230,7 +230,7 @@ inline bool decode_late_joiners(int num_splits, int64_t max_kv_len, int heads_pe
 /// ones join the requests still running. Each CTA stages the whole table and the launch zeroes
 /// the counters, which cost more than the balance gains for few requests or short contexts
 /// (H100 A/B, bench/NOTES.md, decode v10: batch 1 × 8K 17.1 → 20.5 µs; nvfp4 64 × 32K 920 →
-/// 890, 128 × 32K (2 waves) 1782 → 1723; fp8 64 × 32K 1504 → 1446). `mode`
+/// 890, 128 × 32K (2 waves) 1782 → 1723; fp8 64 × 32K 1504 → 1454). `mode`
 /// (NVFP4KV_DECODE_DYNAMIC): −1 this rule, 0 fixed slices, 1 dynamic wherever splits > 1 and
 /// the table fits (tests, A/B).
 inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t max_pages, int64_t page_size,
