@@ -12,6 +12,10 @@
 // warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps are
 // merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
 // partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
+// Dynamic rounds (kDyn, narrow tile; decode_dynamic_rounds): the grid is (head groups × row
+// tiles, batch, splits), the split index slowest, and the CTAs of a request and head group do
+// not take fixed slices but the request's ring rounds from a counter in the workspace (zeroed
+// by the launch), so faster CTAs take more and later CTAs join the requests still running.
 //
 // Loads. First the CTA copies its split's page-table entries to shared memory. bf16/f16 caches
 // (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; every other
