@@ -178,6 +178,22 @@ float resolved_sm_scale(const DecodeOptions& o, int64_t head_dim) {
   return o.sm_scale > 0 ? o.sm_scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 }
 
+// An A/B knob of the decode kernel: -1 unset, 0 if set to "0", 1 if set to anything else.
+int env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
+}
+
+// The split count decode_workspace_bytes sizes the workspace for (any occupancy).
+int workspace_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads, int64_t max_pages,
+                     int64_t page_size, int requested) {
+  int sms = 132;
+#if NVFP4KV_HAVE_CUDA
+  sms = std::max(cuda::current_device_sm_count(), 1);
+#endif
+  return cuda::decode_splits_bound(batch, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, requested, sms);
+}
+
 // Split count for these sizes; `params` (when given) names the kernel, whose occupancy then
 // decides; without it (workspace sizing) the most CTAs an SM can hold is assumed, an upper bound.
 int device_splits(int64_t batch, int64_t qo_len, int64_t num_qo_heads, int64_t num_kv_heads,
@@ -247,17 +263,14 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   p->logits_soft_cap = o.logits_soft_cap;
   p->window_left = o.window_left;
   // NVFP4KV_DECODE_NARROW=0 forces the wide tile (A/B benches, tests of both tiles).
-  {
-    const char* e = std::getenv("NVFP4KV_DECODE_NARROW");
-    p->narrow = cuda::decode_use_narrow_tile(p->format, p->head_dim, p->group_size, p->qo_len,
-                                             e == nullptr || std::strcmp(e, "0") != 0)
-                    ? 1
-                    : 0;
-  }
-  p->heads_per_cta = cuda::decode_heads_per_cta(
-      p->format, p->head_dim, c.num_kv_heads, q.shape[0],
-      (q.shape[2] / c.num_kv_heads * q.shape[1] + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile,
-      block_tables.shape[1] * c.page_size, p->narrow != 0);
+  p->narrow = cuda::decode_use_narrow_tile(p->format, p->head_dim, p->group_size, p->qo_len,
+                                           env_switch("NVFP4KV_DECODE_NARROW") != 0)
+                  ? 1
+                  : 0;
+  const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
+  const int64_t max_kv_len = block_tables.shape[1] * c.page_size;
+  p->heads_per_cta = cuda::decode_heads_per_cta(p->format, p->head_dim, c.num_kv_heads, q.shape[0], m_tiles,
+                                                max_kv_len, p->narrow != 0);
   {
     const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
     p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
@@ -274,27 +287,18 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   // dynamic rounds (A/B benches, tests of both modes); unset: decode_dynamic_rounds' rule.
   bool dynamic = false;
   if (p->narrow && p->num_splits > 1) {
-    const char* e = std::getenv("NVFP4KV_DECODE_DYNAMIC");
-    const int mode = e == nullptr ? -1 : (std::strcmp(e, "0") == 0 ? 0 : 1);
-    const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
     const int64_t base = static_cast<int64_t>(p->batch) * (p->num_kv_heads / std::max(p->heads_per_cta, 1)) * m_tiles;
-    dynamic = cuda::decode_dynamic_rounds(p->num_splits, base, block_tables.shape[1], c.page_size, mode);
+    dynamic = cuda::decode_dynamic_rounds(p->num_splits, base, block_tables.shape[1], c.page_size,
+                                          env_switch("NVFP4KV_DECODE_DYNAMIC"));
   }
   p->dyn_first_splits = p->num_splits;
   if (dynamic && o.num_splits <= 0) {
     // Late joiners (decode_late_joiners; NVFP4KV_DECODE_LATE=0|1 forces them off / on): as many
     // splits again, started as the first wave's CTAs finish; within the workspace bound.
-    const char* e = std::getenv("NVFP4KV_DECODE_LATE");
-    const bool late = e == nullptr ? cuda::decode_late_joiners(p->num_splits, block_tables.shape[1] * c.page_size,
-                                                               p->heads_per_cta)
-                                   : std::strcmp(e, "0") != 0;
-    if (late) {
-      int sms = 132;
-#if NVFP4KV_HAVE_CUDA
-      sms = std::max(cuda::current_device_sm_count(), 1);
-#endif
-      const int bound = cuda::decode_splits_bound(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads,
-                                                  block_tables.shape[1], c.page_size, o.num_splits, sms);
+    const int late = env_switch("NVFP4KV_DECODE_LATE");
+    if (late == 1 || (late < 0 && cuda::decode_late_joiners(p->num_splits, max_kv_len, p->heads_per_cta))) {
+      const int bound = workspace_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
+                                         c.page_size, o.num_splits);
       p->num_splits = std::min(2 * p->num_splits, std::max(bound, p->num_splits));
     }
   }
@@ -325,12 +329,8 @@ std::size_t decode_workspace_bytes(int64_t batch_size, int64_t qo_len, int64_t n
                                    int64_t num_kv_heads, int64_t head_dim, int64_t max_pages,
                                    int64_t page_size, const DecodeOptions& options) {
   if (batch_size <= 0 || qo_len <= 0 || num_qo_heads <= 0 || num_kv_heads <= 0) return 0;
-  int sms = 132;
-#if NVFP4KV_HAVE_CUDA
-  sms = std::max(cuda::current_device_sm_count(), 1);
-#endif
-  const int splits = cuda::decode_splits_bound(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages,
-                                               page_size, options.num_splits, sms);
+  const int splits =
+      workspace_splits(batch_size, qo_len, num_qo_heads, num_kv_heads, max_pages, page_size, options.num_splits);
   return cuda::decode_workspace_for(batch_size, qo_len, num_qo_heads, head_dim, splits);
 }
 

@@ -416,7 +416,6 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // whole visible range and take its ring rounds from a counter, so that CTAs that run faster
   // take more (bench/NOTES.md, decode v10); otherwise split `split` is a fixed slice.
   static_assert(!kDyn || (kNarrow && !C::kDirect), "dynamic rounds: narrow tile (ring path) only");
-  constexpr bool dyn = kDyn;
   if constexpr (kDyn) {
     // A late CTA joins only while its request has ≥ kJoinRounds rounds left per first-wave CTA
     // (otherwise its own start, ~10 µs to the first data, would outlast the rounds it takes).
@@ -428,8 +427,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       first_ticket = n_r - taken >= kJoinRounds * p.dyn_first_splits ? atomicAdd(tick_ctr, C::kStages + 1) : INT_MAX / 2;
     }
   }
-  const int per_split = dyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
-  const int s_begin = dyn ? begin : begin + split * per_split;
+  const int per_split = kDyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
+  const int s_begin = kDyn ? begin : begin + split * per_split;
   const int s_end = min(kv_len, s_begin + per_split);
 
   // Narrow tile: this lane's B fragments of Qᵀ (k = head dim, n = query row g = lane / 4) in
@@ -864,15 +863,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // increase, so the first one ≥ n_rounds ends its loop. Fixed slices: ticket k = k.
     constexpr int kTk = C::kStages + 1;
     __shared__ int tickets_s[kTk];
-    int* const counter = tick_ctr;
-    if (dyn) {
+    if (kDyn) {
       if (threadIdx.x == 0) {
 #pragma unroll
         for (int i = 0; i < kTk; ++i) tickets_s[i] = first_ticket + i;
       }
       __syncthreads();
     }
-    auto ticket = [&](int k) { return dyn ? tickets_s[k % kTk] : k; };
+    auto ticket = [&](int k) { return kDyn ? tickets_s[k % kTk] : k; };
     constexpr int kParts = C::kRow / C::kCp;                          // cp.async pieces per data row
     constexpr int kRowStep = kThreads / kParts;                       // rows between a thread's pieces
     constexpr int kDataPer = kWarps * C::kChunk / kRowStep;           // pieces per thread and K|V
@@ -987,7 +985,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if (tk_fill < n_rounds) issue(tk_fill, fill);
       cp_async_commit();
       int drawn = 0;
-      if (dyn && threadIdx.x == 0) drawn = atomicAdd(counter, 1);  // ticket k + kStages + 1
+      if (kDyn && threadIdx.x == 0) drawn = atomicAdd(tick_ctr, 1);  // ticket k + kStages + 1
       const int chunk_start = chunk_start_of(tk);
       if (chunk_start < s_end) {
         const uint8_t* stage = ring + slot * C::kStageBytes;
@@ -999,7 +997,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
               chunk_mask(chunk_start), chunk_start);
         }
       }
-      if (dyn) {
+      if (kDyn) {
         if (threadIdx.x == 0) tickets_s[k % kTk] = drawn;  // slot of ticket k: read last round
         tk = tickets_s[(k + 1) % kTk];
         tk_fill = tickets_s[(k + C::kStages) % kTk];
