@@ -143,11 +143,16 @@ void make_problem(Problem& p, int64_t batch, int64_t kv_len, int64_t num_pages, 
   p.batch = batch;
   p.kv_len = kv_len;
   p.max_pages = (kv_len + kPageSize - 1) / kPageSize;
-  std::vector<int32_t> perm(num_pages);
+  // Pages in shuffled order over the whole pool (sized for the largest shape); with
+  // DECODE_PAGE_POOL=local (experiment) shuffled over just the pages the problem needs, i.e. the
+  // same random order within a compact footprint (fewer distinct 2 MB regions: TLB reach).
+  const char* pool = std::getenv("DECODE_PAGE_POOL");
+  const bool local = pool != nullptr && std::string(pool) == "local";
+  std::vector<int32_t> perm(local ? std::min<int64_t>(num_pages, batch * p.max_pages) : num_pages);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);  // pages in shuffled order
+  std::shuffle(perm.begin(), perm.end(), rng);
   p.h_tables.assign(batch * p.max_pages, 0);
-  for (int64_t i = 0; i < batch * p.max_pages; ++i) p.h_tables[i] = perm[i % num_pages];
+  for (int64_t i = 0; i < batch * p.max_pages; ++i) p.h_tables[i] = perm[static_cast<std::size_t>(i) % perm.size()];
   p.h_lens.assign(batch, static_cast<int32_t>(kv_len));
   std::normal_distribution<float> nd(0.f, 1.f);
   p.h_q.resize(batch * kQoHeads * kHeadDim);
@@ -199,8 +204,10 @@ double graph_us(Context& ctx, const std::function<Status(cudaStream_t)>& call) {
   auto capture = [&](bool with_calls) {
     cudaGraph_t g;
     BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    // DECODE_NO_FLUSH=1 (diagnosis only): no L2 flush between the calls.
+    static const bool no_flush = std::getenv("DECODE_NO_FLUSH") != nullptr;
     for (int i = 0; i < kCalls; ++i) {
-      ctx.flush_l2_clean(st);
+      if (!no_flush) ctx.flush_l2_clean(st);
       if (with_calls) BENCH_CHECK(call(st).ok(), "decode call under capture");
     }
     BENCH_CUDA(cudaStreamEndCapture(st, &g));
@@ -351,7 +358,7 @@ void bench_decode(Context& ctx) {
 #ifdef NVFP4KV_DECODE_TRACE
       {
         cuda::decode_trace_reset();
-        ctx.flush_l2();
+        if (!std::getenv("DECODE_NO_FLUSH")) ctx.flush_l2();
         BENCH_CUDA(cudaDeviceSynchronize());
         (void)run(c, p, o);
         cuda::decode_trace_report(fmt("%s %lldx%lld", kv_format_name(f), (long long)s.batch, (long long)s.kv_len).c_str());

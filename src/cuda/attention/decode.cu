@@ -56,6 +56,7 @@
 
 #include "cuda/attention/decode_dequant.cuh"
 #include "cuda/attention/decode_params.h"
+#include "cuda/common/cp_async.cuh"
 #include "cuda/common/l2_flush.h"
 #include "cuda/common/pdl.cuh"
 
@@ -187,25 +188,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// Asynchronous global → shared copies; `ok` false writes zeros without reading (src-size 0).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async8(uint32_t dst, const void* src, bool ok) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(dst), "l"(src), "r"(ok ? 8 : 0));
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool ok) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N));
-}
-
 // Experiment knob (never set in the library build): compute_chunk only reads the staged runs.
 #ifndef NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
 #define NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY 0
@@ -215,9 +197,16 @@ __device__ __forceinline__ void cp_async_wait() {
 #define NVFP4KV_DECODE_NVFP4_KU 2
 #endif
 
-// Ring stages of the nvfp4 hd128 kernel (0: chosen from the stage size below); an experiment knob.
+// Ring stages of the nvfp4 hd128 kernel: 2 (bench/NOTES.md, decode v11: against 3, 1 × 32K
+// −9 %, 16 × 1K −10 %, 16 × 8K −3 %, 128 × 32K within ±1 %; 4 lost 5-10 %); 0: chosen from the
+// stage size like the other formats. An experiment knob.
 #ifndef NVFP4KV_DECODE_NVFP4_STAGES
-#define NVFP4KV_DECODE_NVFP4_STAGES 0
+#define NVFP4KV_DECODE_NVFP4_STAGES 2
+#endif
+// The same for the fp8 hd128 kernel (0: the stage-size rule, 3; 2 measured within ±1 % at
+// batch ≥ 16 × 8K); an experiment knob.
+#ifndef NVFP4KV_DECODE_FP8_STAGES
+#define NVFP4KV_DECODE_FP8_STAGES 0
 #endif
 
 template <typename T, int D, int FMT, bool kNarrowTile = false>
@@ -251,6 +240,8 @@ struct Config {
   // occupancy for the wide formats.
   static constexpr int kStages = kExpTrick<FMT> && kWords == 4 && NVFP4KV_DECODE_NVFP4_STAGES > 0
                                      ? NVFP4KV_DECODE_NVFP4_STAGES
+                                 : FMT == kFmtFP8 && D == 128 && NVFP4KV_DECODE_FP8_STAGES > 0
+                                     ? NVFP4KV_DECODE_FP8_STAGES
                                      : (kUnitBytes <= 3072 ? 4 : (kUnitBytes <= 6144 ? 3 : 2));
   // Q fragments: one set per head of the CTA (ring path: up to kWarps heads per CTA).
   // (The narrow tile keeps its Q fragments in registers.)
@@ -326,7 +317,7 @@ inline constexpr int kMinCtas = ((kExpTrick<FMT> && D <= 128) || kNarrow) ? NVFP
 // it and at exit (merge CTAs: entry and exit); decode_trace_report() prints the spread.
 #ifdef NVFP4KV_DECODE_TRACE
 constexpr int kTraceMax = 16384;
-__device__ unsigned long long g_trace[kTraceMax][12];
+__device__ unsigned long long g_trace[kTraceMax][13];
 __device__ unsigned int g_trace_sm[kTraceMax];
 __device__ unsigned long long g_trace_merge[kTraceMax][2];
 __device__ __forceinline__ unsigned long long trace_now() {
@@ -976,6 +967,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
       if (tk >= n_rounds) break;  // uniform: every thread holds the same ticket
 #ifdef NVFP4KV_DECODE_TRACE
+      if (k == 0) DECODE_TRACE(12);
       if (k == 1) DECODE_TRACE(7);
       if (k == 2) DECODE_TRACE(8);
       if (k == 4) DECODE_TRACE(9);
@@ -1391,14 +1383,14 @@ int current_device_sm_count() {
 
 #ifdef NVFP4KV_DECODE_TRACE
 void decode_trace_reset() {
-  static unsigned long long zero[kTraceMax][12];
+  static unsigned long long zero[kTraceMax][13];
   static unsigned long long zm[kTraceMax][2];
   cudaMemcpyToSymbol(g_trace, zero, sizeof(zero));
   cudaMemcpyToSymbol(g_trace_merge, zm, sizeof(zm));
 }
 
 void decode_trace_report(const char* label) {
-  static unsigned long long t[kTraceMax][12];
+  static unsigned long long t[kTraceMax][13];
   static unsigned long long mg[kTraceMax][2];
   static unsigned int sm[kTraceMax];
   cudaDeviceSynchronize();
@@ -1436,6 +1428,13 @@ void decode_trace_report(const char* label) {
   row(" epi: combine+store", d_out);
   // Ramp: mean time from the KV-loop start to the barrier of rounds 1, 2, 4, 8, 16.
   std::printf("trace %s: ramp (mean us from loop start to round k):", label);
+  {
+    double sum = 0;
+    int c = 0;
+    for (int i = 0; i < n; ++i)
+      if (t[i][12] != 0) sum += (static_cast<double>(t[i][12]) - static_cast<double>(t[i][2])) * 1e-3, ++c;
+    if (c > 0) std::printf(" round 0 landed %.2f (%d CTAs)", sum / c, c);
+  }
   const int ks[5] = {1, 2, 4, 8, 16};
   for (int j = 0; j < 5; ++j) {
     double sum = 0;
