@@ -600,7 +600,7 @@ void run_ab(Context& ctx) {
                                    {"4o6_dq2_thread_grids", Recipe::kNvfp4FourOverSix, -1, -1, 2}};
   run_ab_impl(ctx, vars, "quantize_ab", "quantize v7 A/B",
               {"M", "K", "MiB", "nv default", "nv unbalanced", "nv rowmajor", "nv sector", "nv warpsector", "4o6 dq0 cta table",
-               "4o6 dq1 arith", "4o6 dq2 thread grids (default)"},
+               "4o6 dq1 arith", "4o6 dq2 thread grids (v7 default)"},
               {{4096, 8192},   {16384, 2048},  {65536, 512},   {1024, 32768}, {16384, 4096},  {16384, 16384},
                {32768, 12288}, {131072, 6144}, {65536, 8192},  {32768, 32768}, {65536, 32768}, {131072, 32768}});
 }
@@ -616,7 +616,7 @@ void run_ab8(Context& ctx) {
                                    {"4o6_dq5_dq3_no_prefetch", Recipe::kNvfp4FourOverSix, -1, -1, 5},
                                    {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
   run_ab_impl(ctx, vars, "quantize_ab8", "quantize v8 A/B",
-              {"M", "K", "MiB", "nv default", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta", "4o6 dq4 dq3+vimnmx3 (default)",
+              {"M", "K", "MiB", "nv default", "4o6 dq2 2buf 2cta", "4o6 dq3 1buf 3cta", "4o6 dq4 dq3+vimnmx3 (v8 default)",
                "4o6 dq5 dq3 no prefetch", "4o6 MAE default"},
               {{4096, 8192},    {16384, 2048},  {32768, 1024}, {65536, 512},  {1024, 32768},
                {2048, 16384},   {8192, 4096},   {16384, 4096}, {131072, 512}, {16384, 8192},
@@ -719,7 +719,7 @@ void run_prof(Context& ctx) {
   (void)ctx;
   const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
                                    {"4o6_default", Recipe::kNvfp4FourOverSix, -1, -1, -1},
-                                   {"4o6_dq2", Recipe::kNvfp4FourOverSix, -1, -1, 2},
+                                   {"4o6_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4},
                                    {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
   const AbSetup env;
   std::mt19937_64 rng(20261124);
@@ -752,7 +752,23 @@ void run_prof(Context& ctx) {
   }
 }
 
+/// v11 A/B (64 MiB - 2 GiB): 4over6 looking the grid up in the per-CTA table with rows padded to
+/// 9 floats (kDq 7, the default since v11: no per-thread row copies) against v8's kDq 4, MSE and MAE.
+void run_ab11(Context& ctx) {
+  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
+                                   {"4o6_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4},
+                                   {"4o6_dq7_default", Recipe::kNvfp4FourOverSix, -1, -1, 7},
+                                   {"4o6_mae_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4, ErrorMetric::kMae},
+                                   {"4o6_mae_dq7_default", Recipe::kNvfp4FourOverSix, -1, -1, 7, ErrorMetric::kMae}};
+  run_ab_impl(ctx, vars, "quantize_ab11", "quantize v11 A/B",
+              {"M", "K", "MiB", "nv default", "4o6 dq4", "4o6 dq7 (default)", "4o6 MAE dq4", "4o6 MAE dq7 (default)"},
+              {{4096, 8192},   {16384, 2048}, {65536, 512},   {1024, 32768}, {16384, 4096},
+               {131072, 512},  {16384, 8192}, {16384, 16384}, {65536, 8192}, {32768, 32768}});
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_v11_ab", "v11 A/B: 4over6 grid from the per-CTA table with padded rows (default) vs per-thread copies", run_ab11);
 
 NVFP4KV_BENCHMARK("q_prof", "one launch per 4over6 / nvfp4 variant for a profiler (QAB_SHAPES)", run_prof);
 

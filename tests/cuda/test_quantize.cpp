@@ -513,7 +513,8 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
 // per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM, 3 with the VIMNMX3
-// encode (the default, 4), 3 without the L2 prefetch), each forced over every 4over6 combo with
+// encode (4), 3 without the L2 prefetch, 4 with the per-CTA table's rows padded to 9 floats (the
+// default, 7)), each forced over every 4over6 combo with
 // random, special and tie data, extreme and ordinary given scales, inputs at the E2M1 decision
 // boundaries of each block's own scales, rows padded to whole units and a batch.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
@@ -521,7 +522,7 @@ TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   struct Guard {
     ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
   } guard;
-  for (int mode : {0, 1, 2, 3, 4, 5}) {
+  for (int mode : {0, 1, 2, 3, 4, 5, 7}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
     cuda::set_fast_quantize_4over6_dq_override(mode);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})

@@ -215,7 +215,7 @@ __device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec,
     if constexpr (kBelow7 && kVmin) mc[i] = e2m1_code_magic_below7_bits(y);
     else mc[i] = __float_as_uint(kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
     float dq;
-    if constexpr (kDq == 0) dq = lds_f32(k.lut + (mc[i] << 2));
+    if constexpr (kDq == 0 || kDq == 7) dq = lds_f32(k.lut + (mc[i] << 2));
     else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(__uint_as_float(mc[i]), k.sf), s_dec);
     else dq = lds_f32_v(k.lut + (mc[i] << 10));
     const float d = __fsub_rn(dq, a);
@@ -245,7 +245,7 @@ struct Block46 {
 /// the global scale does not fit the block; rare with a calibrated scale). Full encode with the
 /// cap; re-reads its 16 elements from global memory (`src`, 32-byte aligned) and returns by
 /// value, so that the hot path keeps its registers (see reference_block).
-template <bool kF16, bool kMae, int kDq>  // kDq 0 or 1 (the kDq 2 kernel falls back to 1)
+template <bool kF16, bool kMae, int kDq>  // kDq 0, 1 or 7 (the kDq 2 kernel falls back to 1)
 __device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand k4, float s_dec) {
   const uint4 q0 = __ldg(reinterpret_cast<const uint4*>(src)), q1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
   const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
@@ -270,7 +270,8 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
     constexpr bool kMae = K == QuantKind::kFourOverSixMae;
     const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
     const ScaleEntry e6 = table[sf6], e4 = table[sf4];
-    Cand k6{e6.enc, dq_lut + sf6 * 32u, e6.sf}, k4{e4.enc, dq_lut + sf4 * 32u, e4.sf};
+    constexpr uint32_t kRow = kDq == 7 ? 36u : 32u;  // bytes per scale byte's row of the CTA table
+    Cand k6{e6.enc, dq_lut + sf6 * kRow, e6.sf}, k4{e4.enc, dq_lut + sf4 * kRow, e4.sf};
     Block46 r;
     // Every element maps at most to the block max's rn(v · enc) (monotone), so this bounds the
     // whole block; false for NaN. Holds for every normal, unsaturated scale byte (E4M3 rounds
@@ -494,8 +495,15 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
 // encode with one unit buffer (the next unit is only prefetched into L2 while the current one is
 // encoded, then loaded from there), which frees the 20 registers of the second buffer, under a
 // 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 (v8; measured no faster than kDq 2
-// at 2 CTAs/SM: the loop is not limited by the warps available to hide latency); 4 (default) =
-// kDq 3 with the VIMNMX3 encode (2% faster than 3); 5 = kDq 3 without the L2 prefetch (2% slower).
+// at 2 CTAs/SM: the loop is not limited by the warps available to hide latency); 4 = kDq 3 with
+// the VIMNMX3 encode (2% faster than 3; the default until v11); 5 = kDq 3 without the L2 prefetch
+// (2% slower); 7 (default) = kDq 4's loop with kDq 0's lookups straight into the per-CTA table,
+// its rows padded to 9 floats: bank = 9·sf + m mod 32 puts one scale byte's 8 entries in 8
+// banks and spreads neighbouring bytes (kDq 0's 8-float rows gave 4 bank offsets: ~4.8-way
+// conflicts), so no per-thread row copies (2 LDS.128 + 8 STS per block and candidate) and 32 KB
+// less shared memory. v11 A/B on the H100 (bench q_v11_ab): time ÷ nvfp4 at 64 MiB - 2 GiB
+// 1.61-1.66 → 1.55-1.58 (MSE), 1.55-1.61 → 1.48-1.51 (MAE); ncu: short-scoreboard stalls per
+// issue 1.04 → 0.58, issue active 70 → 75 %.
 // Register bounds: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
 // registers (2 CTAs/SM; without the second argument ptxas chose 80 / 95 / 75); v8 run 2 measured
 // nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%). 4over6 kDq 0-2 are held at
@@ -514,12 +522,13 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool kOneBuf = kDq >= 3;
-  constexpr int kD = kDq >= 3 ? 2 : kDq;  // grid variant used by the encode
-  constexpr bool kVmin = kDq == 4, kPrefetch = kDq != 5;
+  constexpr int kD = kDq == 7 ? 7 : (kDq >= 3 ? 2 : kDq);  // grid variant used by the encode
+  constexpr bool kVmin = kDq == 4 || kDq == 7, kPrefetch = kDq != 5;
+  constexpr int kTableRow = kD == 7 ? 9 : 8;  // floats per scale byte in dq_table (kDq 7: padded)
   __shared__ ScaleEntry table[kNv ? 256 : 1];
   // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
   // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
-  __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * 8 : 1];
+  __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * kTableRow : 1];
   __shared__ float dq_priv[k46 && kD == 2 ? 32 * kThreads : 1];
   const uint32_t dq_lut = kD == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
                                   : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
@@ -542,8 +551,9 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
     }
     if constexpr (k46 && kD != 1) {
-      for (int i = threadIdx.x; i < 256 * 8; i += kThreads) {
-        dq_table[i] = fmt::nvfp4_dequant(static_cast<uint32_t>(i & 7), fmt::e4m3_to_float(static_cast<uint32_t>(i >> 3)), g.s_dec);
+      for (int i = threadIdx.x; i < 256 * kTableRow; i += kThreads) {
+        const uint32_t m = static_cast<uint32_t>(i % kTableRow), sf = static_cast<uint32_t>(i / kTableRow);
+        dq_table[i] = m < 8 ? fmt::nvfp4_dequant(m, fmt::e4m3_to_float(sf), g.s_dec) : 0.0f;
       }
     }
     __syncthreads();
@@ -618,8 +628,8 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
                    reinterpret_cast<cudaStream_t>(stream), p);  // the caller reads the launch status
 }
 
-/// 4over6 kernel variant: default kDq 4 (per-thread grids, conflict-free lookups, one unit buffer,
-/// 3 CTAs/SM, VIMNMX3 encode).
+/// 4over6 kernel variant: default kDq 7 (lookups in the per-CTA table with padded rows, one unit
+/// buffer, 3 CTAs/SM, VIMNMX3 encode).
 template <QuantKind K, bool kF16>
 void launch_46(const FastQuantizeParams& p, Stream stream) {
   switch (g_dq_override.load(std::memory_order_relaxed)) {
@@ -627,8 +637,9 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
     case 1: launch_one<K, kF16, 1>(p, stream); break;
     case 2: launch_one<K, kF16, 2>(p, stream); break;
     case 3: launch_one<K, kF16, 3>(p, stream); break;
+    case 4: launch_one<K, kF16, 4>(p, stream); break;
     case 5: launch_one<K, kF16, 5>(p, stream); break;
-    default: launch_one<K, kF16, 4>(p, stream); break;
+    default: launch_one<K, kF16, 7>(p, stream); break;
   }
 }
 
