@@ -1427,21 +1427,16 @@ void decode_trace_report(const char* label) {
   row(" epi: warp merge smem", d_smem);
   row(" epi: combine+store", d_out);
   // Ramp: mean time from the KV-loop start to the barrier of rounds 1, 2, 4, 8, 16.
+  // Point 12: round 0's data landed (after the first wait + barrier); 7..11: rounds 1, 2, 4, 8, 16.
   std::printf("trace %s: ramp (mean us from loop start to round k):", label);
-  {
+  const int points[6] = {12, 7, 8, 9, 10, 11};
+  const char* names[6] = {"round 0 landed", "k1", "k2", "k4", "k8", "k16"};
+  for (int j = 0; j < 6; ++j) {
     double sum = 0;
     int c = 0;
     for (int i = 0; i < n; ++i)
-      if (t[i][12] != 0) sum += (static_cast<double>(t[i][12]) - static_cast<double>(t[i][2])) * 1e-3, ++c;
-    if (c > 0) std::printf(" round 0 landed %.2f (%d CTAs)", sum / c, c);
-  }
-  const int ks[5] = {1, 2, 4, 8, 16};
-  for (int j = 0; j < 5; ++j) {
-    double sum = 0;
-    int c = 0;
-    for (int i = 0; i < n; ++i)
-      if (t[i][7 + j] != 0) sum += (static_cast<double>(t[i][7 + j]) - static_cast<double>(t[i][2])) * 1e-3, ++c;
-    if (c > 0) std::printf(" k%d %.2f (%d CTAs)", ks[j], sum / c, c);
+      if (t[i][points[j]] != 0) sum += (static_cast<double>(t[i][points[j]]) - static_cast<double>(t[i][2])) * 1e-3, ++c;
+    if (c > 0) std::printf(" %s %.2f (%d CTAs)", names[j], sum / c, c);
   }
   std::printf("\n");
   int nm = 0;
