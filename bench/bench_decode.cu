@@ -308,6 +308,8 @@ double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
 void bench_decode(Context& ctx) {
   // DECODE_FORMATS (e.g. "nvfp4,fp8") and DECODE_SHAPES (e.g. "16x8192,1x32768") restrict the run,
   // for profiling one kernel; DECODE_NO_CHECK=1 skips the correctness check (profiler launches).
+  // Diagnosis only (never in a recorded run): DECODE_PAGE_POOL=local shuffles the pages within
+  // the problem's own footprint (make_problem), DECODE_NO_FLUSH=1 drops the L2 flush (graph_us).
   std::vector<KvFormat> formats = {KvFormat::kBF16, KvFormat::kFP8E4M3, KvFormat::kNvfp4};
   if (const char* e = std::getenv("DECODE_FORMATS")) {
     const std::string s(e);
