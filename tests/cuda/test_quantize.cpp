@@ -513,8 +513,8 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 
 // 4over6's dequantized-grid variants of the fast kernel (per-CTA table, arithmetic,
 // per-thread grids with two unit buffers, with one unit buffer and 3 CTAs/SM, 3 with the VIMNMX3
-// encode (4), 3 without the L2 prefetch, 4 with the per-CTA table's rows padded to 9 floats (the
-// default, 7)), each forced over every 4over6 combo with
+// encode (4), 3 without the L2 prefetch (5), and 4's loop with lookups straight into the per-CTA
+// table, its rows padded to 9 floats (7, the default)), each forced over every 4over6 combo with
 // random, special and tie data, extreme and ordinary given scales, inputs at the E2M1 decision
 // boundaries of each block's own scales, rows padded to whole units and a batch.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
