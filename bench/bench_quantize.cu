@@ -717,10 +717,25 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
 /// launch order per shape = the variants below, twice (checked pass, then the profiled pass).
 void run_prof(Context& ctx) {
   (void)ctx;
-  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
-                                   {"4o6_default", Recipe::kNvfp4FourOverSix, -1, -1, -1},
-                                   {"4o6_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4},
-                                   {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
+  std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
+                             {"4o6_default", Recipe::kNvfp4FourOverSix, -1, -1, -1},
+                             {"4o6_dq4", Recipe::kNvfp4FourOverSix, -1, -1, 4},
+                             {"4o6_mae_default", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae}};
+  // QPROF_DQ="8,11": MSE 4over6 variants to launch instead of the list above (after nv_default).
+  static std::vector<std::string> names;
+  if (const char* e = std::getenv("QPROF_DQ"); e != nullptr && *e != '\0') {
+    vars.resize(1);
+    names.clear();
+    names.reserve(16);
+    for (const char* c = e; *c != '\0';) {
+      char* end = nullptr;
+      const long dq = std::strtol(c, &end, 10);
+      if (end == c || names.size() == 16) break;
+      names.push_back(fmt("4o6_dq%ld", dq));
+      vars.push_back({names.back().c_str(), Recipe::kNvfp4FourOverSix, -1, -1, static_cast<int>(dq)});
+      c = *end == ',' ? end + 1 : end;
+    }
+  }
   const AbSetup env;
   std::mt19937_64 rng(20261124);
   for (const auto& [M, K] : ab_shapes({{4096, 8192}})) {
@@ -766,7 +781,30 @@ void run_ab11(Context& ctx) {
                {131072, 512},  {16384, 8192}, {16384, 16384}, {65536, 8192}, {32768, 32768}});
 }
 
+/// v12 A/B (64 MiB - 2 GiB): kDq 8 = kDq 7 with the table base read back from shared memory (one
+/// integer instruction per lookup address instead of two); kDq 9 = 8 with the next unit's position
+/// computed once; kDq 10 = 8's encode with two unit buffers at 2 CTAs/SM (128 registers); kDq 11 /
+/// 12 = kDq 9 / 8 at 2 CTAs/SM (no spills); kDq 13 = 11 with the lean rare-path pointer and scale
+/// conversion (process_unit's kLean).
+void run_ab12(Context& ctx) {
+  const std::vector<AbVar> vars = {{"nv_default", Recipe::kNvfp4, -1, -1, -1},
+                                   {"4o6_dq7", Recipe::kNvfp4FourOverSix, -1, -1, 7},
+                                   {"4o6_dq8", Recipe::kNvfp4FourOverSix, -1, -1, 8},
+                                   {"4o6_dq9", Recipe::kNvfp4FourOverSix, -1, -1, 9},
+                                   {"4o6_dq10", Recipe::kNvfp4FourOverSix, -1, -1, 10},
+                                   {"4o6_dq11", Recipe::kNvfp4FourOverSix, -1, -1, 11},
+                                   {"4o6_dq12", Recipe::kNvfp4FourOverSix, -1, -1, 12},
+                                   {"4o6_dq13", Recipe::kNvfp4FourOverSix, -1, -1, 13},
+                                   {"4o6_mae_dq13", Recipe::kNvfp4FourOverSix, -1, -1, 13, ErrorMetric::kMae}};
+  run_ab_impl(ctx, vars, "quantize_ab12", "quantize v12 A/B",
+              {"M", "K", "MiB", "nv default", "4o6 dq7", "4o6 dq8", "4o6 dq9", "4o6 dq10", "4o6 dq11", "4o6 dq12", "4o6 dq13", "MAE dq13"},
+              {{4096, 8192},   {16384, 2048}, {65536, 512},   {1024, 32768}, {16384, 4096},
+               {131072, 512},  {16384, 8192}, {16384, 16384}, {65536, 8192}, {32768, 32768}});
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_v12_ab", "v12 A/B: 4over6 lookup address in one instruction (kDq 8) vs kDq 7", run_ab12);
 
 NVFP4KV_BENCHMARK("q_v11_ab", "v11 A/B: 4over6 grid from the per-CTA table with padded rows (default) vs per-thread copies", run_ab11);
 

@@ -66,6 +66,18 @@ NVFP4KV_HD uint32_t e4m3x2(float lo, float hi) {
   return v;
 }
 
+/// e4m3x2 for inputs that cannot be NaN (e.g. fminf(x, 448), which returns 448 for a NaN x):
+/// the same bytes without the NaN fix-ups.
+NVFP4KV_HD uint32_t e4m3x2_not_nan(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  unsigned short r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return e4m3x2(lo, hi);
+#endif
+}
+
 /// fp8_e4m3 element: e4m3(rn(x / scale)) (SPEC.md §5); NaN → 0x7F.
 NVFP4KV_HD uint8_t fp8_element(float x, float decode_scale) {
   return static_cast<uint8_t>(e4m3x2(fmt::fdiv_rn(x, decode_scale), 0.0f));

@@ -522,7 +522,7 @@ TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   struct Guard {
     ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
   } guard;
-  for (int mode : {0, 1, 2, 3, 4, 5, 7}) {
+  for (int mode : {0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
     cuda::set_fast_quantize_4over6_dq_override(mode);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})

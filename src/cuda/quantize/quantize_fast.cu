@@ -329,6 +329,7 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
 /// per unit).
 struct Unit {
   uint4 q[4];
+  const uint16_t* src;  // first element (read again only by the rare NaN/Inf and wide-range paths)
   uint32_t b, m, col;  // batch, row within the padded batch, unit column
   int n;               // valid elements (0 for padding rows / columns)
 };
@@ -383,22 +384,29 @@ __device__ __forceinline__ const uint16_t* src_unit(const FastQuantizeParams& p,
                                            m * p.in_row_bytes + col * 64u);
 }
 
-__device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t u, Unit& d) {
-  if (u >= p.total_units) return;
-  const UnitPos pos = unit_pos(p, u);
+__device__ __forceinline__ void load_unit_at(const FastQuantizeParams& p, UnitPos pos, Unit& d) {
   d.col = pos.col;
   d.n = unit_valid(p, pos, d.b, d.m);
   const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.input) + d.b * p.in_batch_bytes +
                                                     d.m * p.in_row_bytes + pos.col * 64u);
+  d.src = reinterpret_cast<const uint16_t*>(src);
 #pragma unroll
   for (int j = 0; j < 4; ++j) d.q[j] = j < d.n / 8 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-template <QuantKind K, bool kF16, int kDq, bool kVmin = false>
+__device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t u, Unit& d) {
+  if (u < p.total_units) load_unit_at(p, unit_pos(p, u), d);
+}
+
+/// kLean (4over6 kDq 13): the rare paths re-read the unit from the pointer its load used, and the
+/// candidate scale bytes skip e4m3x2's NaN fix-ups (the inputs are fminf(·, 448)); v12: ~16 and
+/// ~14 integer instructions per unit.
+template <QuantKind K, bool kF16, int kDq, bool kVmin = false, bool kLean = false>
 __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
                                              const float* dq_rows, uint32_t dq_lut, const detail::GlobalScales& g) {
   constexpr bool kMx32 = K == QuantKind::kMx32;
   const uint32_t b = d.b, m = d.m;
+  const auto src_of = [&]() { return kLean ? d.src : src_unit(p, b, m, d.col); };
   const UnitPos pos{0u, d.col};
   const int n = d.n;
   const uint32_t w[16] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w,
@@ -411,7 +419,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
     if constexpr (kMx32) {
       const uint32_t h = h0 > h1 ? h0 : h1;
       if (h >= kInfBits) {
-        const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col), 32, g);
+        const RefBlock r = reference_block<K, kF16>(src_of(), 32, g);
         sf_pair = r.sf;
         out[0] = r.w[0];
         out[1] = r.w[1];
@@ -441,29 +449,29 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
         // bytes are unused: it takes reference_block).
         const float base0 = __fmul_rn(div6_rn_16bit(v0), g.s_enc);
         const float base1 = __fmul_rn(div6_rn_16bit(v1), g.s_enc);
-        const uint32_t p6 = kvfmt::e4m3x2(fminf(base0, fmt::kE4m3Max), fminf(base1, fmt::kE4m3Max));
-        const uint32_t p4 = kvfmt::e4m3x2(fminf(__fmul_rn(base0, 1.5f), fmt::kE4m3Max),
-                                          fminf(__fmul_rn(base1, 1.5f), fmt::kE4m3Max));
+        const auto cvt = [](float lo, float hi) { return kLean ? kvfmt::e4m3x2_not_nan(lo, hi) : kvfmt::e4m3x2(lo, hi); };
+        const uint32_t p6 = cvt(fminf(base0, fmt::kE4m3Max), fminf(base1, fmt::kE4m3Max));
+        const uint32_t p4 = cvt(fminf(__fmul_rn(base0, 1.5f), fmt::kE4m3Max), fminf(__fmul_rn(base1, 1.5f), fmt::kE4m3Max));
         sfb0 = (p6 & 0xFFu) | ((p4 & 0xFFu) << 8);
         sfb1 = (p6 >> 8) | (p4 & 0xFF00u);
       }
       uint32_t s0, s1 = 0;
       if (h0 >= kInfBits) {
-        const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col), 16, g);
+        const RefBlock r = reference_block<K, kF16>(src_of(), 16, g);
         s0 = r.sf;
         out[0] = r.w[0];
         out[1] = r.w[1];
       } else {
-        s0 = encode16<K, kF16, kDq, kVmin>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_unit(p, b, m, pos.col), out);
+        s0 = encode16<K, kF16, kDq, kVmin>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_of(), out);
       }
       if (n == 32) {
         if (h1 >= kInfBits) {
-          const RefBlock r = reference_block<K, kF16>(src_unit(p, b, m, pos.col) + 16, 16, g);
+          const RefBlock r = reference_block<K, kF16>(src_of() + 16, 16, g);
           s1 = r.sf;
           out[2] = r.w[0];
           out[3] = r.w[1];
         } else {
-          s1 = encode16<K, kF16, kDq, kVmin>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_unit(p, b, m, pos.col) + 16, out + 2);
+          s1 = encode16<K, kF16, kDq, kVmin>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_of() + 16, out + 2);
         }
       }
       sf_pair = s0 | (s1 << 8);
@@ -514,24 +522,30 @@ __device__ __forceinline__ void prefetch_l2(const void* ptr) {
 
 template <QuantKind K, bool kF16, int kDq>
 constexpr int min_ctas() {
-  return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq >= 3 ? 3 : 2) : 1;
+  return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq >= 3 && kDq < 10 ? 3 : 2) : 1;
 }
 
 template <QuantKind K, bool kF16, int kDq = 0>
 __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
-  constexpr bool kOneBuf = kDq >= 3;
-  constexpr int kD = kDq == 7 ? 7 : (kDq >= 3 ? 2 : kDq);  // grid variant used by the encode
-  constexpr bool kVmin = kDq == 4 || kDq == 7, kPrefetch = kDq != 5;
+  constexpr bool kOneBuf = kDq >= 3 && kDq != 10;
+  constexpr int kD = kDq >= 7 ? 7 : (kDq >= 3 ? 2 : kDq);  // grid variant used by the encode
+  constexpr bool kVmin = kDq == 4 || kDq >= 7, kPrefetch = kDq != 5;
   constexpr int kTableRow = kD == 7 ? 9 : 8;  // floats per scale byte in dq_table (kDq 7: padded)
   __shared__ ScaleEntry table[kNv ? 256 : 1];
   // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
   // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
   __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * kTableRow : 1];
   __shared__ float dq_priv[k46 && kD == 2 ? 32 * kThreads : 1];
-  const uint32_t dq_lut = kD == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
-                                  : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
+  uint32_t dq_lut = kD == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
+                            : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
+  // kDq 8: the table base minus kDqMagicOffset read back from shared memory, so that ptxas sees
+  // an opaque value. From the constant expression it re-associates every lookup address into
+  // (row base + 4 · magic) − kDqMagicOffset: two integer instructions per lookup (IMAD + IADD3,
+  // 64 per block) instead of one.
+  constexpr bool kLaunder = kDq >= 8;
+  __shared__ uint32_t dq_lut_cell[1];
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a;
@@ -546,19 +560,39 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
     else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
+    // One scale byte per thread: its encode multiplier and decoded value, and (4over6) its row of
+    // the dequantized grid (8 FMULs of constants; v12: the row loop over 2304 entries with one
+    // e4m3 decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
     for (int i = threadIdx.x; i < 256; i += kThreads) {
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
-    }
-    if constexpr (k46 && kD != 1) {
-      for (int i = threadIdx.x; i < 256 * kTableRow; i += kThreads) {
-        const uint32_t m = static_cast<uint32_t>(i % kTableRow), sf = static_cast<uint32_t>(i / kTableRow);
-        dq_table[i] = m < 8 ? fmt::nvfp4_dequant(m, fmt::e4m3_to_float(sf), g.s_dec) : 0.0f;
+      if constexpr (k46 && kD != 1) {
+#pragma unroll
+        for (int m = 0; m < kTableRow; ++m)
+          dq_table[i * kTableRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
       }
     }
+    if (k46 && kLaunder && threadIdx.x == 0) dq_lut_cell[0] = dq_lut;
     __syncthreads();
+    if constexpr (kLaunder) dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
   }
-  if constexpr (kOneBuf) {
+  if constexpr (kOneBuf && (kDq == 9 || kDq == 11 || kDq >= 13)) {
+    // kDq 9: the next unit's position is computed once, for its L2 prefetch, and kept across
+    // this unit's encode for its load (kDq 8 computes it twice: ~50 instructions per unit).
+    while (u < p.total_units) {
+      const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
+      UnitPos pos{0u, 0u};
+      const bool more = u1 < p.total_units;
+      if (more) {
+        pos = unit_pos(p, u1);
+        uint32_t b, m;
+        if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
+      }
+      process_unit<K, kF16, kD, kVmin, (kDq >= 13)>(p, a, table, dq_table, dq_lut, g);
+      if (more) load_unit_at(p, pos, a);
+      u = u1;
+    }
+  } else if constexpr (kOneBuf) {
     while (u < p.total_units) {
       const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
       if (kPrefetch && u1 < p.total_units) {
@@ -577,11 +611,11 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
     while (u < p.total_units) {
       const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
       load_unit(p, u1, c);
-      process_unit<K, kF16, kD>(p, a, table, dq_table, dq_lut, g);
+      process_unit<K, kF16, kD, kVmin>(p, a, table, dq_table, dq_lut, g);
       if (u1 >= p.total_units) break;
       const uint32_t u2 = u1 + stride;
       load_unit(p, u2, a);
-      process_unit<K, kF16, kD>(p, c, table, dq_table, dq_lut, g);
+      process_unit<K, kF16, kD, kVmin>(p, c, table, dq_table, dq_lut, g);
       u = u2;
     }
   }
@@ -639,6 +673,12 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
     case 3: launch_one<K, kF16, 3>(p, stream); break;
     case 4: launch_one<K, kF16, 4>(p, stream); break;
     case 5: launch_one<K, kF16, 5>(p, stream); break;
+    case 8: launch_one<K, kF16, 8>(p, stream); break;
+    case 9: launch_one<K, kF16, 9>(p, stream); break;
+    case 10: launch_one<K, kF16, 10>(p, stream); break;
+    case 11: launch_one<K, kF16, 11>(p, stream); break;
+    case 12: launch_one<K, kF16, 12>(p, stream); break;
+    case 13: launch_one<K, kF16, 13>(p, stream); break;
     default: launch_one<K, kF16, 7>(p, stream); break;
   }
 }
