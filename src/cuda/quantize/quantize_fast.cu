@@ -147,17 +147,6 @@ __device__ __forceinline__ float lds_f32(uint32_t addr) {
   return v;
 }
 
-/// Volatile shared-memory load / store (32-bit addresses) for the per-thread 4over6 grid table:
-/// volatile keeps a thread's stores and later loads of the same slots in program order.
-__device__ __forceinline__ float lds_f32_v(uint32_t addr) {
-  float v;
-  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
-  return v;
-}
-__device__ __forceinline__ void sts_f32_v(uint32_t addr, float v) {
-  asm volatile("st.shared.f32 [%0], %1;" : : "r"(addr), "f"(v) : "memory");
-}
-
 /// Per-CTA table of the dequantized grid of every E4M3 scale byte (4over6): entry 8·sf + m is
 /// fmt::nvfp4_dequant(m, e4m3_to_float(sf), S_dec) = rn(rn(e2m1(m) · sf) · S_dec), m = 0..7, i.e.
 /// exactly what the error of SPEC.md §3.2 needs per element (rn(e2m1(c) · sf) is exact, so only
@@ -165,59 +154,37 @@ __device__ __forceinline__ void sts_f32_v(uint32_t addr, float v) {
 /// magic code's bit pattern 0x4A800000 + m: address = 4 · bits + (row base − 4 · 0x4A800000), one
 /// LEA per element instead of the grid value (5 FMA-pipe operations) and two FMULs.
 constexpr uint32_t kDqMagicOffset = 4u * 0x4A800000u;  // wraps mod 2^32, as the LEA does
+/// Floats per scale byte's row of that table: 8 entries padded to 9, so that bank = 9 · sf + m
+/// mod 32: one byte's 8 entries sit in 8 banks and neighbouring bytes 9 banks apart (8-float rows
+/// left 4 bank offsets: ~4.8-way conflicts on the bench's data, v11).
+constexpr int kDqRow = 9;
+constexpr uint32_t kDqRowBytes = 4u * kDqRow;
 
 /// A 4over6 candidate's per-block constants.
 struct Cand {
   float enc;     // rn(1 / rn(sf · S_dec)) (table)
-  uint32_t lut;  // kDq 0: shared address of the scale byte's table row minus kDqMagicOffset;
-                 // kDq 2: shared address of the thread's private 8-entry table (entry m at + 1024 m)
-  float sf;      // kDq 1: the decoded scale byte
+  uint32_t lut;  // shared address of the scale byte's row of the grid table minus kDqMagicOffset
 };
-
-/// 4over6 "kDq 2": each thread keeps a private copy of its block's two dequantized grids in
-/// shared memory, entry m of a grid at thread slot + 1024 · m (256 threads × 4 bytes apart), so a
-/// warp's lookups hit 32 distinct banks whatever the scale bytes — lookups straight into the
-/// per-CTA table (kDq 0) collide whenever lanes have different scale bytes (~4.8-way on the
-/// bench's data by simulation, ~2.4-way on Gaussian data with a calibrated scale; 2 lookups per
-/// element). Per block the two table rows are copied (2 LDS.128 + 8 STS each): the copies are the
-/// table's values, so every S_dec is handled. The lookup address is (magic bits << 10) + slot:
-/// the magic constant 0x4A800000 << 10 vanishes mod 2^32.
-__device__ __forceinline__ void copy_grid_row(uint32_t slot, const float* row) {
-  const float4 lo = reinterpret_cast<const float4*>(row)[0], hi = reinterpret_cast<const float4*>(row)[1];
-  sts_f32_v(slot + 1024u * 0u, lo.x);
-  sts_f32_v(slot + 1024u * 1u, lo.y);
-  sts_f32_v(slot + 1024u * 2u, lo.z);
-  sts_f32_v(slot + 1024u * 3u, lo.w);
-  sts_f32_v(slot + 1024u * 4u, hi.x);
-  sts_f32_v(slot + 1024u * 5u, hi.y);
-  sts_f32_v(slot + 1024u * 6u, hi.z);
-  sts_f32_v(slot + 1024u * 7u, hi.w);
-}
 
 /// One 4over6 candidate over 16 elements xf (NaN/Inf-free block): error in element order
 /// (SPEC.md §3.2: MSE Σ rn(d²), MAE Σ |d|) and the 8 packed magnitude bytes. Magnitudes
 /// throughout: with enc ≥ 0 the code's sign is x's and rounding is symmetric, so
 /// rn(dq − |x|) = ±(the reference's d): same d², same |d|. kBelow7: every rn(|x| · enc) < 7, so
-/// the encode drops its cap (e2m1_code_magic_below7; same code on that domain, exhaustively
-/// tested); else kvfmt::e2m1_code_magic. dq = rn(rn(e2m1 · sf) · S_dec) either from the shared
-/// table (kDq 0: every magic result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the load stays
-/// inside the row) or by e2m1_grid_times_sf_from_magic and one FMUL (kDq 1): the same value.
-template <bool kBelow7, bool kMae, int kDq, bool kVmin = false>
-__device__ __forceinline__ float candidate(const float* xf, Cand k, float s_dec, uint32_t* mag) {
+/// the encode drops its cap and takes one VIMNMX3 on the bit patterns
+/// (e2m1_code_magic_below7_bits: the same code on that domain, exhaustively tested); else
+/// kvfmt::e2m1_code_magic. dq = rn(rn(e2m1 · sf) · S_dec) from the per-CTA table: every magic
+/// result lies in [2^22, 2^22 + 3.5], so m ∈ 0..7 and the load stays inside the row.
+template <bool kBelow7, bool kMae>
+__device__ __forceinline__ float candidate(const float* xf, Cand k, uint32_t* mag) {
   float err = 0.0f;
   uint32_t mc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
     const float a = fabsf(xf[i]);
     const float y = __fmul_rn(a, k.enc);
-    // kVmin (default kernel kDq 4): one VIMNMX3 on the bit patterns instead of two FMNMX — same
-    // pattern (see e2m1_code_magic_below7_bits); 2% faster on the H100 (v8 run 2).
-    if constexpr (kBelow7 && kVmin) mc[i] = e2m1_code_magic_below7_bits(y);
-    else mc[i] = __float_as_uint(kBelow7 ? e2m1_code_magic_below7(y) : kvfmt::e2m1_code_magic(y));
-    float dq;
-    if constexpr (kDq == 0 || kDq == 7) dq = lds_f32(k.lut + (mc[i] << 2));
-    else if constexpr (kDq == 1) dq = __fmul_rn(e2m1_grid_times_sf_from_magic(__uint_as_float(mc[i]), k.sf), s_dec);
-    else dq = lds_f32_v(k.lut + (mc[i] << 10));
+    if constexpr (kBelow7) mc[i] = e2m1_code_magic_below7_bits(y);
+    else mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(y));
+    const float dq = lds_f32(k.lut + (mc[i] << 2));
     const float d = __fsub_rn(dq, a);
     const float e = kMae ? fabsf(d) : __fmul_rn(d, d);
     // rn(+0 + e) = e for every e ≥ +0 (d² and |d| are never −0): the first term needs no FADD,
@@ -245,15 +212,15 @@ struct Block46 {
 /// the global scale does not fit the block; rare with a calibrated scale). Full encode with the
 /// cap; re-reads its 16 elements from global memory (`src`, 32-byte aligned) and returns by
 /// value, so that the hot path keeps its registers (see reference_block).
-template <bool kF16, bool kMae, int kDq>  // kDq 0, 1 or 7 (the kDq 2 kernel falls back to 1)
-__device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand k4, float s_dec) {
+template <bool kF16, bool kMae>
+__device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand k4) {
   const uint4 q0 = __ldg(reinterpret_cast<const uint4*>(src)), q1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
   const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
   float xf[16];
   unpack16<kF16>(w, xf);
   uint32_t m6[2], m4[2];
-  const float err6 = candidate<false, kMae, kDq>(xf, k6, s_dec, m6);
-  const float err4 = candidate<false, kMae, kDq>(xf, k4, s_dec, m4);
+  const float err6 = candidate<false, kMae>(xf, k6, m6);
+  const float err4 = candidate<false, kMae>(xf, k4, m4);
   const bool four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
   return {four ? m4[0] : m6[0], four ? m4[1] : m6[1], four};
 }
@@ -262,41 +229,30 @@ __device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand 
 /// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
 /// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
 /// rare path only) the block's first element in global memory.
-template <QuantKind K, bool kF16, int kDq, bool kVmin = false>
+template <QuantKind K, bool kF16>
 __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_t sfb, const ScaleEntry* table,
-                                             const float* dq_rows, uint32_t dq_lut, int set, float s_dec,
-                                             const uint16_t* src, uint32_t* out) {
+                                             uint32_t dq_lut, const uint16_t* src, uint32_t* out) {
   if constexpr (K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae) {
     constexpr bool kMae = K == QuantKind::kFourOverSixMae;
     const uint32_t sf6 = sfb & 0xFFu, sf4 = sfb >> 8;
-    const ScaleEntry e6 = table[sf6], e4 = table[sf4];
-    constexpr uint32_t kRow = kDq == 7 ? 36u : 32u;  // bytes per scale byte's row of the CTA table
-    Cand k6{e6.enc, dq_lut + sf6 * kRow, e6.sf}, k4{e4.enc, dq_lut + sf4 * kRow, e4.sf};
+    const Cand k6{table[sf6].enc, dq_lut + sf6 * kDqRowBytes}, k4{table[sf4].enc, dq_lut + sf4 * kDqRowBytes};
     Block46 r;
     // Every element maps at most to the block max's rn(v · enc) (monotone), so this bounds the
     // whole block; false for NaN. Holds for every normal, unsaturated scale byte (E4M3 rounds
     // within 1/16: map-to-6 sends the max to ≤ 6.4, map-to-4 to ≤ 4.3, or ≤ 6 when only the ×1.5
     // candidate saturates).
-    bool fast = __fmul_rn(v, k6.enc) < 7.0f && __fmul_rn(v, k4.enc) < 7.0f;
-    if constexpr (kDq == 2) {
-      k6.lut = dq_lut + static_cast<uint32_t>(set) * (16u * 1024u);
-      k4.lut = k6.lut + 8u * 1024u;
-    }
+    const bool fast = __fmul_rn(v, k6.enc) < 7.0f && __fmul_rn(v, k4.enc) < 7.0f;
     if (fast) {
-      if constexpr (kDq == 2) {
-        copy_grid_row(k6.lut, dq_rows + 8u * sf6);
-        copy_grid_row(k4.lut, dq_rows + 8u * sf4);
-      }
       float xf[16];
       unpack16<kF16>(w, xf);
       uint32_t m6[2], m4[2];
-      const float err6 = candidate<true, kMae, kDq, kVmin>(xf, k6, s_dec, m6);
-      const float err4 = candidate<true, kMae, kDq, kVmin>(xf, k4, s_dec, m4);
+      const float err6 = candidate<true, kMae>(xf, k6, m6);
+      const float err4 = candidate<true, kMae>(xf, k4, m4);
       r.four = err4 < err6;  // ties keep map-to-6 (SPEC.md §3.2)
       r.w0 = r.four ? m4[0] : m6[0];
       r.w1 = r.four ? m4[1] : m6[1];
     } else {
-      r = encode46_any<kF16, kMae, kDq == 2 ? 1 : kDq>(src, k6, k4, s_dec);  // (no table row for kDq 2's lut)
+      r = encode46_any<kF16, kMae>(src, k6, k4);
     }
     out[0] = r.w0 | pack8_signs(w);
     out[1] = r.w1 | pack8_signs(w + 4);
@@ -398,12 +354,12 @@ __device__ __forceinline__ void load_unit(const FastQuantizeParams& p, uint32_t 
   if (u < p.total_units) load_unit_at(p, unit_pos(p, u), d);
 }
 
-/// kLean (4over6 kDq 13): the rare paths re-read the unit from the pointer its load used, and the
-/// candidate scale bytes skip e4m3x2's NaN fix-ups (the inputs are fminf(·, 448)); v12: ~16 and
-/// ~14 integer instructions per unit.
-template <QuantKind K, bool kF16, int kDq, bool kVmin = false, bool kLean = false>
+/// kLean (4over6 default, kDq 13): the rare paths re-read the unit from the pointer its load
+/// used, and the candidate scale bytes skip e4m3x2's NaN fix-ups (the inputs are fminf(·, 448));
+/// v12: ~16 and ~14 integer instructions per unit that the compiler issued eagerly.
+template <QuantKind K, bool kF16, bool kLean = false>
 __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const Unit& d, const ScaleEntry* table,
-                                             const float* dq_rows, uint32_t dq_lut, const detail::GlobalScales& g) {
+                                             uint32_t dq_lut, const detail::GlobalScales& g) {
   constexpr bool kMx32 = K == QuantKind::kMx32;
   const uint32_t b = d.b, m = d.m;
   const auto src_of = [&]() { return kLean ? d.src : src_unit(p, b, m, d.col); };
@@ -462,7 +418,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
         out[0] = r.w[0];
         out[1] = r.w[1];
       } else {
-        s0 = encode16<K, kF16, kDq, kVmin>(w, v0, sfb0, table, dq_rows, dq_lut, 0, g.s_dec, src_of(), out);
+        s0 = encode16<K, kF16>(w, v0, sfb0, table, dq_lut, src_of(), out);
       }
       if (n == 32) {
         if (h1 >= kInfBits) {
@@ -471,7 +427,7 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
           out[2] = r.w[0];
           out[3] = r.w[1];
         } else {
-          s1 = encode16<K, kF16, kDq, kVmin>(w + 8, v1, sfb1, table, dq_rows, dq_lut, 1, g.s_dec, src_of() + 16, out + 2);
+          s1 = encode16<K, kF16>(w + 8, v1, sfb1, table, dq_lut, src_of() + 16, out + 2);
         }
       }
       sf_pair = s0 | (s1 << 8);
@@ -496,56 +452,42 @@ __device__ __forceinline__ void process_unit(const FastQuantizeParams& p, const 
   }
 }
 
-// Registers: ~80 (nvfp4, mx) → 3 CTAs of 256 per SM, 48 KB of loads in flight per SM; a 64-register
-// cap (4 CTAs) spilled. 4over6: ~128 → 2 CTAs.
-// kDq (4over6 only): 0 = dequantized grid from the per-CTA shared table, 1 = by FMA-pipe arithmetic,
-// 2 = per-thread grid copies with two unit buffers (≤ 128 registers: 2 CTAs/SM); 3 = kDq 2's
-// encode with one unit buffer (the next unit is only prefetched into L2 while the current one is
-// encoded, then loaded from there), which frees the 20 registers of the second buffer, under a
-// 3-CTA register bound (≤ 80): 24 warps per SM instead of 16 (v8; measured no faster than kDq 2
-// at 2 CTAs/SM: the loop is not limited by the warps available to hide latency); 4 = kDq 3 with
-// the VIMNMX3 encode (2% faster than 3; the default until v11); 5 = kDq 3 without the L2 prefetch
-// (2% slower); 7 (default) = kDq 4's loop with kDq 0's lookups straight into the per-CTA table,
-// its rows padded to 9 floats: bank = 9·sf + m mod 32 puts one scale byte's 8 entries in 8
-// banks and spreads neighbouring bytes (kDq 0's 8-float rows gave 4 bank offsets: ~4.8-way
-// conflicts), so no per-thread row copies (2 LDS.128 + 8 STS per block and candidate) and 32 KB
-// less shared memory. v11 A/B on the H100 (bench q_v11_ab): time ÷ nvfp4 at 64 MiB - 2 GiB
-// 1.61-1.66 → 1.55-1.58 (MSE), 1.55-1.61 → 1.48-1.51 (MAE); ncu: short-scoreboard stalls per
-// issue 1.04 → 0.58, issue active 70 → 75 %.
-// Register bounds: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
+// Registers: an explicit minimum of 1 CTA/SM (nvfp4, mxfp4, fp4_block16) gives 96 / 128 / 95
 // registers (2 CTAs/SM; without the second argument ptxas chose 80 / 95 / 75); v8 run 2 measured
-// nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%). 4over6 kDq 0-2 are held at
-// 2 CTAs (≤ 128 registers: with a minimum of 1 they took 164-168, 1 CTA/SM, 2.1× nvfp4's time).
+// nvfp4 so (≥ 64 MiB geomean 91.0%, min 84.3%; before 90.5%, 82.6%); a 64-register cap (4 CTAs)
+// spilled.
+// 4over6 (kDq, bench/NOTES.md quantize v8-v12): one unit buffer (the next unit is prefetched into
+// L2 while the current one is encoded, then loaded from there), the VIMNMX3 encode, and the grid
+// looked up straight in the per-CTA table with kDqRow-float rows. Two loops:
+//   kDq 13 (default, v12): 2 CTAs/SM (≤ 128 registers, no spills); the next unit's position is
+//     computed once, for its prefetch, and kept for its load; the table base is read back from
+//     shared memory, so ptxas sees an opaque value (from the constant it re-associated every
+//     lookup address into (row base + 4 · magic) − kDqMagicOffset: two integer instructions per
+//     lookup instead of one); process_unit's kLean.
+//   kDq 7 (v11's default, the A/B baseline): 3 CTAs/SM (≤ 80 registers, ~32 bytes of spills),
+//     the next unit's position computed twice, the constant table base.
+// v12 A/B on the H100 (bench q_v12_ab), time ÷ nvfp4 at 64 MiB - 2 GiB: kDq 7 1.52-1.58, 13
+// 1.43-1.46 (MSE); MAE 1.36-1.40. ncu at 4096 × 8192: 37.8 M → 34.1 M warp instructions.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) {
   asm volatile("prefetch.global.L2 [%0];" : : "l"(ptr));
 }
 
 template <QuantKind K, bool kF16, int kDq>
 constexpr int min_ctas() {
-  return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq >= 3 && kDq < 10 ? 3 : 2) : 1;
+  return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq == 7 ? 3 : 2) : 1;
 }
 
 template <QuantKind K, bool kF16, int kDq = 0>
 __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_fast_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool kNv = K == QuantKind::kNvfp4 || K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
-  constexpr bool kOneBuf = kDq >= 3 && kDq != 10;
-  constexpr int kD = kDq >= 7 ? 7 : (kDq >= 3 ? 2 : kDq);  // grid variant used by the encode
-  constexpr bool kVmin = kDq == 4 || kDq >= 7, kPrefetch = kDq != 5;
-  constexpr int kTableRow = kD == 7 ? 9 : 8;  // floats per scale byte in dq_table (kDq 7: padded)
+  static_assert(!k46 || kDq == 7 || kDq == 13, "4over6 variants: kDq 7 or 13");
+  constexpr bool kNew = kDq == 13;  // position once, opaque table base, lean unit (see above)
   __shared__ ScaleEntry table[kNv ? 256 : 1];
-  // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 8 KB) for kDq 0 and 2,
-  // and for kDq 2 every thread's private grids, 2 candidates × the unit's 2 blocks (32 KB).
-  __shared__ __align__(16) float dq_table[k46 && kD != 1 ? 256 * kTableRow : 1];
-  __shared__ float dq_priv[k46 && kD == 2 ? 32 * kThreads : 1];
-  uint32_t dq_lut = kD == 2 ? static_cast<uint32_t>(__cvta_generic_to_shared(dq_priv)) + 4u * threadIdx.x
-                            : static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
-  // kDq 8: the table base minus kDqMagicOffset read back from shared memory, so that ptxas sees
-  // an opaque value. From the constant expression it re-associates every lookup address into
-  // (row base + 4 · magic) − kDqMagicOffset: two integer instructions per lookup (IMAD + IADD3,
-  // 64 per block) instead of one.
-  constexpr bool kLaunder = kDq >= 8;
+  // 4over6: the dequantized grid of every scale byte (see kDqMagicOffset; 9 KB).
+  __shared__ __align__(16) float dq_table[k46 ? 256 * kDqRow : 1];
   __shared__ uint32_t dq_lut_cell[1];
+  uint32_t dq_lut = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a;
@@ -561,48 +503,46 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
     else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
     // One scale byte per thread: its encode multiplier and decoded value, and (4over6) its row of
-    // the dequantized grid (8 FMULs of constants; v12: the row loop over 2304 entries with one
-    // e4m3 decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
+    // the dequantized grid (8 FMULs of constants; v12: the loop over 2304 entries with one e4m3
+    // decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
     for (int i = threadIdx.x; i < 256; i += kThreads) {
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
       table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
-      if constexpr (k46 && kD != 1) {
+      if constexpr (k46) {
 #pragma unroll
-        for (int m = 0; m < kTableRow; ++m)
-          dq_table[i * kTableRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
+        for (int m = 0; m < kDqRow; ++m)
+          dq_table[i * kDqRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
       }
     }
-    if (k46 && kLaunder && threadIdx.x == 0) dq_lut_cell[0] = dq_lut;
+    if (k46 && kNew && threadIdx.x == 0) dq_lut_cell[0] = dq_lut;
     __syncthreads();
-    if constexpr (kLaunder) dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
+    if constexpr (k46 && kNew) dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
   }
-  if constexpr (kOneBuf && (kDq == 9 || kDq == 11 || kDq >= 13)) {
-    // kDq 9: the next unit's position is computed once, for its L2 prefetch, and kept across
-    // this unit's encode for its load (kDq 8 computes it twice: ~50 instructions per unit).
+  if constexpr (k46 && kNew) {
     while (u < p.total_units) {
       const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
       UnitPos pos{0u, 0u};
       const bool more = u1 < p.total_units;
       if (more) {
+        // Where the next unit lies; its 64 bytes go to L2 now (a hint: no registers held), and
+        // its load after this unit's encode then waits for L2, not DRAM.
         pos = unit_pos(p, u1);
         uint32_t b, m;
         if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
       }
-      process_unit<K, kF16, kD, kVmin, (kDq >= 13)>(p, a, table, dq_table, dq_lut, g);
+      process_unit<K, kF16, true>(p, a, table, dq_lut, g);
       if (more) load_unit_at(p, pos, a);
       u = u1;
     }
-  } else if constexpr (kOneBuf) {
+  } else if constexpr (k46) {
     while (u < p.total_units) {
-      const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
-      if (kPrefetch && u1 < p.total_units) {
-        // Where the next unit lies; its 64 bytes go to L2 now (a hint: no registers held), and
-        // the load after this unit's encode then waits for L2, not DRAM.
+      const uint32_t u1 = u + stride;
+      if (u1 < p.total_units) {
         const UnitPos pos = unit_pos(p, u1);
         uint32_t b, m;
         if (unit_valid(p, pos, b, m) > 0) prefetch_l2(src_unit(p, b, m, pos.col));
       }
-      process_unit<K, kF16, kD, kVmin>(p, a, table, dq_table, dq_lut, g);
+      process_unit<K, kF16>(p, a, table, dq_lut, g);
       load_unit(p, u1, a);
       u = u1;
     }
@@ -611,11 +551,11 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
     while (u < p.total_units) {
       const uint32_t u1 = u + stride;  // total_units < 2^31 and stride < 2^31: no wrap
       load_unit(p, u1, c);
-      process_unit<K, kF16, kD, kVmin>(p, a, table, dq_table, dq_lut, g);
+      process_unit<K, kF16>(p, a, table, dq_lut, g);
       if (u1 >= p.total_units) break;
       const uint32_t u2 = u1 + stride;
       load_unit(p, u2, a);
-      process_unit<K, kF16, kD, kVmin>(p, c, table, dq_table, dq_lut, g);
+      process_unit<K, kF16>(p, c, table, dq_lut, g);
       u = u2;
     }
   }
@@ -666,21 +606,8 @@ void launch_one(const FastQuantizeParams& p, Stream stream) {
 /// buffer, 3 CTAs/SM, VIMNMX3 encode).
 template <QuantKind K, bool kF16>
 void launch_46(const FastQuantizeParams& p, Stream stream) {
-  switch (g_dq_override.load(std::memory_order_relaxed)) {
-    case 0: launch_one<K, kF16, 0>(p, stream); break;
-    case 1: launch_one<K, kF16, 1>(p, stream); break;
-    case 2: launch_one<K, kF16, 2>(p, stream); break;
-    case 3: launch_one<K, kF16, 3>(p, stream); break;
-    case 4: launch_one<K, kF16, 4>(p, stream); break;
-    case 5: launch_one<K, kF16, 5>(p, stream); break;
-    case 8: launch_one<K, kF16, 8>(p, stream); break;
-    case 9: launch_one<K, kF16, 9>(p, stream); break;
-    case 10: launch_one<K, kF16, 10>(p, stream); break;
-    case 11: launch_one<K, kF16, 11>(p, stream); break;
-    case 12: launch_one<K, kF16, 12>(p, stream); break;
-    case 13: launch_one<K, kF16, 13>(p, stream); break;
-    default: launch_one<K, kF16, 7>(p, stream); break;
-  }
+  if (g_dq_override.load(std::memory_order_relaxed) == 7) launch_one<K, kF16, 7>(p, stream);
+  else launch_one<K, kF16, 13>(p, stream);
 }
 
 template <bool kF16>

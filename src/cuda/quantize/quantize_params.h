@@ -140,11 +140,9 @@ void set_fast_quantize_ctas_override(int ctas_per_sm);
 /// that give every thread the same number of units, so no last round runs with a fraction of the
 /// threads); -1 (default) and 0 keep one full wave of resident CTAs (measured faster, v7 A/B).
 void set_fast_quantize_balance_override(int mode);
-/// Bench / test knob for 4over6's kernel variant: -1 (default) = 4; 0 grid from a per-CTA shared
-/// table indexed by (scale byte, code); 1 by exact FMA-pipe arithmetic from the magic code (no
-/// shared-memory loads); 2 from per-thread copies of the block's grids (conflict-free lookups),
-/// two unit buffers, 2 CTAs/SM; 3 as 2 with one unit buffer + L2 prefetch, 3 CTAs/SM; 4 as 3 with
-/// the VIMNMX3 encode; 5 as 3 without the L2 prefetch.
+/// Bench / test knob for 4over6's kernel variant: 7 = v11's loop (3 CTAs/SM, the next unit's
+/// position computed twice, constant table base); any other value (default -1) = kDq 13 (see
+/// quantize_fast.cu).
 void set_fast_quantize_4over6_dq_override(int mode);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
