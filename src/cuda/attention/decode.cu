@@ -354,7 +354,6 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   using C = Config<T, D, FMT, kNarrow>;
   static_assert(!kNarrow || ((FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128),
                 "the narrow tile is written for nvfp4 and fp8 at hd128");
-  static_assert(!kNarrow || !NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY, "loads-only experiment: wide tile only");
   constexpr bool kF16 = std::is_same_v<T, __half>;
   extern __shared__ __align__(16) uint8_t smem[];
   uint4* q_frag_all = reinterpret_cast<uint4*>(smem);  // [heads of the CTA][kKSteps][32]
@@ -681,6 +680,25 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // Oᵀ m-tile mt = dims 2mt, 2mt + 1 of the run.
   // (A generic lambda: instantiated only by the narrow kernels that call it.)
   auto compute_chunk_narrow = [&](const auto* stage, const uint32_t vmask, int chunk_start) {
+#if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
+    // Experiment build only: the narrow tile's staged runs read, nothing computed (as
+    // compute_chunk's loads-only branch).
+    uint32_t sink = vmask ^ static_cast<uint32_t>(chunk_start);
+#pragma unroll
+    for (int u = 0; u < C::kU; ++u)
+#pragma unroll
+      for (int sl = 0; sl < 2; ++sl)
+#pragma unroll
+        for (int kv = 0; kv < 2; ++kv) {
+          uint32_t raw[C::kWords], sc = 0;
+          read_run<T, D, FMT>(stage, u, sl, kv, raw, &sc);
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w) sink ^= raw[w];
+          sink ^= sc;
+        }
+    o[0][0] += __uint_as_float(sink & 1u);
+    return;
+#endif
     float s[C::kU][4];
 #pragma unroll
     for (int u = 0; u < C::kU; ++u) {
