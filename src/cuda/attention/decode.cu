@@ -567,26 +567,32 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
   };
 
-  // One chunk: S = Q·Kᵀ, online softmax, O += P·V. `get_run(u, slot, kv, raw, &scale)` returns
-  // the lane's raw run; bit τ of `vmask` says whether token τ of the chunk is readable.
-  auto compute_chunk = [&](auto&& get_run, const uint32_t vmask, int chunk_start) {
 #if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
-    // Experiment build only (bench/NOTES.md): the same loads and ring, no dequant / mma /
-    // softmax — the ceiling of the load machinery. The sink keeps the reads alive.
-    uint32_t sink = 0;
+  // Experiment build only (bench/NOTES.md decode v8, v12): every staged run of the chunk is read,
+  // nothing is computed — the ceiling of the load machinery. The sink keeps the reads alive.
+  auto loads_only = [&](auto&& get_run, const uint32_t vmask) {
+    uint32_t sink = vmask;
 #pragma unroll
     for (int u = 0; u < C::kU; ++u)
 #pragma unroll
       for (int sl = 0; sl < 2; ++sl)
 #pragma unroll
         for (int kv = 0; kv < 2; ++kv) {
-          uint32_t raw[C::kWords], sc;
+          uint32_t raw[C::kWords], sc = 0;
           get_run(u, sl, kv, raw, &sc);
 #pragma unroll
           for (int w = 0; w < C::kWords; ++w) sink ^= raw[w];
-          sink ^= sc ^ vmask;
+          sink ^= sc;
         }
-    o[0][0] += __uint_as_float(sink & 0x00000001u) + static_cast<float>(chunk_start & 0);
+    o[0][0] += __uint_as_float(sink & 0x00000001u);
+  };
+#endif
+
+  // One chunk: S = Q·Kᵀ, online softmax, O += P·V. `get_run(u, slot, kv, raw, &scale)` returns
+  // the lane's raw run; bit τ of `vmask` says whether token τ of the chunk is readable.
+  auto compute_chunk = [&](auto&& get_run, const uint32_t vmask, int chunk_start) {
+#if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
+    loads_only(get_run, vmask ^ static_cast<uint32_t>(chunk_start & 0));
     return;
 #endif
     float s[C::kU][2][4];
@@ -681,22 +687,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // (A generic lambda: instantiated only by the narrow kernels that call it.)
   auto compute_chunk_narrow = [&](const auto* stage, const uint32_t vmask, int chunk_start) {
 #if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
-    // Experiment build only: the narrow tile's staged runs read, nothing computed (as
-    // compute_chunk's loads-only branch).
-    uint32_t sink = vmask ^ static_cast<uint32_t>(chunk_start);
-#pragma unroll
-    for (int u = 0; u < C::kU; ++u)
-#pragma unroll
-      for (int sl = 0; sl < 2; ++sl)
-#pragma unroll
-        for (int kv = 0; kv < 2; ++kv) {
-          uint32_t raw[C::kWords], sc = 0;
-          read_run<T, D, FMT>(stage, u, sl, kv, raw, &sc);
-#pragma unroll
-          for (int w = 0; w < C::kWords; ++w) sink ^= raw[w];
-          sink ^= sc;
-        }
-    o[0][0] += __uint_as_float(sink & 1u);
+    loads_only([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, uu, sl, kv, raw, sc); },
+               vmask ^ static_cast<uint32_t>(chunk_start));
     return;
 #endif
     float s[C::kU][4];
