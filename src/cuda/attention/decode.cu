@@ -1016,6 +1016,68 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // (Triggering at the start cost batch 1 × 32K 42 → 46.5 µs: the merge's CTAs waited on SMs.)
   DECODE_TRACE(3);
   pdl_trigger();
+  // Narrow tile with one warp per head (hpc == kWarps): there is nothing to merge across warps,
+  // so each warp normalizes its own rows from registers and stores them (v12: the shared-memory
+  // merge, two barriers and the combine pass took 2-4 µs at the end of every CTA, on the critical
+  // path of the last one). The same arithmetic as the general path below, so the same bits: with
+  // one warp per row its weight is f = 2^(m − m_use) (1, or 0 when the row saw no token) times
+  // kUnshift / l, and each output value is 0 + weight · o.
+  if constexpr (kNarrow) {
+    if (hpc == kWarps) {
+      const int g = lane >> 2, qq = lane & 3;
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 4);
+        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 8);
+        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
+      }
+      DECODE_TRACE(4);
+      DECODE_TRACE(5);
+      const int tile_rows = min(8, rows - row0);
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int r = 2 * qq + c;
+        if (r >= tile_rows) continue;
+        const float m = m_run[c];
+        const float m_use = m == -INFINITY ? 0.f : m;
+        const float f = exp2f(m - m_use);
+        const float l = 0.f + l_run[c] * f;
+        const float inv = l > 0.f ? kUnshift / l : 0.f;
+        const float wgt = f * inv;
+        const int row = row0 + r, t = row / G, hq = (hg * hpc + warp) * G + row % G;
+        if (g == 0) {
+          const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
+          if (p.num_splits == 1) {
+            if (p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
+          } else {
+            p.partial_lse[(static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split] = lse2;
+          }
+        }
+        // Lane (g, qq) holds dims 16g … 16g + 15 of row r: dim 16g + 2mt + j is o[mt][c + 2j].
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4) {
+          float4 acc;
+          acc.x = 0.f + wgt * o[2 * q4][c];
+          acc.y = 0.f + wgt * o[2 * q4][c + 2];
+          acc.z = 0.f + wgt * o[2 * q4 + 1][c];
+          acc.w = 0.f + wgt * o[2 * q4 + 1][c + 2];
+          const int dim = g * (D / 8) + 4 * q4;
+          if (p.num_splits == 1) {
+            T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + dim;
+            dst[0] = from_float<T>(acc.x * v_scale);
+            dst[1] = from_float<T>(acc.y * v_scale);
+            dst[2] = from_float<T>(acc.z * v_scale);
+            dst[3] = from_float<T>(acc.w * v_scale);
+          } else {
+            const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
+            *reinterpret_cast<float4*>(p.partial_out + prow * D + dim) = acc;
+          }
+        }
+      }
+      DECODE_TRACE(6);
+      return;
+    }
+  }
   __syncthreads();  // the merge area overlaps the rings
   DECODE_TRACE(4);
 
