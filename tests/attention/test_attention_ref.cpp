@@ -349,11 +349,14 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 8192), 2);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 1024), 1);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768), 2);
+  // The narrow tile: 4 heads whenever they divide the kv heads (one warp per head, v12).
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
-  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 2);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 4);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 8192, /*narrow=*/true), 4);
-  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 4096, /*narrow=*/true), 1);
-  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 2);  // measured for nvfp4 only
+  EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 1, 1, 1024, /*narrow=*/true), 4);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 1, 1, 32768, /*narrow=*/true), 2);  // 4 does not divide 6
+  EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 16, 1, 1024, /*narrow=*/true), 1);
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
   // Dynamic rounds: ≥ 32 CTAs per split over ≥ 8K tokens.

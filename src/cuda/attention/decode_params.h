@@ -76,17 +76,19 @@ inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
 /// (Q fragments of 4 heads, pipeline fill, merge) showed. Rule from the H100 A/B of v8 (32/8
 /// heads, hd128, fp8 and nvfp4, graph-timed): 4 heads once batch · kv_heads/4 · m_tiles ≥ 128
 /// CTAs (64 × 1K, 64 × 8K, 128 × any); 2 heads from 8K tokens (16 × 8K, 32 × 8K, 8 × 32K,
-/// 4 × 64K, 1 × 128K); 1 below. The nvfp4 narrow tile (decode_use_narrow_tile) also takes 4 heads from
-/// 32 CTAs per split at ≥ 8K tokens (H100 A/B of v9, nvfp4 16 × 32K: 245.5 µs with 4 heads,
-/// 263.3 with 2; 8 × 32K, 16 CTAs: 139.6 vs 135.5, so 2 stays below; v10 with dynamic rounds,
-/// 16 × 8K: 73.1 µs with 4 heads and 12 splits, 74.0 with 2 and 6).
+/// 4 × 64K, 1 × 128K); 1 below. The narrow tile (decode_use_narrow_tile: nvfp4 and fp8 at hd128)
+/// takes 4 heads whenever they divide the kv heads: with one warp per head its epilogue stores
+/// each warp's rows from registers, no shared-memory merge (v12), and the H100 sweep of v12 (both
+/// formats, 1 × 1K … 1 × 128K, 4 × 1K … 128 × 1K, 16 × 8K, 16 × 32K) measured 4 heads fastest or
+/// within 1 % everywhere, e.g. nvfp4 32 × 1K 36.4 → 27.2 µs, 1 × 128K 76.4 → 67.5, 16 × 1K 21.3 →
+/// 19.1, fp8 32 × 1K 44.1 → 37.0, 1 × 8K 18.0 → 16.2 (before v12: 4 heads only from 32 CTAs per
+/// split at ≥ 8K tokens, for nvfp4).
 inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, int64_t batch, int64_t m_tiles,
                                 int64_t max_kv_len, bool narrow = false) {
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
-  if (hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 128) return 4;
-  if (narrow && format == 3 && hmax == 4 && batch * (num_kv_heads / 4) * m_tiles >= 32 && max_kv_len >= 8192) return 4;
+  if (hmax == 4 && (narrow || batch * (num_kv_heads / 4) * m_tiles >= 128)) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
