@@ -94,11 +94,15 @@ if [ $do_san -eq 1 ] && [ -x "$BIN/test_cuda" ]; then
   : >"$OUT/sanitizer.log"
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer --tool $tool (gtest_filter=*Small*)" >>"$OUT/sanitizer.log"
-    timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda" --gtest_filter='*Small*' \
-      >>"$OUT/sanitizer.log" 2>&1
+    # Each tool's figures from its own output only (a run cut by the timeout, rc 124, then shows
+    # "?" and "0 tests" instead of the previous tool's lines).
+    timeout 400 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda" --gtest_filter='*Small*' \
+      >"$OUT/sanitizer_$tool.log" 2>&1
     src=$?
-    errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/sanitizer.log" | tail -1)
-    ntests=$(grep -Eo '\[  PASSED  \] [0-9]+ test' "$OUT/sanitizer.log" | tail -1)
+    cat "$OUT/sanitizer_$tool.log" >>"$OUT/sanitizer.log"
+    errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/sanitizer_$tool.log" | tail -1)
+    ntests=$(grep -Eo '\[  PASSED  \] [0-9]+ test' "$OUT/sanitizer_$tool.log" | tail -1)
+    rm -f "$OUT/sanitizer_$tool.log"
     note "sanitizer $tool" "rc=$src ${errs:-?} (${ntests:-0 tests})"
   done
 fi
