@@ -100,7 +100,10 @@ if [ $do_san -eq 1 ] && [ -x "$BIN/test_cuda" ]; then
       >"$OUT/sanitizer_$tool.log" 2>&1
     src=$?
     cat "$OUT/sanitizer_$tool.log" >>"$OUT/sanitizer.log"
-    errs=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$OUT/sanitizer_$tool.log" | tail -1)
+    # memcheck ends with "ERROR SUMMARY: N errors", racecheck with "RACECHECK SUMMARY: N hazards
+    # displayed (E errors, W warnings)".
+    errs=$(grep -Eo '(ERROR SUMMARY: [0-9]+ errors?|RACECHECK SUMMARY: [0-9]+ hazards displayed \([0-9]+ errors?, [0-9]+ warnings?\))' \
+      "$OUT/sanitizer_$tool.log" | tail -1)
     ntests=$(grep -Eo '\[  PASSED  \] [0-9]+ test' "$OUT/sanitizer_$tool.log" | tail -1)
     rm -f "$OUT/sanitizer_$tool.log"
     note "sanitizer $tool" "rc=$src ${errs:-?} (${ntests:-0 tests})"
