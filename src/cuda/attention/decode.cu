@@ -1022,6 +1022,27 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // path of the last one). The same arithmetic as the general path below, so the same bits: with
   // one warp per row its weight is f = 2^(m − m_use) (1, or 0 when the row saw no token) times
   // kUnshift / l, and each output value is 0 + weight · o.
+  // Epilogue stores of output row (t, hq): its LSE (log2 units in; natural log when unsplit) and
+  // 4 values from `dim` on (× v_scale into the output, or fp32 partials of this split).
+  auto store_lse = [&](int t, int hq, float lse2) {
+    if (p.num_splits == 1) {
+      if (p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
+    } else {
+      p.partial_lse[(static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split] = lse2;
+    }
+  };
+  auto store4 = [&](int t, int hq, int dim, const float4& acc) {
+    if (p.num_splits == 1) {
+      T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + dim;
+      dst[0] = from_float<T>(acc.x * v_scale);
+      dst[1] = from_float<T>(acc.y * v_scale);
+      dst[2] = from_float<T>(acc.z * v_scale);
+      dst[3] = from_float<T>(acc.w * v_scale);
+    } else {
+      const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
+      *reinterpret_cast<float4*>(p.partial_out + prow * D + dim) = acc;
+    }
+  };
   if constexpr (kNarrow) {
     if (hpc == kWarps) {
       const int g = lane >> 2, qq = lane & 3;
@@ -1045,14 +1066,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
         const float inv = l > 0.f ? kUnshift / l : 0.f;
         const float wgt = f * inv;
         const int row = row0 + r, t = row / G, hq = (hg * hpc + warp) * G + row % G;
-        if (g == 0) {
-          const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
-          if (p.num_splits == 1) {
-            if (p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
-          } else {
-            p.partial_lse[(static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split] = lse2;
-          }
-        }
+        if (g == 0) store_lse(t, hq, l > 0.f ? m + __log2f(l) : -INFINITY);
         // Lane (g, qq) holds dims 16g … 16g + 15 of row r: dim 16g + 2mt + j is o[mt][c + 2j].
 #pragma unroll
         for (int q4 = 0; q4 < 4; ++q4) {
@@ -1061,17 +1075,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           acc.y = 0.f + wgt * o[2 * q4][c + 2];
           acc.z = 0.f + wgt * o[2 * q4 + 1][c];
           acc.w = 0.f + wgt * o[2 * q4 + 1][c + 2];
-          const int dim = g * (D / 8) + 4 * q4;
-          if (p.num_splits == 1) {
-            T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + dim;
-            dst[0] = from_float<T>(acc.x * v_scale);
-            dst[1] = from_float<T>(acc.y * v_scale);
-            dst[2] = from_float<T>(acc.z * v_scale);
-            dst[3] = from_float<T>(acc.w * v_scale);
-          } else {
-            const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
-            *reinterpret_cast<float4*>(p.partial_out + prow * D + dim) = acc;
-          }
+          store4(t, hq, g * (D / 8) + 4 * q4, acc);
         }
       }
       DECODE_TRACE(6);
@@ -1158,14 +1162,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       }
       const float inv = l > 0.f ? kUnshift / l : 0.f;
       for (int w = hh; w < kWarps; w += hpc) merge_w[w * 16 + r] *= inv;
-      const float lse2 = l > 0.f ? m + __log2f(l) : -INFINITY;
       int t, hq;
       out_row(hh, r, &t, &hq);
-      if (p.num_splits == 1) {
-        if (p.lse) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 / kLog2e;
-      } else {
-        p.partial_lse[(static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split] = lse2;
-      }
+      store_lse(t, hq, l > 0.f ? m + __log2f(l) : -INFINITY);
     }
   }
   __syncthreads();
@@ -1184,16 +1183,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
     int t, hq;
     out_row(hh, r, &t, &hq);
-    if (p.num_splits == 1) {
-      T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + 4 * d4;
-      dst[0] = from_float<T>(acc.x * v_scale);
-      dst[1] = from_float<T>(acc.y * v_scale);
-      dst[2] = from_float<T>(acc.z * v_scale);
-      dst[3] = from_float<T>(acc.w * v_scale);
-    } else {
-      const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
-      *reinterpret_cast<float4*>(p.partial_out + prow * D + 4 * d4) = acc;
-    }
+    store4(t, hq, 4 * d4, acc);
   }
   DECODE_TRACE(6);
 }

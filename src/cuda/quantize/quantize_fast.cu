@@ -117,10 +117,9 @@ __device__ __noinline__ RefBlock reference_block(const uint16_t* src, int n, det
   return r;
 }
 
-/// Encode multiplier and decoded value of every E4M3 scale byte (nvfp4 recipes), per CTA.
+/// Encode multiplier of every E4M3 scale byte (nvfp4 recipes), per CTA.
 struct ScaleEntry {
   float enc;  // min(rn(1 / rn(sf · S_dec)), FLT_MAX) (fmt::nvfp4_element_encode of a non-zero block)
-  float sf;   // fmt::e4m3_to_float(byte)
 };
 
 /// Magnitude nibbles of 8 codes (byte j = m[2j] | m[2j+1] << 4) from the low bytes of
@@ -502,12 +501,12 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
     else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
-    // One scale byte per thread: its encode multiplier and decoded value, and (4over6) its row of
+    // One scale byte per thread: its encode multiplier and (4over6) its row of
     // the dequantized grid (8 FMULs of constants; v12: the loop over 2304 entries with one e4m3
     // decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
     for (int i = threadIdx.x; i < 256; i += kThreads) {
       const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
-      table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec), sf};
+      table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec)};
       if constexpr (k46) {
 #pragma unroll
         for (int m = 0; m < kDqRow; ++m)
