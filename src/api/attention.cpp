@@ -311,14 +311,11 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
                                    workspace_bytes, workspace == nullptr ? " (null)" : ""));
     NVFP4KV_CHECK_ARG(reinterpret_cast<uintptr_t>(workspace) % 256 == 0,
                       "workspace must be 256-byte aligned");
-    p->partial_out = static_cast<float*>(workspace);
+    char* const ws = static_cast<char*>(workspace);
+    p->partial_out = reinterpret_cast<float*>(ws + cuda::decode_workspace_out_offset(q.shape[0], q.shape[1], q.shape[2]));
     p->partial_lse = reinterpret_cast<float*>(
-        static_cast<char*>(workspace) +
-        cuda::decode_workspace_lse_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
-    if (dynamic)
-      p->round_tickets = reinterpret_cast<int*>(
-          static_cast<char*>(workspace) +
-          cuda::decode_workspace_tickets_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
+        ws + cuda::decode_workspace_lse_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
+    if (dynamic) p->round_tickets = reinterpret_cast<unsigned long long*>(ws);
   }
   return Status();
 }

@@ -291,14 +291,17 @@ TEST(DecodeRef, WorkspaceSizing) {
   o.num_splits = 4;
   const size_t ws = decode_workspace_bytes(16, 1, 32, 8, 128, 512, 16, o);
   EXPECT_GE(ws, size_t(16) * 32 * 4 * (128 + 1) * sizeof(float));
-  // Partial O, partial LSE and the round counters: disjoint, 256-byte aligned, inside.
+  // Round counters (8 bytes per output row, at offset 0), partial O, partial LSE: disjoint,
+  // 256-byte aligned, inside; the counters' place does not depend on the split count.
+  const size_t out = cuda::decode_workspace_out_offset(16, 1, 32);
   const size_t lse = cuda::decode_workspace_lse_offset(16, 1, 32, 128, 4);
-  const size_t tickets = cuda::decode_workspace_tickets_offset(16, 1, 32, 128, 4);
+  EXPECT_EQ(out % 256, 0u);
   EXPECT_EQ(lse % 256, 0u);
-  EXPECT_EQ(tickets % 256, 0u);
-  EXPECT_GE(lse, size_t(16) * 32 * 4 * 128 * sizeof(float));
-  EXPECT_GE(tickets, lse + size_t(16) * 32 * 4 * sizeof(float));
-  EXPECT_EQ(cuda::decode_workspace_for(16, 1, 32, 128, 4), tickets + size_t(16) * 32 * sizeof(int));
+  EXPECT_GE(out, size_t(16) * 32 * sizeof(unsigned long long));
+  EXPECT_GE(lse, out + size_t(16) * 32 * 4 * 128 * sizeof(float));
+  EXPECT_EQ(cuda::decode_workspace_for(16, 1, 32, 128, 4), lse + size_t(16) * 32 * 4 * sizeof(float));
+  EXPECT_EQ(cuda::decode_workspace_out_offset(16, 1, 32), cuda::decode_workspace_lse_offset(16, 1, 32, 128, 4) -
+                                                              size_t(16) * 32 * 4 * 128 * sizeof(float));
 }
 
 // The workspace is sized with decode_splits_bound before the kernel (and so its occupancy) is

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "attention/decode_fixture.h"
+#include "cuda/attention/decode_params.h"
 #include "cuda/gpu_test_util.h"
 #include "nvfp4kv/attention.h"
 #include "nvfp4kv/device.h"
@@ -49,12 +50,16 @@ struct GpuRun {
   Status status;
   bool canaries_ok = true;
   bool finite = true;
+  std::vector<GpuRun> earlier;  // with calls > 1: the results of the calls before the last
 };
 
 // Runs decode on the GPU with out rows padded by 8 canary elements per head row.
 // `ws_fill` ≥ 0 fills the workspace with that byte first (stale counters and partials).
+// `calls` > 1 runs decode that many times on the same workspace (the first call on stale
+// round counters takes fixed round-robin rounds, later ones the counters the merge reset).
 GpuRun run_gpu(const DeviceKv& dkv, const Requests& r, const std::vector<uint16_t>& q, int64_t qo_len,
-               int64_t heads, DType qt, const DecodeOptions& o, int ws_fill = -1) {
+               int64_t heads, DType qt, const DecodeOptions& o, int ws_fill = -1, int calls = 1,
+               std::vector<uint8_t>* ws_after = nullptr) {
   const int64_t D = dkv.view.head_dim;
   const int64_t ostride = D + 8;
   DeviceBuffer dq = to_device(q);
@@ -75,23 +80,31 @@ GpuRun run_gpu(const DeviceKv& dkv, const Requests& r, const std::vector<uint16_
   DeviceBuffer ws;
   if (ws_bytes) EXPECT_TRUE(ws.allocate(ws_bytes).ok());
   if (ws_bytes && ws_fill >= 0) EXPECT_EQ(cudaMemset(ws.data(), ws_fill, ws_bytes), cudaSuccess);
-  GpuRun res;
-  res.status = decode_attention(qv, dkv.view, bt, sl, ov, lv, o, ws.data(), ws_bytes, nullptr);
-  if (!res.status.ok()) return res;
-  const Status sync = device_synchronize();
-  EXPECT_TRUE(sync.ok()) << sync.to_string();
-  auto out = to_host<uint16_t>(dout, out_init.size());
-  auto lse = to_host<float>(dlse, lse_init.size());
-  for (int64_t row = 0; row < r.batch * qo_len * heads; ++row) {
-    for (int64_t d = 0; d < D; ++d) {
-      const double v = bits_to_double(qt, out[row * ostride + d]);
-      res.finite = res.finite && std::isfinite(v);
-      res.out.push_back(v);
+  std::vector<GpuRun> runs;
+  for (int call = 0; call < calls; ++call) {
+    GpuRun res;
+    res.status = decode_attention(qv, dkv.view, bt, sl, ov, lv, o, ws.data(), ws_bytes, nullptr);
+    if (!res.status.ok()) return res;
+    const Status sync = device_synchronize();
+    EXPECT_TRUE(sync.ok()) << sync.to_string();
+    auto out = to_host<uint16_t>(dout, out_init.size());
+    auto lse = to_host<float>(dlse, lse_init.size());
+    for (int64_t row = 0; row < r.batch * qo_len * heads; ++row) {
+      for (int64_t d = 0; d < D; ++d) {
+        const double v = bits_to_double(qt, out[row * ostride + d]);
+        res.finite = res.finite && std::isfinite(v);
+        res.out.push_back(v);
+      }
+      for (int64_t d = D; d < ostride; ++d) res.canaries_ok = res.canaries_ok && out[row * ostride + d] == kCanary;
+      res.lse.push_back(lse[row]);
     }
-    for (int64_t d = D; d < ostride; ++d) res.canaries_ok = res.canaries_ok && out[row * ostride + d] == kCanary;
-    res.lse.push_back(lse[row]);
+    runs.push_back(std::move(res));
   }
-  return res;
+  if (ws_after) *ws_after = to_host<uint8_t>(ws, ws_bytes);
+  GpuRun last = std::move(runs.back());
+  runs.pop_back();
+  last.earlier = std::move(runs);
+  return last;
 }
 
 struct RefRun {
@@ -375,7 +388,8 @@ TEST(CudaDecode, SmallNarrowAndWideTiles) {
 // Narrow-tile splits take their ring rounds from per-request counters (dynamic rounds) where
 // decode_dynamic_rounds allows; NVFP4KV_DECODE_DYNAMIC=1 forces them wherever the page table
 // fits, =0 keeps fixed slices. Both against the reference and each other, on a workspace
-// filled with stale bytes (the launch must zero the counters): nvfp4 and fp8 narrow tiles with
+// filled with stale bytes, twice (the first call finds round counters it cannot trust and takes
+// fixed round-robin rounds; its merge resets them for the second): nvfp4 and fp8 narrow tiles with
 // 1/2/4 heads per CTA, and the formats and tiles that keep fixed slices (wide tile,
 // fp4_block16, bf16 at hd256), lengths 0 … 3000 mixed, splits forced from 2 to more rounds
 // than a request has or automatic (then with late joiners, NVFP4KV_DECODE_LATE=1), windows,
@@ -426,9 +440,12 @@ TEST(CudaDecode, SmallDynamicAndFixedSplits) {
         {
           ScopedEnv env("NVFP4KV_DECODE_DYNAMIC", "1");
           ScopedEnv late("NVFP4KV_DECODE_LATE", "1");  // late joiners with automatic splits
-          dyn = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5);
+          // Two calls: stale counters (fixed round-robin rounds), then the counters the first
+          // call's merge reset (dynamic rounds).
+          dyn = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, 2);
         }
         expect_close(dyn, want, s.value_dtype, what + " dynamic");
+        for (const GpuRun& e : dyn.earlier) expect_close(e, want, s.value_dtype, what + " dynamic, stale counters");
         GpuRun fixed;
         {
           ScopedEnv env("NVFP4KV_DECODE_DYNAMIC", "0");
@@ -489,18 +506,56 @@ TEST(CudaDecode, SmallNarrowOneWarpPerHead) {
             GpuRun four, two;
             {
               ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
-              four = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5);
+              four = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, 2);  // stale, then reset counters
             }
             {
               ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "2");
               two = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0x5A);
             }
             expect_close(four, want, s.value_dtype, what + " 4 heads per CTA");
+            for (const GpuRun& e : four.earlier) expect_close(e, want, s.value_dtype, what + " 4 heads per CTA, first call");
             expect_close(two, want, s.value_dtype, what + " 2 heads per CTA");
             if (four.status.ok() && two.status.ok())
               EXPECT_LE(rel_l2(four.out, two.out), tolerance(s.value_dtype)) << what << " 4 vs 2 heads per CTA";
           }
         }
+}
+
+// The merge kernel leaves each round counter it used at {count 0, tag kDecodeTicketTag} (so the
+// next call needs no memset) and writes nothing else of the counter region: after a call on a
+// workspace of 0xA5 bytes, counters (request, head group) of the 4-heads-per-CTA narrow tile
+// hold exactly that and the rest of the region keeps its bytes.
+TEST(CudaDecode, SmallRoundCountersResetByMerge) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(99);
+  CacheSpec s;
+  s.format = KvFormat::kNvfp4;
+  s.num_kv_heads = 8;
+  s.num_pages = 400;
+  HostKv kv = make_host_kv(s, rng);
+  DeviceKv dkv(kv);
+  Requests r = make_requests({3000, 2000, 100}, s, rng);
+  const int64_t heads = 32, qo_len = 1;
+  auto q = make_queries(r.batch * heads * s.head_dim, s.value_dtype, rng);
+  DecodeOptions o;
+  o.num_splits = 7;
+  RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+  ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", "1");
+  ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
+  for (int calls : {1, 2}) {
+    std::vector<uint8_t> ws;
+    GpuRun got = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, calls, &ws);
+    expect_close(got, want, s.value_dtype, "calls " + std::to_string(calls));
+    const size_t region = cuda::decode_workspace_out_offset(r.batch, qo_len, heads);
+    ASSERT_GE(ws.size(), region);
+    const int64_t used = r.batch * (s.num_kv_heads / 4);
+    for (size_t i = 0; i < region; i += 8) {
+      uint64_t v;
+      std::memcpy(&v, ws.data() + i, 8);
+      const uint64_t expect = static_cast<int64_t>(i / 8) < used ? uint64_t{cuda::kDecodeTicketTag} << 32 : 0xA5A5A5A5A5A5A5A5ull;
+      EXPECT_EQ(v, expect) << "calls " << calls << " counter " << i / 8;
+    }
+  }
 }
 
 TEST(CudaDecode, SmallWorkspaceTooSmallIsAnError) {

@@ -14,8 +14,10 @@
 // partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
 // Dynamic rounds (kDyn, narrow tile; decode_dynamic_rounds): the grid is (head groups × row
 // tiles, batch, splits), the split index slowest, and the CTAs of a request and head group do
-// not take fixed slices but the request's ring rounds from a counter in the workspace (zeroed
-// by the launch), so faster CTAs take more and later CTAs join the requests still running.
+// not take fixed slices but the request's ring rounds from a counter in the workspace (reset
+// by the previous call's merge kernel, so no memset node precedes the launch; a counter that
+// was not reset falls back to fixed round-robin rounds), so faster CTAs take more and later
+// CTAs join the requests still running.
 //
 // Loads. First the CTA copies its split's page-table entries to shared memory. bf16/f16 caches
 // (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; every other
@@ -389,12 +391,29 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   pdl_wait();
   DECODE_TRACE(1);
   // Dynamic rounds: the CTA's first kStages + 1 tickets, drawn before anything else so that the
-  // atomic (12 CTAs per counter at once) overlaps the prologue's loads.
+  // atomic (12 CTAs per counter at once) overlaps the prologue's loads. Round counters: the
+  // count is the low 32 bits, the high 32 bits are kDecodeTicketTag where the previous call's
+  // merge kernel reset the counter to {0, tag} (no memset node before the launch: v13). Any
+  // other tag (a fresh or reused workspace; the same for every CTA of the request, since no
+  // CTA changes it) means the count is not known to start at 0: then the first-wave CTAs take
+  // fixed round-robin rounds (split s: rounds s, s + S, s + 2S, … of the S first-wave splits)
+  // and no late CTA joins; thread 0 holds that choice (rr_fixed) for its later draws.
+  // The count and the tag are two 32-bit words (little-endian: count first), so that every
+  // draw is a 32-bit atomic whose result lands in its register with no move (a 64-bit atomic's
+  // result had to be moved out of the address pair at once: warp 0 then waited for the atomic
+  // before computing its round, +4-7 % at batch ≥ 16, v13). The tag is only written by the
+  // merge kernel, after this grid: a plain load reads it.
   int first_ticket = 0;
-  int* const tick_ctr = kDyn ? p.round_tickets + (static_cast<int64_t>(b) * n_row_y + row_y) : nullptr;
+  uint32_t* const tick_ctr = kDyn ? reinterpret_cast<uint32_t*>(p.round_tickets + (static_cast<int64_t>(b) * n_row_y + row_y)) : nullptr;
   [[maybe_unused]] const bool late = kDyn && split >= p.dyn_first_splits;
+  [[maybe_unused]] bool rr_fixed = false;
   if constexpr (kDyn) {
-    if (threadIdx.x == 0 && !late) first_ticket = atomicAdd(tick_ctr, C::kStages + 1);
+    if (threadIdx.x == 0 && !late) {
+      const uint32_t tag = reinterpret_cast<volatile uint32_t*>(tick_ctr)[1];
+      const uint32_t old = atomicAdd(tick_ctr, static_cast<uint32_t>(C::kStages + 1));
+      rr_fixed = tag != kDecodeTicketTag;
+      first_ticket = rr_fixed ? split : static_cast<int>(old);
+    }
   }
   const int max_kv = p.max_pages * p.page_size;
   const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
@@ -413,8 +432,11 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     if (threadIdx.x == 0 && late) {
       const int round_tokens = (kWarps / hpc) * C::kChunk;
       const int n_r = (len + round_tokens - 1) / round_tokens;
-      const int taken = *reinterpret_cast<volatile int*>(tick_ctr);
-      first_ticket = n_r - taken >= kJoinRounds * p.dyn_first_splits ? atomicAdd(tick_ctr, C::kStages + 1) : INT_MAX / 2;
+      const uint32_t tag = reinterpret_cast<volatile uint32_t*>(tick_ctr)[1];
+      const int taken = static_cast<int>(reinterpret_cast<volatile uint32_t*>(tick_ctr)[0]);
+      first_ticket = tag == kDecodeTicketTag && n_r - taken >= kJoinRounds * p.dyn_first_splits
+                         ? static_cast<int>(atomicAdd(tick_ctr, static_cast<uint32_t>(C::kStages + 1)))
+                         : INT_MAX / 2;
     }
   }
   const int per_split = kDyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
@@ -867,7 +889,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     if (kDyn) {
       if (threadIdx.x == 0) {
 #pragma unroll
-        for (int i = 0; i < kTk; ++i) tickets_s[i] = first_ticket + i;
+        for (int i = 0; i < kTk; ++i) tickets_s[i] = first_ticket + (rr_fixed ? i * p.dyn_first_splits : i);
       }
       __syncthreads();
     }
@@ -987,7 +1009,10 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if (tk_fill < n_rounds) issue(tk_fill, fill);
       cp_async_commit();
       int drawn = 0;
-      if (kDyn && threadIdx.x == 0) drawn = atomicAdd(tick_ctr, 1);  // ticket k + kStages + 1
+      // Ticket k + kStages + 1. Drawn also with fixed round-robin rounds (the counter is not
+      // trusted then, and the merge resets it), so that the choice is made after this round's
+      // compute, where the atomic's result is read (a select here would wait for it).
+      if (kDyn && threadIdx.x == 0) drawn = static_cast<int>(atomicAdd(tick_ctr, 1u));
       const int chunk_start = chunk_start_of(tk);
       if (chunk_start < s_end) {
         const uint8_t* stage = ring + slot * C::kStageBytes;
@@ -1000,7 +1025,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
         }
       }
       if (kDyn) {
-        if (threadIdx.x == 0) tickets_s[k % kTk] = drawn;  // slot of ticket k: read last round
+        if (threadIdx.x == 0)  // slot of ticket k: read last round
+          tickets_s[k % kTk] = rr_fixed ? split + (k + kTk) * p.dyn_first_splits : drawn;
         tk = tickets_s[(k + 1) % kTk];
         tk_fill = tickets_s[(k + C::kStages) % kTk];
       } else {
@@ -1215,6 +1241,16 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   MERGE_TRACE(0);
   pdl_wait();  // the decode kernel's partial results
   pdl_trigger();
+  // Dynamic rounds: every CTA of the decode grid has drawn its last ticket, so reset the
+  // request's counters to {0, kDecodeTicketTag} for the next call (the decode kernel's "Round
+  // counters"): one counter per (request, head group) (narrow tile: one row tile), by the CTA of
+  // the group's first query head, first query, first slice.
+  if (p.round_tickets != nullptr && threadIdx.x == 0 && slice == 0 && t == 0) {
+    const int group_heads = p.group_size * p.heads_per_cta;
+    if (hq % group_heads == 0)
+      p.round_tickets[static_cast<int64_t>(b) * (p.num_kv_heads / p.heads_per_cta) + hq / group_heads] =
+          static_cast<unsigned long long>(kDecodeTicketTag) << 32;
+  }
   const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D) +
                       slice * kCols + c;
   float4 pre[kPre];
@@ -1312,12 +1348,10 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
     return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
   const dim3 grid = dyn ? dim3((p.num_kv_heads / hpc) * m_tiles, p.batch, p.num_splits)
                        : dim3(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
-  if (dyn) {
-    const std::size_t counters = static_cast<std::size_t>(p.batch) * grid.x * sizeof(int);
-    if (cudaError_t e = cudaMemsetAsync(p.round_tickets, 0, counters, reinterpret_cast<cudaStream_t>(stream));
-        e != cudaSuccess)
-      return cuda_status(e, "decode: zeroing the round counters");
-  }
+  // Dynamic rounds need the merge kernel (it resets the round counters) and one row tile per
+  // head group (the merge kernel's counter index).
+  if (dyn && (p.num_splits < 2 || m_tiles != 1))
+    return Status(StatusCode::kInternal, "decode: dynamic rounds without a merge or with several row tiles");
   if (cudaError_t e = launch_pdl(kernel, grid, dim3(kThreads), smem, reinterpret_cast<cudaStream_t>(stream), p,
                                   make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
       e != cudaSuccess)

@@ -52,9 +52,12 @@ struct DecodeParams {
   int narrow = 0;             // 1: the narrow tile (≤ 8 query rows per kv head; decode_use_narrow_tile)
   float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
   float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
-  // Workspace: one round counter per (request, head group, row tile), or null for fixed splits.
-  // The launch zeroes them and keeps them only where decode_dynamic_rounds() allows.
-  int* round_tickets = nullptr;
+  // Workspace: one round counter per (request, head group, row tile), or null for fixed splits
+  // (kept only where decode_dynamic_rounds() allows). Each is two 32-bit words {count, tag}:
+  // the merge kernel leaves every counter it used at {0, kDecodeTicketTag}, so that the next
+  // call needs no memset node; a counter with another tag (a fresh or reused workspace) makes
+  // its request's CTAs take fixed round-robin rounds instead (decode.cu, "Round counters").
+  unsigned long long* round_tickets = nullptr;
   // Dynamic rounds: splits ≥ this start late (the launch grid has the split index slowest) and
   // join a request only while enough of it is left; = num_splits: none late.
   int dyn_first_splits = 1;
@@ -188,26 +191,31 @@ inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_
   return std::min<int64_t>(per_split / page_size + 2, max_pages + 1);
 }
 
-/// Byte offsets in the workspace of the partial LSEs and of the round counters.
+/// Tag in the high 32 bits of a round counter that the merge kernel reset: a signalling-NaN bit
+/// pattern, which no arithmetic writes (GPUs produce the canonical NaN), so stale partial
+/// results in a reused workspace are not taken for a reset counter.
+inline constexpr uint32_t kDecodeTicketTag = 0x7FA5C0DEu;
+
+/// Workspace layout for `num_splits` > 1: the round counters first (8 bytes per output row, an
+/// upper bound of request × head group × row tile since m_tiles ≤ group · qo_len; at offset 0 so
+/// that a counter's place does not move when the batch or the split count changes between
+/// calls), then the partial O, then the partial LSEs; each region 256-byte aligned.
+inline std::size_t decode_workspace_out_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads) {
+  return ((static_cast<std::size_t>(batch * qo_len * num_qo_heads) * sizeof(unsigned long long) + 255) / 256) * 256;
+}
 inline std::size_t decode_workspace_lse_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                                int64_t head_dim, int num_splits) {
   const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
-  return ((rows * static_cast<std::size_t>(head_dim) * sizeof(float) + 255) / 256) * 256;
-}
-inline std::size_t decode_workspace_tickets_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
-                                                   int64_t head_dim, int num_splits) {
-  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
-  return decode_workspace_lse_offset(batch, qo_len, num_qo_heads, head_dim, num_splits) +
-         ((rows * sizeof(float) + 255) / 256) * 256;
+  return decode_workspace_out_offset(batch, qo_len, num_qo_heads) +
+         ((rows * static_cast<std::size_t>(head_dim) * sizeof(float) + 255) / 256) * 256;
 }
 
-/// Workspace bytes for `num_splits` (0 if 1): partial O, partial LSE, and one round counter per
-/// output row (an upper bound of request × head group × row tile: m_tiles ≤ group · qo_len).
+/// Workspace bytes for `num_splits` (0 if 1): round counters, partial O, partial LSE.
 inline std::size_t decode_workspace_for(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                         int64_t head_dim, int num_splits) {
   if (num_splits <= 1) return 0;
-  return decode_workspace_tickets_offset(batch, qo_len, num_qo_heads, head_dim, num_splits) +
-         static_cast<std::size_t>(batch * qo_len * num_qo_heads) * sizeof(int);
+  const std::size_t rows = static_cast<std::size_t>(batch * qo_len * num_qo_heads) * num_splits;
+  return decode_workspace_lse_offset(batch, qo_len, num_qo_heads, head_dim, num_splits) + rows * sizeof(float);
 }
 
 /// Most page-table entries a CTA stages in dynamic-round mode (the whole request: 16 KB).
