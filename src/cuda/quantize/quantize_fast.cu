@@ -490,13 +490,32 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t u = blockIdx.x * kThreads + threadIdx.x;
   Unit a;
-  // PDL (src/cuda/common/pdl.cuh): wait for the previous kernel's writes before touching global
+  // The first unit's place (kernel parameters only) and an L2 prefetch of its bytes, before the
+  // PDL wait: a prefetch returns no data (nothing is read before the previous kernel's writes
+  // are visible; L2 is the point of coherence, so a line the previous kernel still writes is
+  // simply updated there), but in a chain of PDL kernels this kernel's CTAs start while the
+  // previous one runs, and the first load below then finds its bytes in L2 instead of paying a
+  // DRAM latency after the wait (v13; single-wave shapes). Not after the amax pass (per-tensor
+  // scale): that kernel reads the same input, so the prefetches would only compete with it for
+  // DRAM (measured 5-10 % slower at small shapes) and its loads leave the input in L2 anyway.
+  const bool has_first = u < p.total_units;
+  UnitPos pos0{0u, 0u};
+  if (has_first) {
+    pos0 = unit_pos(p, u);
+    uint32_t b0, m0;
+    const int n0 = unit_valid(p, pos0, b0, m0);
+    const uint8_t* src0 = reinterpret_cast<const uint8_t*>(src_unit(p, b0, m0, pos0.col));
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (p.source != ScaleSource::kAmax && j < n0 / 8) prefetch_l2(src0 + 16 * j);
+  }
+  // PDL (src/cuda/common/pdl.cuh): wait for the previous kernel's writes before reading global
   // memory, and let the next kernel be scheduled as this one's CTAs finish.
   pdl_wait();
   pdl_trigger();
   // The first unit's loads go out before the global scale is read and the table is built, so
   // that their latency overlaps that prologue (it was serial: scale load → table → loads).
-  load_unit(p, u, a);
+  if (has_first) load_unit_at(p, pos0, a);
   detail::GlobalScales g;
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
