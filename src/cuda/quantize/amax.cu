@@ -3,6 +3,10 @@
 // atomicMax on the fp32 bit pattern (|x| ≥ +0, so unsigned order is float order; NaN is skipped
 // as fmaxf skips it), the quantize kernel reads the amax from there, and a one-thread kernel
 // finally replaces it by the decode scale rn(1 / S_enc).
+// PDL (src/cuda/common/pdl.cuh; quantize v13): the amax kernels trigger their dependents at once,
+// so the quantize kernel (PDL-launched) is scheduled while they run and only waits for their
+// completion; the one-thread kernel is PDL-launched and waits for the quantize kernel the same
+// way. The amax kernels themselves follow the memset node of global_scale[0] and launch plainly.
 //
 // Grid: a grid-stride loop over 64-element chunks of all rows (batch included), sized to a few
 // waves of the SMs so that only a few thousand atomics hit the one word. It walks the tensor
@@ -11,8 +15,9 @@
 
 #include <string>
 
-#include "cuda/quantize/quantize_chunk.cuh"
 #include "cuda/common/launch_status.cuh"
+#include "cuda/common/pdl.cuh"
+#include "cuda/quantize/quantize_chunk.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -23,6 +28,7 @@ template <QuantInput I>
 __global__ void __launch_bounds__(kThreads) tensor_amax_kernel(const __grid_constant__ QuantizeParams p) {
   __shared__ uint4 stage_all[kThreads / 32][detail::kWarpStageBytes<I> / 16];
   uint4* stage = stage_all[threadIdx.x / 32];
+  pdl_trigger();
   const int64_t chunks_per_row = (p.k + 63) / 64;
   const int64_t total = p.batch * p.rows * chunks_per_row;
   constexpr int kChunkBytes = 64 * detail::InputTraits<I>::kBytes;
@@ -106,6 +112,7 @@ __global__ void __launch_bounds__(256) tensor_amax_fast_kernel(const __grid_cons
   uint32_t u = blockIdx.x * 256u + threadIdx.x;
   uint32_t acc = 0u;
   uint4 a[4], c[4];
+  pdl_trigger();
   amax_load(p, u, a);
   while (u < p.total_units) {
     const uint32_t u1 = u + stride;
@@ -137,6 +144,7 @@ __global__ void __launch_bounds__(256) tensor_amax_fast_kernel(const __grid_cons
 }
 
 __global__ void amax_to_decode_scale_kernel(float* global_scale, float numerator) {
+  pdl_wait();  // the quantize kernel has read the amax
   const float amax = global_scale[0];
   global_scale[0] = fmt::reciprocal_rn(fmt::global_encode_scale(amax, numerator));
 }
@@ -190,7 +198,8 @@ Status launch_tensor_amax(const QuantizeParams& p, QuantInput in, Stream stream)
 }
 
 Status launch_amax_to_decode_scale(float* global_scale, float numerator, Stream stream) {
-  amax_to_decode_scale_kernel<<<1, 1, 0, stream>>>(global_scale, numerator);
+  (void)launch_pdl(amax_to_decode_scale_kernel, dim3(1), dim3(1), 0, reinterpret_cast<cudaStream_t>(stream),
+                   global_scale, numerator);  // its error is also the last error, read here
   return last_launch_status("amax to decode scale kernel launch");
 }
 
