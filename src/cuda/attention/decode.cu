@@ -1069,15 +1069,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       *reinterpret_cast<float4*>(p.partial_out + prow * D + dim) = acc;
     }
   };
+  // Narrow tile: a row's l is spread over the 8 lanes with its lane % 4 (g = lane / 4 varies).
+  auto sum_l_over_row_lanes = [&](int c) {
+    l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 4);
+    l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 8);
+    l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
+  };
   if constexpr (kNarrow) {
     if (hpc == kWarps) {
       const int g = lane >> 2, qq = lane & 3;
 #pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 4);
-        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 8);
-        l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
-      }
+      for (int c = 0; c < 2; ++c) sum_l_over_row_lanes(c);
       DECODE_TRACE(4);
       DECODE_TRACE(5);
       const int tile_rows = min(8, rows - row0);
@@ -1116,9 +1118,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     const int g = lane >> 2, qq = lane & 3;
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
-      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 4);
-      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 8);
-      l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
+      sum_l_over_row_lanes(c);
       if (g == 0) {
         merge_m[warp * 16 + 2 * qq + c] = m_run[c];
         merge_l[warp * 16 + 2 * qq + c] = l_run[c];
