@@ -390,33 +390,37 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // PDL (src/cuda/common/pdl.cuh): the previous kernel's writes are visible after this.
   pdl_wait();
   DECODE_TRACE(1);
-  // Dynamic rounds: the CTA's first kStages + 1 tickets, drawn before anything else so that the
-  // atomic (12 CTAs per counter at once) overlaps the prologue's loads. Round counters: the
-  // count is the low 32 bits, the high 32 bits are kDecodeTicketTag where the previous call's
-  // merge kernel reset the counter to {0, tag} (no memset node before the launch: v13). Any
-  // other tag (a fresh or reused workspace; the same for every CTA of the request, since no
-  // CTA changes it) means the count is not known to start at 0: then the first-wave CTAs take
-  // fixed round-robin rounds (split s: rounds s, s + S, s + 2S, … of the S first-wave splits)
-  // and no late CTA joins; thread 0 holds that choice (rr_fixed) for its later draws.
-  // The count and the tag are two 32-bit words (little-endian: count first), so that every
-  // draw is a 32-bit atomic whose result lands in its register with no move (a 64-bit atomic's
-  // result had to be moved out of the address pair at once: warp 0 then waited for the atomic
-  // before computing its round, +4-7 % at batch ≥ 16, v13). The tag is only written by the
-  // merge kernel, after this grid: a plain load reads it.
-  int first_ticket = 0;
+  // Dynamic rounds. First-wave CTA s (of S = p.dyn_first_splits) takes rounds s·kTk … s·kTk +
+  // kTk − 1 (kTk = kStages + 1) without an atomic, and every later round from the request's
+  // counter: ticket S·kTk + count. (v13: the first tickets came from an atomic here, compiled as
+  // a warp-aggregated atomic whose shuffle waited for it at once, so warp 0 issued its seq_lens
+  // and page-table loads ~1 µs late and the prologue's barrier waited for it.) Round counters:
+  // two 32-bit words {count, tag}; the tag is kDecodeTicketTag where the previous call's merge
+  // kernel reset the counter to {0, tag} (no memset node before the launch: v13). Any other
+  // tag (a fresh or reused workspace; the same for every CTA of the request, since no CTA
+  // changes it) means the count is not known to start at 0: then the first-wave CTAs take fixed
+  // round-robin rounds (split s: rounds s, s + S, s + 2S, …) and no late CTA joins. The tag is
+  // only written by the merge kernel, after this grid: a plain load, by every thread (no
+  // divergent region whose end would wait for it), read where rr_fixed is first used.
   uint32_t* const tick_ctr = kDyn ? reinterpret_cast<uint32_t*>(p.round_tickets + (static_cast<int64_t>(b) * n_row_y + row_y)) : nullptr;
   [[maybe_unused]] const bool late = kDyn && split >= p.dyn_first_splits;
-  [[maybe_unused]] bool rr_fixed = false;
-  if constexpr (kDyn) {
-    if (threadIdx.x == 0 && !late) {
-      const uint32_t tag = reinterpret_cast<volatile uint32_t*>(tick_ctr)[1];
-      const uint32_t old = atomicAdd(tick_ctr, static_cast<uint32_t>(C::kStages + 1));
-      rr_fixed = tag != kDecodeTicketTag;
-      first_ticket = rr_fixed ? split : static_cast<int>(old);
-    }
-  }
+  [[maybe_unused]] constexpr int kTk = C::kStages + 1;
+  [[maybe_unused]] const int dyn_base = p.dyn_first_splits * kTk;  // ticket of count 0
+  const uint32_t tag = kDyn ? reinterpret_cast<volatile uint32_t*>(tick_ctr)[1] : 0u;
+  [[maybe_unused]] const bool rr_fixed = kDyn && tag != kDecodeTicketTag;
+  int first_ticket = kDyn ? split * kTk : 0;
   const int max_kv = p.max_pages * p.page_size;
   const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
+  // Dynamic rounds without a window: the request's range starts at token 0 and the CTA stages
+  // the whole page table, so its copies (cp.async: no register round trip, no wait until the
+  // barrier below) go out now, beside the seq_lens load, not after it (one global latency off
+  // the prologue's chain seq_lens → page table → first KV loads; v13).
+  const int32_t* table = p.block_tables + b * p.block_table_stride;
+  const bool early_table = kDyn && p.window_left < 0;
+  if (early_table) {
+    for (int i = threadIdx.x; i < p.max_pages; i += kThreads) cp_async4(smem_addr(split_page_ids + i), table + i, true);
+    cp_async_commit();
+  }
   // Visible range of the whole tile: the first query (t = 0) starts the window.
   const int first_pos = kv_len - p.qo_len;
   const int begin = p.window_left >= 0 ? max(0, first_pos - p.window_left) : 0;
@@ -432,10 +436,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     if (threadIdx.x == 0 && late) {
       const int round_tokens = (kWarps / hpc) * C::kChunk;
       const int n_r = (len + round_tokens - 1) / round_tokens;
-      const uint32_t tag = reinterpret_cast<volatile uint32_t*>(tick_ctr)[1];
-      const int taken = static_cast<int>(reinterpret_cast<volatile uint32_t*>(tick_ctr)[0]);
-      first_ticket = tag == kDecodeTicketTag && n_r - taken >= kJoinRounds * p.dyn_first_splits
-                         ? static_cast<int>(atomicAdd(tick_ctr, static_cast<uint32_t>(C::kStages + 1)))
+      const int taken = dyn_base + static_cast<int>(reinterpret_cast<volatile uint32_t*>(tick_ctr)[0]);
+      first_ticket = !rr_fixed && n_r - taken >= kJoinRounds * p.dyn_first_splits
+                         ? dyn_base + static_cast<int>(atomicAdd(tick_ctr, static_cast<uint32_t>(kTk)))
                          : INT_MAX / 2;
     }
   }
@@ -486,12 +489,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
     q_frag_all[i] = make_uint4(f[0], f[1], f[2], f[3]);
   }
-  // The split's page-table entries, once, into shared memory.
-  const int32_t* table = p.block_tables + b * p.block_table_stride;
-  const int first_page = s_end > s_begin ? static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_begin))) : 0;
+  // The split's page-table entries, once, into shared memory (early_table: all of them, above).
+  const int first_page = s_end > s_begin && !early_table ? static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_begin))) : 0;
   const int n_split_pages =
-      s_end > s_begin ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_end - 1))) - first_page + 1, split_pages) : 0;
+      s_end > s_begin && !early_table
+          ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_end - 1))) - first_page + 1, split_pages)
+          : 0;
   for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
+  if (early_table) cp_async_wait<0>();
   __syncthreads();
   DECODE_TRACE(2);
 
@@ -884,12 +889,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // k every thread reads tickets k + 1 and k + kStages (published before that barrier) into
     // registers, so no shared load sits between a barrier and the next issue. A CTA's tickets
     // increase, so the first one ≥ n_rounds ends its loop. Fixed slices: ticket k = k.
-    constexpr int kTk = C::kStages + 1;
     __shared__ int tickets_s[kTk];
     if (kDyn) {
       if (threadIdx.x == 0) {
 #pragma unroll
-        for (int i = 0; i < kTk; ++i) tickets_s[i] = first_ticket + (rr_fixed ? i * p.dyn_first_splits : i);
+        for (int i = 0; i < kTk; ++i)
+          tickets_s[i] = rr_fixed && !late ? split + i * p.dyn_first_splits : first_ticket + i;
       }
       __syncthreads();
     }
@@ -1026,7 +1031,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       }
       if (kDyn) {
         if (threadIdx.x == 0)  // slot of ticket k: read last round
-          tickets_s[k % kTk] = rr_fixed ? split + (k + kTk) * p.dyn_first_splits : drawn;
+          tickets_s[k % kTk] = rr_fixed ? split + (k + kTk) * p.dyn_first_splits : dyn_base + drawn;
         tk = tickets_s[(k + 1) % kTk];
         tk_fill = tickets_s[(k + C::kStages) % kTk];
       } else {
