@@ -410,24 +410,60 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   [[maybe_unused]] const bool rr_fixed = kDyn && tag != kDecodeTicketTag;
   int first_ticket = kDyn ? split * kTk : 0;
   const int max_kv = p.max_pages * p.page_size;
-  const int kv_len = min(max(__ldg(p.seq_lens + b * p.seq_len_stride), 0), max_kv);
-  // Dynamic rounds without a window: the request's range starts at token 0 and the CTA stages
-  // the whole page table, so its copies (cp.async: no register round trip, no wait until the
-  // barrier below) go out now, beside the seq_lens load, not after it (one global latency off
-  // the prologue's chain seq_lens → page table → first KV loads; v13).
   const int32_t* table = p.block_tables + b * p.block_table_stride;
-  const bool early_table = kDyn && p.window_left < 0;
-  if (early_table) {
-    for (int i = threadIdx.x; i < p.max_pages; i += kThreads) cp_async4(smem_addr(split_page_ids + i), table + i, true);
-    cp_async_commit();
+  // The prologue's loads go out before anything waits for one (v14): the request's length, its
+  // query run and a guess of the split's page-table entries. Consumed in this order, the
+  // length's latency came first and the query loads were issued only after it (two global
+  // latencies before the first KV load; the trace put the loop start 2.3 µs after entry).
+  const int seq_len_raw = __ldg(p.seq_lens + b * p.seq_len_stride);
+  // Narrow tile: the lane's query run (D/4 dims = D/32 16-byte words; q's base and strides are
+  // multiples of 16 bytes, src/api/attention.cpp) as raw words, packed into the mma's B fragments
+  // only after round 0's copies are issued (pack_q), so its latency overlaps theirs.
+  uint4 q_raw[kNarrow ? D / 32 : 1];
+  if constexpr (kNarrow) {
+    const int row = row0 + (lane >> 2);
+    if (row < rows) {
+      const int t = row / G, g = row % G;
+      const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] +
+                                                        t * p.q_stride[1] + (h * G + g) * p.q_stride[2] +
+                                                        (lane & 3) * (D / 4));
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) q_raw[i] = __ldg(src + i);
+    } else {
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) q_raw[i] = make_uint4(0u, 0u, 0u, 0u);
+    }
   }
-  // Visible range of the whole tile: the first query (t = 0) starts the window.
+  // This CTA's token range [s_begin, s_end) and page-table entries [first, first + count) for a
+  // request of kvl tokens. Dynamic rounds: the CTAs of a request and head group share its whole
+  // visible range (the first query, t = 0, starts the window) and take its ring rounds from a
+  // counter, so that CTAs that run faster take more (bench/NOTES.md, decode v10); otherwise
+  // split `split` is a fixed slice.
+  auto split_range = [&](int kvl, int* sb, int* se, int* first, int* count) {
+    const int bg = p.window_left >= 0 ? max(0, kvl - p.qo_len - p.window_left) : 0;
+    const int ln = max(kvl - bg, 0);
+    const int ps = kDyn ? ln : ((ln + p.num_splits - 1) / p.num_splits + 15) & ~15;
+    *sb = kDyn ? bg : bg + split * ps;
+    *se = min(kvl, *sb + ps);
+    *first = *se > *sb ? static_cast<int>(pdiv.quo(static_cast<uint32_t>(*sb))) : 0;
+    *count = *se > *sb ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(*se - 1))) - *first + 1, split_pages) : 0;
+  };
+  // The guess: the request fills its page table (kv_len = max_pages · page_size, as a batch's
+  // longest request does). Its entries are copied now by cp.async (no register round trip, no
+  // wait until the barrier below); where the real range turns out different, they are loaded
+  // again below. Thread i copies entries i, i + kThreads, … both times, so its own cp.async
+  // wait orders the two writes of an entry.
+  int g_first, g_count;
+  {
+    int gb, ge;
+    split_range(max_kv, &gb, &ge, &g_first, &g_count);
+  }
+  for (int i = threadIdx.x; i < g_count; i += kThreads) cp_async4(smem_addr(split_page_ids + i), table + g_first + i, true);
+  cp_async_commit();
+  const int kv_len = min(max(seq_len_raw, 0), max_kv);
   const int first_pos = kv_len - p.qo_len;
   const int begin = p.window_left >= 0 ? max(0, first_pos - p.window_left) : 0;
   const int len = max(kv_len - begin, 0);
-  // Dynamic rounds (p.round_tickets, ring path): the CTAs of a request and head group share its
-  // whole visible range and take its ring rounds from a counter, so that CTAs that run faster
-  // take more (bench/NOTES.md, decode v10); otherwise split `split` is a fixed slice.
   static_assert(!kDyn || (kNarrow && !C::kDirect), "dynamic rounds: narrow tile (ring path) only");
   if constexpr (kDyn) {
     // A late CTA joins only while its request has ≥ kJoinRounds rounds left per first-wave CTA
@@ -442,27 +478,22 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
                          : INT_MAX / 2;
     }
   }
-  const int per_split = kDyn ? len : ((len + p.num_splits - 1) / p.num_splits + 15) & ~15;
-  const int s_begin = kDyn ? begin : begin + split * per_split;
-  const int s_end = min(kv_len, s_begin + per_split);
+  int s_begin, s_end, first_page, n_split_pages;
+  split_range(kv_len, &s_begin, &s_end, &first_page, &n_split_pages);
 
   // Narrow tile: this lane's B fragments of Qᵀ (k = head dim, n = query row g = lane / 4) in
   // registers, permuted like K: register e = dims run_pos(e, 0..1) of run lane % 4; k-step j
   // uses b0 = e 2j, b1 = e 2j + 1 (the K A fragment pairs the same registers of tokens g, g + 8).
   uint32_t q_reg[kNarrow ? C::kPairs : 1];
-  if constexpr (kNarrow) {
-    const int row = row0 + (lane >> 2);
+  [[maybe_unused]] auto pack_q = [&]() {
+    auto dim = [&](int i) {  // dim i of the run, as the low 16 bits
+      const uint4& w4 = q_raw[i / 8];
+      const uint32_t w = (i / 2) % 4 == 0 ? w4.x : (i / 2) % 4 == 1 ? w4.y : (i / 2) % 4 == 2 ? w4.z : w4.w;
+      return i % 2 ? w >> 16 : w & 0xFFFFu;
+    };
 #pragma unroll
-    for (int e = 0; e < C::kPairs; ++e) q_reg[e] = 0;
-    if (row < rows) {
-      const int t = row / G, g = row % G;
-      const uint16_t* src = static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] +
-                            (h * G + g) * p.q_stride[2] + (lane & 3) * (D / 4);
-#pragma unroll
-      for (int e = 0; e < C::kPairs; ++e)
-        q_reg[e] = static_cast<uint32_t>(src[run_pos<FMT>(e, 0)]) | (static_cast<uint32_t>(src[run_pos<FMT>(e, 1)]) << 16);
-    }
-  }
+    for (int e = 0; e < C::kPairs; ++e) q_reg[e] = dim(run_pos<FMT>(e, 0)) | (dim(run_pos<FMT>(e, 1)) << 16);
+  };
   // Q fragments in shared memory, permuted like K (see the file comment).
   // k-step j: a0/a1 (rows r, r + 8) pair with B register e = 2j, a2/a3 with e = 2j + 1; half c
   // of register e is dim run_pos(e, c) of the lane's run.
@@ -489,14 +520,18 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
     q_frag_all[i] = make_uint4(f[0], f[1], f[2], f[3]);
   }
-  // The split's page-table entries, once, into shared memory (early_table: all of them, above).
-  const int first_page = s_end > s_begin && !early_table ? static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_begin))) : 0;
-  const int n_split_pages =
-      s_end > s_begin && !early_table
-          ? min(static_cast<int>(pdiv.quo(static_cast<uint32_t>(s_end - 1))) - first_page + 1, split_pages)
-          : 0;
-  for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
-  if (early_table) cp_async_wait<0>();
+  // The split's page-table entries: the guess above, or (another range) loaded now.
+  cp_async_wait<0>();
+  if (first_page != g_first || n_split_pages > g_count)
+    for (int i = threadIdx.x; i < n_split_pages; i += kThreads) split_page_ids[i] = __ldg(table + first_page + i);
+  // Dynamic rounds: the first kTk tickets (see the KV loop), published by the barrier below.
+  __shared__ int tickets_s[kDyn ? kTk : 1];
+  if constexpr (kDyn) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int i = 0; i < kTk; ++i) tickets_s[i] = rr_fixed && !late ? split + i * p.dyn_first_splits : first_ticket + i;
+    }
+  }
   __syncthreads();
   DECODE_TRACE(2);
 
@@ -889,15 +924,6 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // k every thread reads tickets k + 1 and k + kStages (published before that barrier) into
     // registers, so no shared load sits between a barrier and the next issue. A CTA's tickets
     // increase, so the first one ≥ n_rounds ends its loop. Fixed slices: ticket k = k.
-    __shared__ int tickets_s[kTk];
-    if (kDyn) {
-      if (threadIdx.x == 0) {
-#pragma unroll
-        for (int i = 0; i < kTk; ++i)
-          tickets_s[i] = rr_fixed && !late ? split + i * p.dyn_first_splits : first_ticket + i;
-      }
-      __syncthreads();
-    }
     auto ticket = [&](int k) { return kDyn ? tickets_s[k % kTk] : k; };
     constexpr int kParts = C::kRow / C::kCp;                          // cp.async pieces per data row
     constexpr int kRowStep = kThreads / kParts;                       // rows between a thread's pieces
@@ -997,6 +1023,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if (tk < n_rounds) issue(tk, k);
       cp_async_commit();
     }
+    if constexpr (kNarrow) pack_q();  // the query loads went out in the prologue
     int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
     int tk = ticket(0), tk_fill = ticket(C::kStages - 1);  // tickets of rounds k, k + kStages − 1
     for (int k = 0;; ++k) {
