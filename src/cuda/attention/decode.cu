@@ -485,6 +485,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // registers, permuted like K: register e = dims run_pos(e, 0..1) of run lane % 4; k-step j
   // uses b0 = e 2j, b1 = e 2j + 1 (the K A fragment pairs the same registers of tokens g, g + 8).
   uint32_t q_reg[kNarrow ? C::kPairs : 1];
+  [[maybe_unused]] int ep_t[2] = {0, 0}, ep_hq[2] = {0, 0};  // narrow tile: see pack_q's call
   [[maybe_unused]] auto pack_q = [&]() {
     auto dim = [&](int i) {  // dim i of the run, as the low 16 bits
       const uint4& w4 = q_raw[i / 8];
@@ -1023,7 +1024,18 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if (tk < n_rounds) issue(tk, k);
       cp_async_commit();
     }
-    if constexpr (kNarrow) pack_q();  // the query loads went out in the prologue
+    if constexpr (kNarrow) {
+      pack_q();  // the query loads went out in the prologue
+      // Output rows (t, hq) of this lane's rows 2·(lane % 4) + c for the epilogue of one warp per
+      // head, computed now, while round 0 is in flight: in the epilogue their integer divisions
+      // were part of the last CTA's dependent chain before its stores (v14).
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int row = row0 + 2 * (lane & 3) + c;
+        ep_t[c] = row / G;
+        ep_hq[c] = (hg * hpc + warp) * G + row % G;
+      }
+    }
     int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
     int tk = ticket(0), tk_fill = ticket(C::kStages - 1);  // tickets of rounds k, k + kStages − 1
     for (int k = 0;; ++k) {
@@ -1113,29 +1125,33 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #pragma unroll
       for (int c = 0; c < 2; ++c) sum_l_over_row_lanes(c);
       DECODE_TRACE(4);
-      DECODE_TRACE(5);
       const int tile_rows = min(8, rows - row0);
+      // Both rows' weights first (two independent chains), then the stores.
+      float wgt[2], lse2[2];
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const int r = 2 * qq + c;
-        if (r >= tile_rows) continue;
         const float m = m_run[c];
         const float m_use = m == -INFINITY ? 0.f : m;
         const float f = exp2f(m - m_use);
         const float l = 0.f + l_run[c] * f;
         const float inv = l > 0.f ? kUnshift / l : 0.f;
-        const float wgt = f * inv;
-        const int row = row0 + r, t = row / G, hq = (hg * hpc + warp) * G + row % G;
-        if (g == 0) store_lse(t, hq, l > 0.f ? m + __log2f(l) : -INFINITY);
+        wgt[c] = f * inv;
+        lse2[c] = l > 0.f ? m + __log2f(l) : -INFINITY;
+      }
+      DECODE_TRACE(5);
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        if (2 * qq + c >= tile_rows) continue;
+        if (g == 0) store_lse(ep_t[c], ep_hq[c], lse2[c]);
         // Lane (g, qq) holds dims 16g … 16g + 15 of row r: dim 16g + 2mt + j is o[mt][c + 2j].
 #pragma unroll
         for (int q4 = 0; q4 < 4; ++q4) {
           float4 acc;
-          acc.x = 0.f + wgt * o[2 * q4][c];
-          acc.y = 0.f + wgt * o[2 * q4][c + 2];
-          acc.z = 0.f + wgt * o[2 * q4 + 1][c];
-          acc.w = 0.f + wgt * o[2 * q4 + 1][c + 2];
-          store4(t, hq, g * (D / 8) + 4 * q4, acc);
+          acc.x = 0.f + wgt[c] * o[2 * q4][c];
+          acc.y = 0.f + wgt[c] * o[2 * q4][c + 2];
+          acc.z = 0.f + wgt[c] * o[2 * q4 + 1][c];
+          acc.w = 0.f + wgt[c] * o[2 * q4 + 1][c + 2];
+          store4(ep_t[c], ep_hq[c], g * (D / 8) + 4 * q4, acc);
         }
       }
       DECODE_TRACE(6);
