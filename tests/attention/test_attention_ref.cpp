@@ -362,11 +362,15 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 16, 1, 1024, /*narrow=*/true), 1);
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 6, 64, 1, 8192), 2);    // 6 heads: 2 divides, 4 not
   EXPECT_EQ(cuda::decode_heads_per_cta(kFP8, 128, 3, 64, 1, 8192), 1);
-  // Dynamic rounds: ≥ 32 CTAs per split over ≥ 8K tokens.
+  // Dynamic rounds: ≥ 128 tokens per split on average.
   EXPECT_TRUE(cuda::decode_dynamic_rounds(12, 32, 512, 16));    // 16 × 8K, 4 heads per CTA
   EXPECT_TRUE(cuda::decode_dynamic_rounds(3, 256, 2048, 16));   // 128 × 32K: two waves
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(99, 4, 2048, 16));   // batch 1
-  EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 64, 16));     // 1K tokens
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(189, 2, 2048, 16));   // 1 × 32K: 173 tokens per split
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(3, 128, 64, 16));     // 64 × 1K: 341
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(189, 2, 1024, 16));  // 1 × 16K: 86
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(12, 32, 64, 16));    // 16 × 1K: 85
+  EXPECT_TRUE(cuda::decode_dynamic_rounds(8, 32, 64, 16));      // exactly 128
+  EXPECT_FALSE(cuda::decode_dynamic_rounds(9, 32, 64, 16));     // 113
   EXPECT_FALSE(cuda::decode_dynamic_rounds(1, 64, 512, 16));    // no split
   EXPECT_FALSE(cuda::decode_dynamic_rounds(6, 64, 512, 16, /*mode=*/0));
   EXPECT_TRUE(cuda::decode_dynamic_rounds(2, 1, 10, 16, /*mode=*/1));

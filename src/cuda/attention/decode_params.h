@@ -234,19 +234,24 @@ inline bool decode_late_joiners(int num_splits, int64_t max_kv_len, int heads_pe
 
 /// Whether the narrow-tile CTAs of a request take its ring rounds from a shared counter
 /// (dynamic rounds) rather than fixed slices, so that CTAs on faster SMs take more: with ≥ 2
-/// splits of ≥ 32 CTAs each (base = batch × head groups × row tiles) over ≥ 8K tokens, when the
-/// request's page table fits the staging area. The launch grid then has the split index
-/// slowest: a request's CTAs spread over the SMs, and with more CTAs than fit at once the later
-/// ones join the requests still running. Each CTA stages the whole table and the launch zeroes
-/// the counters, which cost more than the balance gains for few requests or short contexts
-/// (H100 A/B, bench/NOTES.md, decode v10: batch 1 × 8K 17.1 → 20.5 µs; nvfp4 64 × 32K 920 →
-/// 890, 128 × 32K (2 waves) 1782 → 1723; fp8 64 × 32K 1504 → 1454). `mode`
-/// (NVFP4KV_DECODE_DYNAMIC): −1 this rule, 0 fixed slices, 1 dynamic wherever splits > 1 and
-/// the table fits (tests, A/B).
+/// splits of ≥ 128 tokens each on average (max_pages · page_size / num_splits: ≥ 4 rounds of a
+/// 32-token chunk per CTA), when the request's page table fits the staging area. The launch
+/// grid then has the split index slowest: a request's CTAs spread over the SMs, and with more
+/// CTAs than fit at once the later ones join the requests still running. Each CTA stages the
+/// whole table and draws one ticket per round, which costs more than the balance gains when a
+/// CTA has only a few rounds. H100 A/B of decode v14 (forced on against the rule below,
+/// bench/NOTES.md): fp8 1 × 32K −2.2 %, 2 × 32K −3.7 %, 4 × 8K −2.7 %, 4 × 32K −4.4 %, 8 × 8K −3.5 %,
+/// 64 × 1K −2.7 %, 128 × 1K −1.4 %, nvfp4 −0.4 … −2.0 % at those shapes; at 64-87 tokens per split
+/// it lost: nvfp4 1 × 8K / 1 × 16K +4.3 %, 16 × 1K +3.5 % (fp8 +1.8 %). (v10-v13 asked for ≥ 32
+/// CTAs per split over ≥ 8K tokens; the memset node that made batch 1 × 8K 17.1 → 20.5 µs then
+/// is gone since v13.) `mode` (NVFP4KV_DECODE_DYNAMIC): −1 this rule, 0 fixed slices, 1 dynamic
+/// wherever splits > 1 and the table fits (tests, A/B). `base_ctas` (batch × head groups × row
+/// tiles) is not used by the rule; kept for the callers' A/B logs.
 inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t max_pages, int64_t page_size,
                                   int mode = -1) {
+  (void)base_ctas;
   if (mode == 0 || num_splits < 2 || max_pages + 1 > kDecodeMaxDynamicPages) return false;
-  return mode == 1 || (base_ctas >= 32 && max_pages * page_size >= 8192);
+  return mode == 1 || max_pages * page_size >= 128 * static_cast<int64_t>(num_splits);
 }
 
 /// SM count of the current device (0 if none).
