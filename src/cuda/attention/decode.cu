@@ -316,12 +316,12 @@ inline constexpr int kMinCtas = ((kExpTrick<FMT> && D <= 128) || kNarrow) ? NVFP
 
 // Timeline experiment (bench/NOTES.md, decode v10): built with -DNVFP4KV_DECODE_TRACE, thread 0
 // of each CTA stamps %globaltimer at entry, after pdl_wait, at the start of the KV loop, after
-// it and at exit (merge CTAs: entry and exit); decode_trace_report() prints the spread.
+// it and at exit (merge CTAs: entry, after pdl_wait, exit); decode_trace_report() prints the spread.
 #ifdef NVFP4KV_DECODE_TRACE
 constexpr int kTraceMax = 16384;
 __device__ unsigned long long g_trace[kTraceMax][13];
 __device__ unsigned int g_trace_sm[kTraceMax];
-__device__ unsigned long long g_trace_merge[kTraceMax][2];
+__device__ unsigned long long g_trace_merge[kTraceMax][3];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -1288,7 +1288,9 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   const int c = threadIdx.x % kCols, g = threadIdx.x / kCols;
   MERGE_TRACE(0);
   pdl_wait();  // the decode kernel's partial results
+  MERGE_TRACE(2);
   pdl_trigger();
+  const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;  // issued now, used at the end
   const float4* o_s = reinterpret_cast<const float4*>(p.partial_out + static_cast<int64_t>(row) * n * D) +
                       slice * kCols + c;
   float4 pre[kPre];
@@ -1298,8 +1300,12 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
     pre[i] = s < n ? __ldcs(o_s + s * (D / 4)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   const float* lse_s = p.partial_lse + static_cast<int64_t>(row) * n;
-  float m = -INFINITY;
-  for (int s = threadIdx.x; s < n; s += 128) m = fmaxf(m, lse_s[s]);
+  // Up to 128 splits (nearly every call) each thread holds its split's LSE in a register for
+  // both passes below; the loops reloaded it from L2 after the first barrier (v14: a second L2
+  // round trip on the path from the decode grid's end to the output).
+  const float lse_own = threadIdx.x < n ? lse_s[threadIdx.x] : -INFINITY;
+  float m = lse_own;
+  for (int s = threadIdx.x + 128; s < n; s += 128) m = fmaxf(m, lse_s[s]);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
   if (lane == 0) red[warp] = m;
@@ -1307,7 +1313,12 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   m = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
   const float m_use = m == -INFINITY ? 0.f : m;
   float l = 0.f;
-  for (int s = threadIdx.x; s < n; s += 128) {
+  if (threadIdx.x < n) {
+    const float w = exp2f(lse_own - m_use);
+    w_s[threadIdx.x] = w;
+    l += w;
+  }
+  for (int s = threadIdx.x + 128; s < n; s += 128) {
     const float w = exp2f(lse_s[s] - m_use);
     w_s[s] = w;
     l += w;
@@ -1335,7 +1346,6 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   }
   part[g][c] = acc;
   __syncthreads();
-  const float v_scale = p.v_scale ? __ldg(p.v_scale) : 1.0f;
   T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + slice * (D / kSlices);
   for (int d = threadIdx.x; d < D / kSlices; d += 128) {
     float sum = 0.f;
@@ -1531,14 +1541,14 @@ int current_device_sm_count() {
 #ifdef NVFP4KV_DECODE_TRACE
 void decode_trace_reset() {
   static unsigned long long zero[kTraceMax][13];
-  static unsigned long long zm[kTraceMax][2];
+  static unsigned long long zm[kTraceMax][3];
   cudaMemcpyToSymbol(g_trace, zero, sizeof(zero));
   cudaMemcpyToSymbol(g_trace_merge, zm, sizeof(zm));
 }
 
 void decode_trace_report(const char* label) {
   static unsigned long long t[kTraceMax][13];
-  static unsigned long long mg[kTraceMax][2];
+  static unsigned long long mg[kTraceMax][3];
   static unsigned int sm[kTraceMax];
   cudaDeviceSynchronize();
   cudaMemcpyFromSymbol(t, g_trace, sizeof(t));
@@ -1589,11 +1599,13 @@ void decode_trace_report(const char* label) {
   int nm = 0;
   while (nm < kTraceMax && mg[nm][0] != 0) ++nm;
   if (nm > 0) {
-    std::vector<double> m0, m1;
+    std::vector<double> m0, m1, m2;
     for (int i = 0; i < nm; ++i)
-      m0.push_back((static_cast<double>(mg[i][0]) - t0) * 1e-3), m1.push_back((static_cast<double>(mg[i][1]) - t0) * 1e-3);
+      m0.push_back((static_cast<double>(mg[i][0]) - t0) * 1e-3), m1.push_back((static_cast<double>(mg[i][1]) - t0) * 1e-3),
+          m2.push_back((static_cast<double>(mg[i][2]) - t0) * 1e-3);
     std::printf("trace %s: merge %d CTAs\n", label, nm);
     row("merge entry", m0);
+    row("merge after wait", m2);
     row("merge exit", m1);
   }
   // CTAs per SM and the last-ending SM's load.
