@@ -205,10 +205,12 @@ __device__ __forceinline__ float fast_exp2(float x) {
 #ifndef NVFP4KV_DECODE_NVFP4_STAGES
 #define NVFP4KV_DECODE_NVFP4_STAGES 2
 #endif
-// The same for the fp8 hd128 kernel (0: the stage-size rule, 3; 2 measured within ±1 % at
-// batch ≥ 16 × 8K); an experiment knob.
+// The same for the fp8 hd128 narrow-tile kernel: 2 (decode v14, H100 A/B against 3, same call,
+// both orders: 1 × 32K −2.1 %, 4 × 8K −2.2 %, 16 × 1K −3.2 %, 16 × 8K −0.4 %, 16 × 32K / 64 × 8K
+// −0.2 / −0.3 %, 128 × 8K +0.1 %; v11 had measured 2 within ±1 % at batch ≥ 16 × 8K); 0: the
+// stage-size rule (3). The wide tile keeps the rule. An experiment knob.
 #ifndef NVFP4KV_DECODE_FP8_STAGES
-#define NVFP4KV_DECODE_FP8_STAGES 0
+#define NVFP4KV_DECODE_FP8_STAGES 2
 #endif
 
 template <typename T, int D, int FMT, bool kNarrowTile = false>
@@ -242,7 +244,7 @@ struct Config {
   // occupancy for the wide formats.
   static constexpr int kStages = kExpTrick<FMT> && kWords == 4 && NVFP4KV_DECODE_NVFP4_STAGES > 0
                                      ? NVFP4KV_DECODE_NVFP4_STAGES
-                                 : FMT == kFmtFP8 && D == 128 && NVFP4KV_DECODE_FP8_STAGES > 0
+                                 : FMT == kFmtFP8 && D == 128 && kNarrowTile && NVFP4KV_DECODE_FP8_STAGES > 0
                                      ? NVFP4KV_DECODE_FP8_STAGES
                                      : (kUnitBytes <= 3072 ? 4 : (kUnitBytes <= 6144 ? 3 : 2));
   // Q fragments: one set per head of the CTA (ring path: up to kWarps heads per CTA).
