@@ -1266,8 +1266,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 
 // Combines the splits of one output row: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − lse) · O_s.
 // Grid (rows, kSlices): CTA (row, slice) writes dims slice·D/kSlices … of the row. Few rows (a
-// batch-1 long context: 32 rows × ~100 splits) take kSlices = 4 so that 4× the CTAs share the
-// loads and each thread chains a quarter of the splits (bench/NOTES.md, decode v9: the one-CTA-
+// batch-1 long context: 32 rows × ~100 splits) take kSlices = 4 or 8 so that more CTAs share the
+// loads and each thread chains 1/kSlices of the splits (bench/NOTES.md, decode v9: the one-CTA-
 // per-row merge took 10.8 µs of a 1 × 32K call at base clock under ncu).
 template <typename T, int D, int kSlices>
 __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ DecodeParams p) {
@@ -1420,13 +1420,17 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
       e != cudaSuccess)
     return cuda_status(e, "decode_kernel launch");
   if (p.num_splits > 1) {
-    // Fewer output rows than ~one per SM (batch-1 long contexts): 4 CTAs per row.
+    // Fewer output rows than ~one per SM (batch-1 long contexts): 4 CTAs per row; 8 below 64 rows
+    // when 4 would leave a thread more splits than it preloads (kPre = 8 per column group:
+    // 8 · 128 / (D / 16) splits; v14: 1 × 16K and 1 × 32K, 32 rows × 189 splits, −1.3 … −4 %;
+    // at 1 × 8K, 128 splits, 8 slices only added CTAs: +1.5-2.1 %).
     const int merge_rows = p.batch * p.qo_len * p.num_qo_heads;
-    const bool sliced = merge_rows < 128;
-    if (cudaError_t e = sliced ? launch_pdl(merge_kernel<T, D, 4>, dim3(merge_rows, 4), dim3(128), 0,
-                                            reinterpret_cast<cudaStream_t>(stream), p)
-                               : launch_pdl(merge_kernel<T, D, 1>, dim3(merge_rows, 1), dim3(128), 0,
-                                            reinterpret_cast<cudaStream_t>(stream), p);
+    const int preload4 = 8 * 128 / (D / 16);
+    const int slices = merge_rows < 128 ? (merge_rows < 64 && p.num_splits > preload4 ? 8 : 4) : 1;
+    const cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    if (cudaError_t e = slices == 8   ? launch_pdl(merge_kernel<T, D, 8>, dim3(merge_rows, 8), dim3(128), 0, st, p)
+                        : slices == 4 ? launch_pdl(merge_kernel<T, D, 4>, dim3(merge_rows, 4), dim3(128), 0, st, p)
+                                      : launch_pdl(merge_kernel<T, D, 1>, dim3(merge_rows, 1), dim3(128), 0, st, p);
         e != cudaSuccess)
       return cuda_status(e, "merge_kernel launch");
   }
