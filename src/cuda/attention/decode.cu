@@ -463,9 +463,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   for (int i = threadIdx.x; i < g_count; i += kThreads) cp_async4(smem_addr(split_page_ids + i), table + g_first + i, true);
   cp_async_commit();
   const int kv_len = min(max(seq_len_raw, 0), max_kv);
-  const int first_pos = kv_len - p.qo_len;
-  const int begin = p.window_left >= 0 ? max(0, first_pos - p.window_left) : 0;
-  const int len = max(kv_len - begin, 0);
+  int s_begin, s_end, first_page, n_split_pages;
+  split_range(kv_len, &s_begin, &s_end, &first_page, &n_split_pages);
   static_assert(!kDyn || (kNarrow && !C::kDirect), "dynamic rounds: narrow tile (ring path) only");
   if constexpr (kDyn) {
     // A late CTA joins only while its request has ≥ kJoinRounds rounds left per first-wave CTA
@@ -473,15 +472,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     constexpr int kJoinRounds = 4;
     if (threadIdx.x == 0 && late) {
       const int round_tokens = (kWarps / hpc) * C::kChunk;
-      const int n_r = (len + round_tokens - 1) / round_tokens;
+      const int n_r = (s_end - s_begin + round_tokens - 1) / round_tokens;  // dynamic: the whole visible range
       const int taken = dyn_base + static_cast<int>(reinterpret_cast<volatile uint32_t*>(tick_ctr)[0]);
       first_ticket = !rr_fixed && n_r - taken >= kJoinRounds * p.dyn_first_splits
                          ? dyn_base + static_cast<int>(atomicAdd(tick_ctr, static_cast<uint32_t>(kTk)))
                          : INT_MAX / 2;
     }
   }
-  int s_begin, s_end, first_page, n_split_pages;
-  split_range(kv_len, &s_begin, &s_end, &first_page, &n_split_pages);
 
   // Narrow tile: this lane's B fragments of Qᵀ (k = head dim, n = query row g = lane / 4) in
   // registers, permuted like K: register e = dims run_pos(e, 0..1) of run lane % 4; k-step j
