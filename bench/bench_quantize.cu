@@ -582,6 +582,7 @@ struct AbVar {
   int balance;  // set_fast_quantize_balance_override
   int dq;       // set_fast_quantize_4over6_dq_override
   ErrorMetric metric = ErrorMetric::kMse;
+  int block = -1;  // set_fast_quantize_block_override
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -660,6 +661,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_order_override(v.order);
       cuda::set_fast_quantize_balance_override(v.balance);
       cuda::set_fast_quantize_4over6_dq_override(v.dq);
+      cuda::set_fast_quantize_block_override(v.block);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
       quant(0, v.r, v.metric, nullptr);
@@ -676,6 +678,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     cuda::set_fast_quantize_order_override(-1);
     cuda::set_fast_quantize_balance_override(-1);
     cuda::set_fast_quantize_4over6_dq_override(-1);
+    cuda::set_fast_quantize_block_override(-1);
     std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
     for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
     std::printf("\n");
@@ -759,7 +762,26 @@ void run_ab12(Context& ctx) {
                {131072, 512},  {16384, 8192}, {16384, 16384}, {65536, 8192}, {32768, 32768}});
 }
 
+/// v14 A/B (0.1-64 MiB): plain nvfp4 through the unit kernel (two 16-element blocks per thread
+/// and step, 96 registers) against the block kernel (one block, 64 registers), and the library's
+/// rule; sizes from one CTA's worth to several waves of either.
+void run_block_ab(Context& ctx) {
+  const std::vector<AbVar> vars = {{"nv_unit", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 0},
+                                   {"nv_block", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 1},
+                                   {"nv_default", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, -1},
+                                   {"nv_unit_again", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 0},
+                                   {"nv_block_again", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 1}};
+  run_ab_impl(ctx, vars, "quantize_block_ab", "quantize v14 A/B (unit vs block kernel)",
+              {"M", "K", "MiB", "unit", "block", "default (rule)", "unit again", "block again"},
+              {{128, 512},    {128, 2048},   {256, 4096},   {128, 16384},  {1024, 2048},  {4096, 512},
+               {512, 6144},   {2048, 2048},  {8192, 512},   {512, 12288},  {1024, 8192},  {16384, 512},
+               {2048, 6144},  {4096, 4096},  {512, 32768},  {4096, 6144},  {2048, 12288}, {16384, 2048},
+               {1024, 32768}, {8192, 6144},  {4096, 16384}, {32768, 4096}});
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_block_ab", "v14 A/B: plain nvfp4 unit kernel vs block kernel, 0.1-256 MiB", run_block_ab);
 
 NVFP4KV_BENCHMARK("q_v12_ab", "v12 A/B: the 4over6 default (kDq 13) vs v11's (kDq 7), MSE and MAE", run_ab12);
 

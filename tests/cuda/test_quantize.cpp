@@ -511,6 +511,59 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
     }
 }
 
+// Plain nvfp4 from 16-bit inputs runs the block kernel (one 16-element block per thread and step)
+// up to the launch rule's size and the unit kernel (two blocks per thread) above it: force each
+// over shapes of every kind (one block, odd rows, padded rows and columns, strided rows, batches,
+// a multi-wave input), every layout, both 16-bit types, given and per-tensor scales, with random,
+// special (NaN, Inf, zero blocks, tiny, huge) and tie data and extreme given scales.
+TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  struct Guard {
+    ~Guard() { cuda::set_fast_quantize_block_override(-1); }
+  } guard;
+  for (int mode : {1, 0}) {
+    SCOPED_TRACE(testing::Message() << (mode == 1 ? "block kernel" : "unit kernel") << " forced");
+    cuda::set_fast_quantize_block_override(mode);
+    for (SfLayout layout : kLayouts)
+      for (DType dt : {DType::kBF16, DType::kF16})
+        for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+            if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
+            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
+                                    Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}}) {
+              Case c;
+              c.recipe = Recipe::kNvfp4;
+              c.layout = layout;
+              c.dtype = dt;
+              c.mode = gm;
+              c.shape = sh;
+              c.fill = f;
+              if (!run_case(c)) break;
+            }
+          }
+    for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
+      for (Fill f : {Fill::kRandom, Fill::kSpecial}) {
+        Case c;
+        c.recipe = Recipe::kNvfp4;
+        c.layout = SfLayout::k128x4;
+        c.dtype = DType::kBF16;
+        c.shape = {0, 33, 320};
+        c.fill = f;
+        c.given_s_dec = sdec;
+        run_case(c);
+      }
+    for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+      Case c;
+      c.recipe = Recipe::kNvfp4;
+      c.layout = SfLayout::k128x4;
+      c.dtype = DType::kBF16;
+      c.mode = gm;
+      c.shape = {0, 2048, 4096};  // 8 Mi elements: several waves of either kernel
+      run_case(c);
+    }
+  }
+}
+
 // The 4over6 variants of the fast kernel (kDq 7, v11's loop at 3 CTAs/SM, and kDq 13, the
 // default: see quantize_fast.cu), each forced over every 4over6 combo with random, special and
 // tie data, extreme and ordinary given scales, inputs at the E2M1 decision boundaries of each

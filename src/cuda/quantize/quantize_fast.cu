@@ -13,7 +13,9 @@
 // units of a loop step are the 8 rows × 32 units that complete whole 32-byte scale sectors, so no
 // sector is left half-written in L2 waiting for another CTA (launch_quantize_fast says when).
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
-// one 2-byte (mxfp4: 1-byte) store of scale bytes.
+// one 2-byte (mxfp4: 1-byte) store of scale bytes. Plain nvfp4 below 256 MiB takes the block
+// kernel instead (quantize_block_kernel: the same map over 16-element blocks, one per thread and
+// step, at ≤ 64 registers; see there).
 //
 // Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
 // win, so one compare per block routes a block holding either to the reference code), one FMUL,
@@ -224,6 +226,20 @@ __device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand 
   return {four ? m4[0] : m6[0], four ? m4[1] : m6[1], four};
 }
 
+/// The 2 code words of 16 NaN/Inf-free elements (8 words of 16-bit pairs) under the element
+/// encode multiplier `enc` (nvfp4, fp4_block16, mxfp4 halves): code = E2M1(rn(x · enc)).
+template <bool kF16>
+__device__ __forceinline__ void encode16_with(const uint32_t* w, float enc, uint32_t* out) {
+  uint32_t mc[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
+    mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
+  }
+  out[0] = pack8_magic_codes(mc, w);
+  out[1] = pack8_magic_codes(mc + 8, w + 4);
+}
+
 /// One NaN/Inf-free 16-element block of nvfp4 / 4over6 / fp4_block16 → 2 code words; returns the
 /// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
 /// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
@@ -257,7 +273,6 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
     out[1] = r.w1 | pack8_signs(w + 4);
     return r.four ? sf4 : sf6;
   } else {
-    uint32_t mc[16];
     uint32_t sf;
     float enc;
     if constexpr (K == QuantKind::kNvfp4) {
@@ -268,13 +283,7 @@ __device__ __forceinline__ uint32_t encode16(const uint32_t* w, float v, uint32_
       sf = ms.code;
       enc = ms.encode;
     }
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
-      mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
-    }
-    out[0] = pack8_magic_codes(mc, w);
-    out[1] = pack8_magic_codes(mc + 8, w + 4);
+    encode16_with<kF16>(w, enc, out);
     return sf;
   }
 }
@@ -579,10 +588,118 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   }
 }
 
+// Block kernel (nvfp4, v14): one 16-element block per thread and loop step, for inputs up to a
+// few waves (launch_quantize_fast's rule). The ncu profile of the unit kernel at 4 MiB (bench/
+// NOTES.md, "ncu of the plain nvfp4 kernel") put its ~1.9 µs over a same-bytes copy in the chain
+// after the loads: one 32-element unit per thread (~700 instructions per warp with the CTA's
+// scale table) at 96 registers, i.e. 16 warps per SM issuing at IPC 1.2 while DRAM sat idle. Here
+// a thread encodes half a unit, computes its block's encode multiplier itself (the table's
+// arithmetic for one byte: no table, no barrier) and the kernel keeps ≤ 64 registers, so 32 warps
+// per SM share the work: half the chain per thread and twice the warps to interleave. Same bytes
+// as the unit kernel and the CPU reference (the same encode16_with, the same reference_block for
+// NaN / Inf blocks, the same e4m3x2 conversion of the scale).
+constexpr int kBlockMinCtas = 4;
+/// launch_quantize_fast gives the block kernel fewer blocks than this (padding included): 2^23
+/// blocks = 256 MiB of 16-bit input, where the tiled layouts switch to the unit kernel's
+/// warp-sector order anyway (bench q_block_ab, H100: the block kernel faster at every size
+/// measured from 0.1 to 128 MiB, e.g. 4 MiB 5.1 → 3.4 µs, 64 MiB 32.8 → 31.3 µs).
+constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
+
+/// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
+struct Blk {
+  uint4 q[2];
+  const uint16_t* src;
+  uint32_t b, m, col;  // batch, row within the padded batch, block column (padded)
+  bool valid;          // a real block (not a padding row or column of the scale layout)
+};
+
+/// Position of flat block index i over (batch, padded row, padded block column).
+__device__ __forceinline__ void block_at(const FastQuantizeParams& p, uint32_t i, Blk& d) {
+  if (p.reverse) i = p.total_blocks - 1u - i;
+  const uint32_t r = fast_div(i, p.blocks_div);
+  d.col = i - r * p.cols_grid;
+  d.b = p.batch == 1 ? 0u : fast_div(r, p.rows_div);
+  d.m = r - d.b * p.rows_grid;
+  // col · 16 < cols_grid · 16 ≤ k + 48 < 2^32 (k < 2^31): 32-bit arithmetic is enough.
+  d.valid = d.m < p.rows && d.col * 16u < p.k;
+  d.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + d.b * p.in_batch_bytes +
+                                            d.m * p.in_row_bytes + d.col * 32u);
+}
+
+__device__ __forceinline__ void load_block(Blk& d) {
+  const uint4* src = reinterpret_cast<const uint4*>(d.src);
+  d.q[0] = d.valid ? __ldg(src) : make_uint4(0u, 0u, 0u, 0u);
+  d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+template <bool kF16>
+__device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const detail::GlobalScales& g) {
+  uint32_t sf = 0;  // padding: 0x00
+  if (d.valid) {
+    const uint32_t w[8] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w};
+    constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
+    const uint32_t h = block_max_bits(w);
+    uint32_t out[2];
+    if (h >= kInfBits) {
+      const RefBlock r = reference_block<QuantKind::kNvfp4, kF16>(d.src, 16, g);
+      sf = r.sf;
+      out[0] = r.w[0];
+      out[1] = r.w[1];
+    } else {
+      sf = kvfmt::e4m3x2(__fmul_rn(bits_to_float16<kF16>(h), g.sf_mult), 0.0f) & 0xFFu;
+      // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
+      encode16_with<kF16>(w, fmt::nvfp4_element_encode(1.0f, fmt::e4m3_to_float(sf), g.s_dec), out);
+    }
+    *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
+        make_uint2(out[0], out[1]);
+  }
+  p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset(p.layout, d.m, d.col, p.kv)] = static_cast<uint8_t>(sf);
+}
+
+template <bool kF16>
+__global__ void __launch_bounds__(kThreads, kBlockMinCtas) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
+  const uint32_t stride = gridDim.x * kThreads;
+  uint32_t i = blockIdx.x * kThreads + threadIdx.x;
+  Blk a, c;
+  // The first block's place and an L2 prefetch of its bytes before the PDL wait, as in the unit
+  // kernel (and, as there, not after the amax pass).
+  if (i < p.total_blocks) {
+    block_at(p, i, a);
+    if (a.valid && p.source != ScaleSource::kAmax) {
+      prefetch_l2(a.src);
+      prefetch_l2(a.src + 8);
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (i < p.total_blocks) load_block(a);
+  const detail::GlobalScales g = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
+                                                                 : detail::scales_from_amax(p.global_scale[0], p.numerator);
+  // Two buffers, so that the next block's loads are in flight while this one is encoded without
+  // a register copy of a pending load (the unit kernel's loop).
+  while (i < p.total_blocks) {
+    const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
+    if (i1 < p.total_blocks) {
+      block_at(p, i1, c);
+      load_block(c);
+    }
+    process_block<kF16>(p, a, g);
+    if (i1 >= p.total_blocks) break;
+    const uint32_t i2 = i1 + stride;
+    if (i2 < p.total_blocks) {
+      block_at(p, i2, a);
+      load_block(a);
+    }
+    process_block<kF16>(p, c, g);
+    i = i2;
+  }
+}
+
 std::atomic<int> g_order_override{-1};
 std::atomic<int> g_ctas_override{0};
 std::atomic<int> g_balance_override{-1};
 std::atomic<int> g_dq_override{-1};
+std::atomic<int> g_block_override{-1};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
@@ -628,6 +745,22 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
   else launch_one<K, kF16, 13>(p, stream);
 }
 
+/// The block kernel on a persistent grid of at most one wave (see launch_one).
+template <bool kF16>
+void launch_block(const FastQuantizeParams& p, Stream stream) {
+  static int per_sm = 0;
+  if (per_sm == 0) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<kF16>, kThreads, 0) != cudaSuccess || n < 1)
+      n = 1;
+    per_sm = n;
+  }
+  const int64_t want = (static_cast<int64_t>(p.total_blocks) + kThreads - 1) / kThreads;
+  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm;
+  (void)launch_pdl(quantize_block_kernel<kF16>, dim3(static_cast<unsigned>(want < cap ? want : cap)), dim3(kThreads), 0,
+                   reinterpret_cast<cudaStream_t>(stream), p);  // the caller reads the launch status
+}
+
 template <bool kF16>
 void launch_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
   switch (kind) {
@@ -645,6 +778,7 @@ void set_fast_quantize_order_override(int order) { g_order_override.store(order,
 void set_fast_quantize_ctas_override(int ctas_per_sm) { g_ctas_override.store(ctas_per_sm, std::memory_order_relaxed); }
 void set_fast_quantize_balance_override(int mode) { g_balance_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_4over6_dq_override(int mode) { g_dq_override.store(mode, std::memory_order_relaxed); }
+void set_fast_quantize_block_override(int mode) { g_block_override.store(mode, std::memory_order_relaxed); }
 
 int fast_quantize_sm_count() {
   // Cached per process for device 0 .. 15: the attribute query costs host time on every call.
@@ -723,10 +857,24 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
     p.band_div = make_fast_div(p.groups_per_band);
   }
   if (p.total_units == 0) return Status();
+  // Plain nvfp4 in row-major order: the block kernel (one 16-element block per thread and step)
+  // below kBlockKernelBlocksBelow blocks, padding included (bench q_block_ab, bench/NOTES.md
+  // quantize v14), the unit kernel otherwise.
+  p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
+  p.blocks_div = make_fast_div(p.cols_grid);
+  const int bo = g_block_override.load(std::memory_order_relaxed);
+  const bool block = kind == QuantKind::kNvfp4 && p.order == 0 &&
+                     (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));
   // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
   // gets about one unit).
-  if (in == QuantInput::kF16) launch_kind<true>(p, kind, stream);
-  else launch_kind<false>(p, kind, stream);
+  if (block) {
+    if (in == QuantInput::kF16) launch_block<true>(p, stream);
+    else launch_block<false>(p, stream);
+  } else if (in == QuantInput::kF16) {
+    launch_kind<true>(p, kind, stream);
+  } else {
+    launch_kind<false>(p, kind, stream);
+  }
   return last_launch_status("fast quantize kernel launch");
 }
 

@@ -127,6 +127,8 @@ struct FastQuantizeParams {
   uint32_t groups_per_band = 0;   // 16 · groups_per_row (128x4) or groups_per_row (8x4)
   FastDiv groups_div;             // ÷ groups_per_row
   FastDiv band_div;               // ÷ groups_per_band
+  uint32_t total_blocks = 0;      // batch · rows_grid · cols_grid (the block kernel's index space)
+  FastDiv blocks_div;             // ÷ cols_grid
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
@@ -144,6 +146,10 @@ void set_fast_quantize_balance_override(int mode);
 /// position computed twice, constant table base); any other value (default -1) = kDq 13 (see
 /// quantize_fast.cu).
 void set_fast_quantize_4over6_dq_override(int mode);
+/// Bench / test knob for plain nvfp4 in row-major unit order: 1 forces the block kernel (one
+/// 16-element block per thread and step), 0 the unit kernel, -1 (default) the launch rule
+/// (quantize_fast.cu, kBlockKernelBlocksBelow).
+void set_fast_quantize_block_override(int mode);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
