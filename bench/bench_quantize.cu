@@ -762,17 +762,23 @@ void run_ab12(Context& ctx) {
                {131072, 512},  {16384, 8192}, {16384, 16384}, {65536, 8192}, {32768, 32768}});
 }
 
-/// v14 A/B (0.1-64 MiB): plain nvfp4 through the unit kernel (two 16-element blocks per thread
-/// and step, 96 registers) against the block kernel (one block, 64 registers), and the library's
-/// rule; sizes from one CTA's worth to several waves of either.
+/// v14 A/B (0.1-256 MiB): nvfp4 and 4over6 (MSE, MAE) through the unit kernel (two 16-element
+/// blocks per thread and step) against the block kernel (one block), and nvfp4 under the
+/// library's rule; sizes from one CTA's worth to several waves of either. 4over6 columns: time
+/// over the first column (nvfp4, unit kernel).
 void run_block_ab(Context& ctx) {
   const std::vector<AbVar> vars = {{"nv_unit", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 0},
                                    {"nv_block", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 1},
                                    {"nv_default", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, -1},
                                    {"nv_unit_again", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 0},
-                                   {"nv_block_again", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 1}};
+                                   {"nv_block_again", Recipe::kNvfp4, -1, -1, -1, ErrorMetric::kMse, 1},
+                                   {"4o6_unit", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMse, 0},
+                                   {"4o6_block", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMse, 1},
+                                   {"4o6_mae_unit", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae, 0},
+                                   {"4o6_mae_block", Recipe::kNvfp4FourOverSix, -1, -1, -1, ErrorMetric::kMae, 1}};
   run_ab_impl(ctx, vars, "quantize_block_ab", "quantize v14 A/B (unit vs block kernel)",
-              {"M", "K", "MiB", "unit", "block", "default (rule)", "unit again", "block again"},
+              {"M", "K", "MiB", "unit", "block", "default (rule)", "unit again", "block again", "4o6 unit", "4o6 block",
+               "4o6 MAE unit", "4o6 MAE block"},
               {{128, 512},    {128, 2048},   {256, 4096},   {128, 16384},  {1024, 2048},  {4096, 512},
                {512, 6144},   {2048, 2048},  {8192, 512},   {512, 12288},  {1024, 8192},  {16384, 512},
                {2048, 6144},  {4096, 4096},  {512, 32768},  {4096, 6144},  {2048, 12288}, {16384, 2048},
@@ -781,7 +787,7 @@ void run_block_ab(Context& ctx) {
 
 }  // namespace
 
-NVFP4KV_BENCHMARK("q_block_ab", "v14 A/B: plain nvfp4 unit kernel vs block kernel, 0.1-256 MiB", run_block_ab);
+NVFP4KV_BENCHMARK("q_block_ab", "v14 A/B: nvfp4 and 4over6, unit kernel vs block kernel, 0.1-256 MiB", run_block_ab);
 
 NVFP4KV_BENCHMARK("q_v12_ab", "v12 A/B: the 4over6 default (kDq 13) vs v11's (kDq 7), MSE and MAE", run_ab12);
 

@@ -511,9 +511,9 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
     }
 }
 
-// Plain nvfp4 from 16-bit inputs runs the block kernel (one 16-element block per thread and step)
-// up to the launch rule's size and the unit kernel (two blocks per thread) above it: force each
-// over shapes of every kind (one block, odd rows, padded rows and columns, strided rows, batches,
+// nvfp4 and 4over6 from 16-bit inputs run the block kernel (one 16-element block per thread and
+// step) up to the launch rule's size and the unit kernel (two blocks per thread) above it: force
+// each over shapes of every kind (one block, odd rows, padded rows and columns, strided rows, batches,
 // a multi-wave input), every layout, both 16-bit types, given and per-tensor scales, with random,
 // special (NaN, Inf, zero blocks, tiny, huge) and tie data and extreme given scales.
 TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
@@ -524,6 +524,9 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
   for (int mode : {1, 0}) {
     SCOPED_TRACE(testing::Message() << (mode == 1 ? "block kernel" : "unit kernel") << " forced");
     cuda::set_fast_quantize_block_override(mode);
+    for (const Combo& co : {Combo{Recipe::kNvfp4, GlobalScaleMode::kGiven, ErrorMetric::kMse},
+                            Combo{Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven, ErrorMetric::kMse},
+                            Combo{Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven, ErrorMetric::kMae}})
     for (SfLayout layout : kLayouts)
       for (DType dt : {DType::kBF16, DType::kF16})
         for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
@@ -532,7 +535,8 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
             for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
                                     Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}}) {
               Case c;
-              c.recipe = Recipe::kNvfp4;
+              c.recipe = co.recipe;
+              c.metric = co.metric;
               c.layout = layout;
               c.dtype = dt;
               c.mode = gm;
@@ -542,9 +546,10 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
             }
           }
     for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
+      for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
       for (Fill f : {Fill::kRandom, Fill::kSpecial}) {
         Case c;
-        c.recipe = Recipe::kNvfp4;
+        c.recipe = r;
         c.layout = SfLayout::k128x4;
         c.dtype = DType::kBF16;
         c.shape = {0, 33, 320};
@@ -552,15 +557,16 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
         c.given_s_dec = sdec;
         run_case(c);
       }
-    for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
-      Case c;
-      c.recipe = Recipe::kNvfp4;
-      c.layout = SfLayout::k128x4;
-      c.dtype = DType::kBF16;
-      c.mode = gm;
-      c.shape = {0, 2048, 4096};  // 8 Mi elements: several waves of either kernel
-      run_case(c);
-    }
+    for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
+      for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+        Case c;
+        c.recipe = r;
+        c.layout = SfLayout::k128x4;
+        c.dtype = DType::kBF16;
+        c.mode = gm;
+        c.shape = {0, 2048, 4096};  // 8 Mi elements: several waves of either kernel
+        run_case(c);
+      }
   }
 }
 
@@ -571,11 +577,17 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   struct Guard {
-    ~Guard() { cuda::set_fast_quantize_4over6_dq_override(-1); }
+    ~Guard() {
+      cuda::set_fast_quantize_4over6_dq_override(-1);
+      cuda::set_fast_quantize_block_override(-1);
+    }
   } guard;
-  for (int mode : {7, 13}) {
+  // kDq 7 and 13 are variants of the unit kernel; 14 stands for the block kernel (one block per
+  // thread), which the launch rule picks below 256 MiB.
+  for (int mode : {7, 13, 14}) {
     SCOPED_TRACE(testing::Message() << "4over6 grid variant " << mode);
-    cuda::set_fast_quantize_4over6_dq_override(mode);
+    cuda::set_fast_quantize_4over6_dq_override(mode == 14 ? -1 : mode);
+    cuda::set_fast_quantize_block_override(mode == 14 ? 1 : 0);
     for (ErrorMetric metric : {ErrorMetric::kMse, ErrorMetric::kMae})
       for (DType dt : {DType::kBF16, DType::kF16})
         for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})

@@ -13,9 +13,9 @@
 // units of a loop step are the 8 rows × 32 units that complete whole 32-byte scale sectors, so no
 // sector is left half-written in L2 waiting for another CTA (launch_quantize_fast says when).
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
-// one 2-byte (mxfp4: 1-byte) store of scale bytes. Plain nvfp4 below 256 MiB takes the block
-// kernel instead (quantize_block_kernel: the same map over 16-element blocks, one per thread and
-// step, at ≤ 64 registers; see there).
+// one 2-byte (mxfp4: 1-byte) store of scale bytes. nvfp4 below 256 MiB and 4over6 below 64 MiB
+// take the block kernel instead (quantize_block_kernel: the same map over 16-element blocks, one
+// per thread and step; see there).
 //
 // Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
 // win, so one compare per block routes a block holding either to the reference code), one FMUL,
@@ -597,7 +597,8 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
 // arithmetic for one byte: no table, no barrier) and the kernel keeps ≤ 64 registers, so 32 warps
 // per SM share the work: half the chain per thread and twice the warps to interleave. Same bytes
 // as the unit kernel and the CPU reference (the same encode16_with, the same reference_block for
-// NaN / Inf blocks, the same e4m3x2 conversion of the scale).
+// NaN / Inf blocks, the same e4m3x2 conversion of the scale). 4over6 (MSE, MAE) runs the same
+// loop with the unit kernel's per-CTA tables and encode16 for one block (2 CTAs of 256 per SM).
 constexpr int kBlockMinCtas = 4;
 /// launch_quantize_fast gives the block kernel fewer blocks than this (padding included): 2^23
 /// blocks = 256 MiB of 16-bit input, where the tiled layouts switch to the unit kernel's
@@ -632,8 +633,12 @@ __device__ __forceinline__ void load_block(Blk& d) {
   d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-template <bool kF16>
-__device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const detail::GlobalScales& g) {
+/// One block of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both
+/// candidates through encode16 with the per-CTA tables, as process_unit's kLean path).
+template <QuantKind K, bool kF16>
+__device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
+                                              uint32_t dq_lut, const detail::GlobalScales& g) {
+  constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   uint32_t sf = 0;  // padding: 0x00
   if (d.valid) {
     const uint32_t w[8] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w};
@@ -641,10 +646,15 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
     const uint32_t h = block_max_bits(w);
     uint32_t out[2];
     if (h >= kInfBits) {
-      const RefBlock r = reference_block<QuantKind::kNvfp4, kF16>(d.src, 16, g);
+      const RefBlock r = reference_block<K, kF16>(d.src, 16, g);
       sf = r.sf;
       out[0] = r.w[0];
       out[1] = r.w[1];
+    } else if constexpr (k46) {
+      // The scale-byte pair (sf6 | sf4 << 8) of process_unit, for one block.
+      const float base = __fmul_rn(div6_rn_16bit(bits_to_float16<kF16>(h)), g.s_enc);
+      const uint32_t sfb = kvfmt::e4m3x2_not_nan(fminf(base, fmt::kE4m3Max), fminf(__fmul_rn(base, 1.5f), fmt::kE4m3Max));
+      sf = encode16<K, kF16>(w, bits_to_float16<kF16>(h), sfb, table, dq_lut, d.src, out);
     } else {
       sf = kvfmt::e4m3x2(__fmul_rn(bits_to_float16<kF16>(h), g.sf_mult), 0.0f) & 0xFFu;
       // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
@@ -656,8 +666,28 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
   p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset(p.layout, d.m, d.col, p.kv)] = static_cast<uint8_t>(sf);
 }
 
-template <bool kF16>
-__global__ void __launch_bounds__(kThreads, kBlockMinCtas) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
+/// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 2 for 4over6 (115 registers;
+/// at 3 CTAs/SM, ≤ 80 registers, MSE spilled 96 bytes per thread and ran 7-13 % slower at 4-8 MiB
+/// and 2-4 % slower at 64-128 MiB: bench/results/quantize_v14_block_ab46_*).
+constexpr int kBlockMinCtas46 = 2;
+/// 4over6 takes the block kernel below 2^21 blocks (64 MiB of 16-bit input): −28 % at 4 MiB,
+/// −11 % at 8 MiB, equal at 64 MiB, +1.5 % at 96-128 MiB against the unit kernel (MSE, H100).
+constexpr uint32_t kBlockKernel46BlocksBelow = 1u << 21;
+template <QuantKind K>
+constexpr int block_min_ctas() {
+  return K == QuantKind::kNvfp4 ? kBlockMinCtas : kBlockMinCtas46;
+}
+
+template <QuantKind K, bool kF16>
+__global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
+  constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
+  static_assert(K == QuantKind::kNvfp4 || k46, "block kernel: nvfp4 and 4over6");
+  // 4over6: the unit kernel's per-CTA tables (encode multiplier and dequantized grid per scale
+  // byte, one byte per thread) and its opaque table base (kDq 13).
+  __shared__ ScaleEntry table[k46 ? 256 : 1];
+  __shared__ __align__(16) float dq_table[k46 ? 256 * kDqRow : 1];
+  __shared__ uint32_t dq_lut_cell[1];
+  uint32_t dq_lut = 0;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t i = blockIdx.x * kThreads + threadIdx.x;
   Blk a, c;
@@ -675,6 +705,17 @@ __global__ void __launch_bounds__(kThreads, kBlockMinCtas) quantize_block_kernel
   if (i < p.total_blocks) load_block(a);
   const detail::GlobalScales g = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
                                                                  : detail::scales_from_amax(p.global_scale[0], p.numerator);
+  if constexpr (k46) {
+    static_assert(kThreads == 256, "one scale byte per thread");
+    const float sf = fmt::e4m3_to_float(threadIdx.x);
+    table[threadIdx.x] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec)};
+#pragma unroll
+    for (int m = 0; m < kDqRow; ++m)
+      dq_table[threadIdx.x * kDqRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
+    if (threadIdx.x == 0) dq_lut_cell[0] = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
+    __syncthreads();
+    dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
+  }
   // Two buffers, so that the next block's loads are in flight while this one is encoded without
   // a register copy of a pending load (the unit kernel's loop).
   while (i < p.total_blocks) {
@@ -683,14 +724,14 @@ __global__ void __launch_bounds__(kThreads, kBlockMinCtas) quantize_block_kernel
       block_at(p, i1, c);
       load_block(c);
     }
-    process_block<kF16>(p, a, g);
+    process_block<K, kF16>(p, a, table, dq_lut, g);
     if (i1 >= p.total_blocks) break;
     const uint32_t i2 = i1 + stride;
     if (i2 < p.total_blocks) {
       block_at(p, i2, a);
       load_block(a);
     }
-    process_block<kF16>(p, c, g);
+    process_block<K, kF16>(p, c, table, dq_lut, g);
     i = i2;
   }
 }
@@ -746,19 +787,30 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
 }
 
 /// The block kernel on a persistent grid of at most one wave (see launch_one).
-template <bool kF16>
+template <QuantKind K, bool kF16>
 void launch_block(const FastQuantizeParams& p, Stream stream) {
   static int per_sm = 0;
   if (per_sm == 0) {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<kF16>, kThreads, 0) != cudaSuccess || n < 1)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<K, kF16>, kThreads, 0) != cudaSuccess ||
+        n < 1)
       n = 1;
     per_sm = n;
   }
   const int64_t want = (static_cast<int64_t>(p.total_blocks) + kThreads - 1) / kThreads;
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm;
-  (void)launch_pdl(quantize_block_kernel<kF16>, dim3(static_cast<unsigned>(want < cap ? want : cap)), dim3(kThreads), 0,
+  (void)launch_pdl(quantize_block_kernel<K, kF16>, dim3(static_cast<unsigned>(want < cap ? want : cap)), dim3(kThreads), 0,
                    reinterpret_cast<cudaStream_t>(stream), p);  // the caller reads the launch status
+}
+
+template <bool kF16>
+void launch_block_kind(const FastQuantizeParams& p, QuantKind kind, Stream stream) {
+  switch (kind) {
+    case QuantKind::kNvfp4: launch_block<QuantKind::kNvfp4, kF16>(p, stream); break;
+    case QuantKind::kFourOverSixMse: launch_block<QuantKind::kFourOverSixMse, kF16>(p, stream); break;
+    case QuantKind::kFourOverSixMae: launch_block<QuantKind::kFourOverSixMae, kF16>(p, stream); break;
+    default: break;  // not given to the block kernel (launch_quantize_fast)
+  }
 }
 
 template <bool kF16>
@@ -857,19 +909,20 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
     p.band_div = make_fast_div(p.groups_per_band);
   }
   if (p.total_units == 0) return Status();
-  // Plain nvfp4 in row-major order: the block kernel (one 16-element block per thread and step)
-  // below kBlockKernelBlocksBelow blocks, padding included (bench q_block_ab, bench/NOTES.md
-  // quantize v14), the unit kernel otherwise.
+  // nvfp4 and 4over6 in row-major order: the block kernel (one 16-element block per thread and
+  // step) below kBlockKernelBlocksBelow (4over6: kBlockKernel46BlocksBelow) blocks, padding
+  // included (bench q_block_ab, bench/NOTES.md quantize v14), the unit kernel otherwise.
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
   const int bo = g_block_override.load(std::memory_order_relaxed);
-  const bool block = kind == QuantKind::kNvfp4 && p.order == 0 &&
-                     (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));
+  const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
+  const uint32_t below = kind == QuantKind::kNvfp4 ? kBlockKernelBlocksBelow : kBlockKernel46BlocksBelow;
+  const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < below));
   // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
   // gets about one unit).
   if (block) {
-    if (in == QuantInput::kF16) launch_block<true>(p, stream);
-    else launch_block<false>(p, stream);
+    if (in == QuantInput::kF16) launch_block_kind<true>(p, kind, stream);
+    else launch_block_kind<false>(p, kind, stream);
   } else if (in == QuantInput::kF16) {
     launch_kind<true>(p, kind, stream);
   } else {
