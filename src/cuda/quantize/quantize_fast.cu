@@ -13,8 +13,8 @@
 // units of a loop step are the 8 rows × 32 units that complete whole 32-byte scale sectors, so no
 // sector is left half-written in L2 waiting for another CTA (launch_quantize_fast says when).
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
-// one 2-byte (mxfp4: 1-byte) store of scale bytes. nvfp4 below 256 MiB and 4over6 below 64 MiB
-// take the block kernel instead (quantize_block_kernel: the same map over 16-element blocks, one
+// one 2-byte (mxfp4: 1-byte) store of scale bytes. nvfp4 and 4over6 below 256 MiB take the
+// block kernel instead (quantize_block_kernel: the same map over 16-element blocks, one
 // per thread and step; see there).
 //
 // Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
@@ -598,7 +598,8 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
 // per SM share the work: half the chain per thread and twice the warps to interleave. Same bytes
 // as the unit kernel and the CPU reference (the same encode16_with, the same reference_block for
 // NaN / Inf blocks, the same e4m3x2 conversion of the scale). 4over6 (MSE, MAE) runs the same
-// loop with the unit kernel's per-CTA tables and encode16 for one block (2 CTAs of 256 per SM).
+// map with the unit kernel's per-CTA tables, encode16 for one block and a one-buffer loop (3 CTAs
+// of 256 per SM; see kBlockMinCtas46).
 constexpr int kBlockMinCtas = 4;
 /// launch_quantize_fast gives the block kernel fewer blocks than this (padding included): 2^23
 /// blocks = 256 MiB of 16-bit input, where the tiled layouts switch to the unit kernel's
@@ -666,13 +667,14 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
   p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset(p.layout, d.m, d.col, p.kv)] = static_cast<uint8_t>(sf);
 }
 
-/// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 2 for 4over6 (115 registers;
-/// at 3 CTAs/SM, ≤ 80 registers, MSE spilled 96 bytes per thread and ran 7-13 % slower at 4-8 MiB
-/// and 2-4 % slower at 64-128 MiB: bench/results/quantize_v14_block_ab46_*).
-constexpr int kBlockMinCtas46 = 2;
-/// 4over6 takes the block kernel below 2^21 blocks (64 MiB of 16-bit input): −28 % at 4 MiB,
-/// −11 % at 8 MiB, equal at 64 MiB, +1.5 % at 96-128 MiB against the unit kernel (MSE, H100).
-constexpr uint32_t kBlockKernel46BlocksBelow = 1u << 21;
+/// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 3 (≤ 80) for 4over6, whose
+/// loop keeps one block buffer and prefetches the next block into L2 instead (kDq 13's loop):
+/// with two buffers 4over6 needed 115 registers (2 CTAs/SM), or spilled 96 bytes at 3 CTAs/SM.
+/// H100, MSE (bench/results/quantize_v14_block46_onebuf_h100_ab.txt): one buffer at 3 CTAs/SM
+/// against two at 2: 64 MiB 47.0 → 45.4 µs (unit kernel 47.2), 128 MiB 91.1 → 88.8 (unit 89.7),
+/// 16-32 MiB −3 to −5 %; 4-8 MiB +8-10 % (still −22 % against the unit kernel); MAE −7 % from
+/// 16 MiB. At 4 CTAs/SM (64 registers) it lost 7 % at ≥ 16 MiB.
+constexpr int kBlockMinCtas46 = 3;
 template <QuantKind K>
 constexpr int block_min_ctas() {
   return K == QuantKind::kNvfp4 ? kBlockMinCtas : kBlockMinCtas46;
@@ -716,8 +718,29 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
     __syncthreads();
     dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
   }
-  // Two buffers, so that the next block's loads are in flight while this one is encoded without
-  // a register copy of a pending load (the unit kernel's loop).
+  if constexpr (k46) {
+    // One buffer (kDq 13's loop of the unit kernel): the next block goes to L2 by a prefetch
+    // while this one is encoded, and is loaded from there after it (see kBlockMinCtas46).
+    while (i < p.total_blocks) {
+      const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
+      const bool more = i1 < p.total_blocks;
+      if (more) {
+        block_at(p, i1, c);
+        if (c.valid) {
+          prefetch_l2(c.src);
+          prefetch_l2(c.src + 8);
+        }
+      }
+      process_block<K, kF16>(p, a, table, dq_lut, g);
+      if (!more) break;
+      a = c;
+      load_block(a);
+      i = i1;
+    }
+    return;
+  }
+  // nvfp4: two buffers, so that the next block's loads are in flight while this one is encoded
+  // without a register copy of a pending load (the unit kernel's loop).
   while (i < p.total_blocks) {
     const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
     if (i1 < p.total_blocks) {
@@ -910,14 +933,13 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   }
   if (p.total_units == 0) return Status();
   // nvfp4 and 4over6 in row-major order: the block kernel (one 16-element block per thread and
-  // step) below kBlockKernelBlocksBelow (4over6: kBlockKernel46BlocksBelow) blocks, padding
-  // included (bench q_block_ab, bench/NOTES.md quantize v14), the unit kernel otherwise.
+  // step) below kBlockKernelBlocksBelow blocks, padding included (bench q_block_ab,
+  // bench/NOTES.md quantize v14), the unit kernel otherwise.
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
-  const uint32_t below = kind == QuantKind::kNvfp4 ? kBlockKernelBlocksBelow : kBlockKernel46BlocksBelow;
-  const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < below));
+  const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));
   // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
   // gets about one unit).
   if (block) {
