@@ -480,6 +480,23 @@ __device__ __forceinline__ void prefetch_l2(const void* ptr) {
   asm volatile("prefetch.global.L2 [%0];" : : "l"(ptr));
 }
 
+/// Fills the per-CTA tables from S_dec: one scale byte per thread, its encode multiplier and
+/// (k46) its row of the dequantized grid (8 FMULs of constants; v12: the loop over 2304 entries
+/// with one e4m3 decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
+/// The caller publishes them with a barrier.
+template <bool k46>
+__device__ __forceinline__ void fill_scale_tables(ScaleEntry* table, float* dq_table, float s_dec) {
+  for (int i = threadIdx.x; i < 256; i += kThreads) {
+    const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
+    table[i] = {fmt::nvfp4_element_encode(1.0f, sf, s_dec)};
+    if constexpr (k46) {
+#pragma unroll
+      for (int m = 0; m < kDqRow; ++m)
+        dq_table[i * kDqRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, s_dec) : 0.0f;
+    }
+  }
+}
+
 template <QuantKind K, bool kF16, int kDq>
 constexpr int min_ctas() {
   return K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae ? (kDq == 7 ? 3 : 2) : 1;
@@ -529,18 +546,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   if constexpr (kNv) {
     if (p.source == ScaleSource::kGiven) g = detail::scales_from_decode(p.global_scale[0]);
     else g = detail::scales_from_amax(p.global_scale[0], p.numerator);
-    // One scale byte per thread: its encode multiplier and (4over6) its row of
-    // the dequantized grid (8 FMULs of constants; v12: the loop over 2304 entries with one e4m3
-    // decode each cost ~450 instructions per thread, ~3% of a 64 MiB 4over6 call).
-    for (int i = threadIdx.x; i < 256; i += kThreads) {
-      const float sf = fmt::e4m3_to_float(static_cast<uint32_t>(i));
-      table[i] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec)};
-      if constexpr (k46) {
-#pragma unroll
-        for (int m = 0; m < kDqRow; ++m)
-          dq_table[i * kDqRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
-      }
-    }
+    fill_scale_tables<k46>(table, dq_table, g.s_dec);
     if (k46 && kNew && threadIdx.x == 0) dq_lut_cell[0] = dq_lut;
     __syncthreads();
     if constexpr (k46 && kNew) dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);
@@ -588,8 +594,8 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
   }
 }
 
-// Block kernel (nvfp4, v14): one 16-element block per thread and loop step, for inputs up to a
-// few waves (launch_quantize_fast's rule). The ncu profile of the unit kernel at 4 MiB (bench/
+// Block kernel (nvfp4 and 4over6, v14): one 16-element block per thread and loop step, below
+// 256 MiB (launch_quantize_fast's rule). The ncu profile of the unit kernel at 4 MiB (bench/
 // NOTES.md, "ncu of the plain nvfp4 kernel") put its ~1.9 µs over a same-bytes copy in the chain
 // after the loads: one 32-element unit per thread (~700 instructions per warp with the CTA's
 // scale table) at 96 registers, i.e. 16 warps per SM issuing at IPC 1.2 while DRAM sat idle. Here
@@ -653,9 +659,10 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
       out[1] = r.w[1];
     } else if constexpr (k46) {
       // The scale-byte pair (sf6 | sf4 << 8) of process_unit, for one block.
-      const float base = __fmul_rn(div6_rn_16bit(bits_to_float16<kF16>(h)), g.s_enc);
+      const float v = bits_to_float16<kF16>(h);
+      const float base = __fmul_rn(div6_rn_16bit(v), g.s_enc);
       const uint32_t sfb = kvfmt::e4m3x2_not_nan(fminf(base, fmt::kE4m3Max), fminf(__fmul_rn(base, 1.5f), fmt::kE4m3Max));
-      sf = encode16<K, kF16>(w, bits_to_float16<kF16>(h), sfb, table, dq_lut, d.src, out);
+      sf = encode16<K, kF16>(w, v, sfb, table, dq_lut, d.src, out);
     } else {
       sf = kvfmt::e4m3x2(__fmul_rn(bits_to_float16<kF16>(h), g.sf_mult), 0.0f) & 0xFFu;
       // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
@@ -708,12 +715,7 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
   const detail::GlobalScales g = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
                                                                  : detail::scales_from_amax(p.global_scale[0], p.numerator);
   if constexpr (k46) {
-    static_assert(kThreads == 256, "one scale byte per thread");
-    const float sf = fmt::e4m3_to_float(threadIdx.x);
-    table[threadIdx.x] = {fmt::nvfp4_element_encode(1.0f, sf, g.s_dec)};
-#pragma unroll
-    for (int m = 0; m < kDqRow; ++m)
-      dq_table[threadIdx.x * kDqRow + m] = m < 8 ? fmt::nvfp4_dequant(static_cast<uint32_t>(m), sf, g.s_dec) : 0.0f;
+    fill_scale_tables<true>(table, dq_table, g.s_dec);
     if (threadIdx.x == 0) dq_lut_cell[0] = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
     __syncthreads();
     dq_lut = *static_cast<volatile uint32_t*>(dq_lut_cell);

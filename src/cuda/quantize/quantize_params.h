@@ -148,7 +148,7 @@ void set_fast_quantize_balance_override(int mode);
 void set_fast_quantize_4over6_dq_override(int mode);
 /// Bench / test knob for nvfp4 and 4over6 in row-major unit order: 1 forces the block kernel
 /// (one 16-element block per thread and step), 0 the unit kernel, -1 (default) the launch rule
-/// (quantize_fast.cu, kBlockKernelBlocksBelow, kBlockKernel46BlocksBelow).
+/// (quantize_fast.cu, kBlockKernelBlocksBelow).
 void set_fast_quantize_block_override(int mode);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
