@@ -451,8 +451,105 @@ void bench_decode(Context& ctx) {
               cheader, crow);
 }
 
+// The floor of any decode kernel at a shape: a kernel that does nothing but read the same
+// number of bytes (contiguous, 16-byte streaming loads, a grid of several CTAs per SM), timed the
+// same way as the decode calls (graph_us: after a read-based L2 flush, flush-only graph
+// subtracted). It includes what every kernel of that size pays — the launch, the first loads'
+// latency, the ramp and the tail — so decode µs / floor µs is how far the kernel is from the
+// best that reading its bytes allows, and floor µs says which targets any kernel can meet.
+template <int kUnroll>
+__global__ void __launch_bounds__(256) read_floor_kernel(const uint4* __restrict__ src, std::size_t n16, uint32_t* sink) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint32_t acc = 0;
+  for (; i + (kUnroll - 1) * stride < n16; i += kUnroll * stride) {
+    uint4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = __ldcs(src + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n16; i += stride) {
+    const uint4 v = __ldcs(src + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) sink[0] = acc;  // keeps the loads; (almost) never taken
+}
+
+void bench_decode_floor(Context& ctx) {
+  struct Case {
+    int64_t batch, kv_len;
+    KvFormat f;
+  };
+  // The shapes of issue 5's targets (batch ≥ 16 × kv ≥ 8K, and 1 × 32K), every format whose
+  // bytes stay ≤ 4.4 GB (the buffer is allocated once, at the largest).
+  std::vector<Case> cases;
+  for (KvFormat f : {KvFormat::kNvfp4, KvFormat::kFP8E4M3, KvFormat::kBF16})
+    for (auto bk : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 32768}, {16, 8192}, {16, 32768}, {64, 8192}, {64, 32768}, {128, 8192}, {128, 32768}})
+      if (bytes_moved(f, bk.first, bk.second) <= 4.4e9) cases.push_back({bk.first, bk.second, f});
+  // The decode figures of the same process (the "decode" benchmark runs first under
+  // --filter decode), for the decode / floor ratio.
+  auto decode_us = [&](const Case& c) {
+    for (const auto& r : ctx.rows)
+      if (r.value("bench", "") == "decode" && r.value("format", "") == kv_format_name(c.f) &&
+          r.value("batch", int64_t{0}) == c.batch && r.value("kv_len", int64_t{0}) == c.kv_len)
+        return r.value("us", 0.0);
+    return 0.0;
+  };
+  double max_bytes = 0;
+  for (const Case& c : cases) max_bytes = std::max(max_bytes, bytes_moved(c.f, c.batch, c.kv_len));
+  const std::size_t alloc = (static_cast<std::size_t>(max_bytes) + 4095) / 4096 * 4096;
+  void* buf = nullptr;
+  uint32_t* sink = nullptr;
+  BENCH_CUDA(cudaMalloc(&buf, alloc));
+  BENCH_CUDA(cudaMalloc(&sink, 4));
+  BENCH_CUDA(cudaMemset(buf, 0x5A, alloc));  // not zeros; the xor of the run is never the sentinel
+  int sms = 0, dev = 0;
+  BENCH_CUDA(cudaGetDevice(&dev));
+  BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  std::vector<std::vector<std::string>> rows;
+  for (const Case& c : cases) {
+    const double bytes = bytes_moved(c.f, c.batch, c.kv_len);
+    const std::size_t n16 = static_cast<std::size_t>(bytes) / 16;
+    // The best of four launch shapes (CTAs per SM × loads in flight per thread).
+    double best = 1e30;
+    std::string best_cfg;
+    for (int per_sm : {4, 8})
+      for (int unroll : {4, 8}) {
+        const double us = graph_us(ctx, [&](cudaStream_t st) {
+          if (unroll == 4)
+            read_floor_kernel<4><<<sms * per_sm, 256, 0, st>>>(static_cast<const uint4*>(buf), n16, sink);
+          else
+            read_floor_kernel<8><<<sms * per_sm, 256, 0, st>>>(static_cast<const uint4*>(buf), n16, sink);
+          return cudaGetLastError() == cudaSuccess ? Status() : Status(StatusCode::kCudaError, "read_floor_kernel");
+        });
+        if (us < best) best = us, best_cfg = fmt("%d CTAs/SM x %d loads", per_sm, unroll);
+      }
+    const double tbps = bytes / (best * 1e-6) / 1e12;
+    const double dec = decode_us(c);
+    rows.push_back({fmt("%lld", (long long)c.batch), fmt("%lldK", (long long)(c.kv_len / 1024)), kv_format_name(c.f),
+                    fmt("%.1f", bytes / 1e6), fmt("%.1f", best), fmt("%.2f", tbps), fmt("%.1f%%", 100.0 * tbps / ctx.copy_tbps),
+                    dec > 0 ? fmt("%.1f", dec) : std::string("-"), dec > 0 ? fmt("%.2fx", dec / best) : std::string("-"),
+                    best_cfg});
+    nlohmann::json row = {{"bench", "decode_read_floor"}, {"format", kv_format_name(c.f)}, {"batch", c.batch},
+                          {"kv_len", c.kv_len}, {"bytes", bytes}, {"us", best}, {"tbps", tbps},
+                          {"pct_copy", tbps / ctx.copy_tbps}, {"config", best_cfg},
+                          {"timing", "cuda graph replays of 10 calls, each after a read-based L2 flush; flush-only graph subtracted"}};
+    if (dec > 0) row["decode_over_floor"] = dec / best;
+    ctx.add_row(row);
+  }
+  BENCH_CUDA(cudaFree(buf));
+  BENCH_CUDA(cudaFree(sink));
+  print_table(fmt("read floor: a kernel that only reads a decode call's bytes (contiguous), timed like the decode calls; "
+                  "copy %.2f TB/s",
+                  ctx.copy_tbps),
+              {"batch", "kv", "format", "MB", "floor us", "TB/s", "%copy", "decode us", "decode/floor", "best launch"}, rows);
+}
+
 }  // namespace
 
 NVFP4KV_BENCHMARK("decode", "decode attention over a paged bf16/fp8/nvfp4 cache (32/8 heads, hd128)", bench_decode);
+NVFP4KV_BENCHMARK("decode_floor", "read floor of the decode shapes: a kernel that only reads their bytes", bench_decode_floor);
 
 }  // namespace nvfp4kv::bench
