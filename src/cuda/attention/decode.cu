@@ -195,6 +195,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 #define NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY 0
 #endif
 
+// Experiment knob (timing only, wrong results): the FP4 scale rows are not copied.
+#ifndef NVFP4KV_DECODE_EXPERIMENT_NO_SCALE_COPIES
+#define NVFP4KV_DECODE_EXPERIMENT_NO_SCALE_COPIES 0
+#endif
 #ifndef NVFP4KV_DECODE_NVFP4_KU
 #define NVFP4KV_DECODE_NVFP4_KU 2
 #endif
@@ -996,7 +1000,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           cp_async8(vd, vp, ok);
         }
       }
-      if constexpr (C::kFp4) {
+      if constexpr (C::kFp4 && !NVFP4KV_DECODE_EXPERIMENT_NO_SCALE_COPIES) {
         if (s_copier) {
           int pg = 0, off = 0;
           const bool ok = locate_tok(tok_round + s_rt, &pg, &off);
