@@ -4,7 +4,9 @@
 // calls with a read-based L2 flush before each, the flush-only graph subtracted: see graph_us), TB/s over
 // the bytes that must move (KV data + FP4 scales + page-table entries + Q + O), % of the copy
 // bandwidth measured at start, nvfp4 speedups over fp8 and bf16, and the same calls timed with
-// events around each host API call (includes the host's launch work).
+// events around each host API call (includes the host's launch work). A second benchmark,
+// `decode_floor`, times a kernel that only reads each target shape's bytes the same way: the
+// floor any decode kernel of that size has, and decode µs / floor µs.
 //
 // The cache holds random values (a hash per byte, never zeros); before timing each format is
 // checked once against the fp64 CPU reference on a small cache filled the same way.
