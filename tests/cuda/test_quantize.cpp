@@ -428,14 +428,7 @@ void sweep(const std::vector<Shape>& shapes, Fill fill) {
       for (DType dt : input_types(co.recipe))
         for (const Shape& s : shapes) {
           if (s.k % recipe_block_elems(co.recipe) != 0) continue;
-          Case c;
-          c.recipe = co.recipe;
-          c.mode = co.mode;
-          c.metric = co.metric;
-          c.layout = layout;
-          c.dtype = dt;
-          c.shape = s;
-          c.fill = fill;
+          Case c{.recipe = co.recipe, .layout = layout, .dtype = dt, .mode = co.mode, .metric = co.metric, .shape = s, .fill = fill};
           if (fill == Fill::kTies && recipe_has_global_scale(c.recipe)) c.mode = GlobalScaleMode::kGiven;
           if (!run_case(c)) break;
         }
@@ -538,38 +531,19 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
             if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
             for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
                                     Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}}) {
-              Case c;
-              c.recipe = co.recipe;
-              c.metric = co.metric;
-              c.layout = layout;
-              c.dtype = dt;
-              c.mode = gm;
-              c.shape = sh;
-              c.fill = f;
+              const Case c{.recipe = co.recipe, .layout = layout, .dtype = dt, .mode = gm, .metric = co.metric, .shape = sh, .fill = f};
               if (!run_case(c)) break;
             }
           }
     for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
       for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
       for (Fill f : {Fill::kRandom, Fill::kSpecial}) {
-        Case c;
-        c.recipe = r;
-        c.layout = SfLayout::k128x4;
-        c.dtype = DType::kBF16;
-        c.shape = {0, 33, 320};
-        c.fill = f;
-        c.given_s_dec = sdec;
-        run_case(c);
+        run_case(Case{.recipe = r, .layout = SfLayout::k128x4, .shape = {0, 33, 320}, .fill = f, .given_s_dec = sdec});
       }
     for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
       for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
-        Case c;
-        c.recipe = r;
-        c.layout = SfLayout::k128x4;
-        c.dtype = DType::kBF16;
-        c.mode = gm;
-        c.shape = {0, 2048, 4096};  // 8 Mi elements: several waves of either kernel
-        run_case(c);
+        // 8 Mi elements: several waves of either kernel.
+        run_case(Case{.recipe = r, .layout = SfLayout::k128x4, .mode = gm, .shape = {0, 2048, 4096}});
       }
   }
 }
