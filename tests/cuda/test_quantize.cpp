@@ -516,7 +516,10 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   struct Guard {
-    ~Guard() { cuda::set_fast_quantize_block_override(-1); }
+    ~Guard() {
+      cuda::set_fast_quantize_block_override(-1);
+      cuda::set_fast_quantize_block_step_override(-1);
+    }
   } guard;
   for (int mode : {1, 0}) {
     SCOPED_TRACE(testing::Message() << (mode == 1 ? "block kernel" : "unit kernel") << " forced");
@@ -545,6 +548,17 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
         // 8 Mi elements: several waves of either kernel.
         run_case(Case{.recipe = r, .layout = SfLayout::k128x4, .mode = gm, .shape = {0, 2048, 4096}});
       }
+    // The block kernel's next-block position: stepped from the previous block (default; batch 1,
+    // forward order) and by division (forced), on inputs of 1-2 blocks per thread whose grid
+    // stride is no multiple of the row (129 block columns: the column carries into the row).
+    for (int step : {-1, 0}) {
+      SCOPED_TRACE(testing::Message() << "block position " << (step == 0 ? "by division" : "stepped"));
+      cuda::set_fast_quantize_block_step_override(step);
+      for (SfLayout layout : kLayouts)
+        for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
+          run_case(Case{.recipe = r, .layout = layout, .shape = {0, 1500, 2064}});
+    }
+    cuda::set_fast_quantize_block_step_override(-1);
   }
 }
 

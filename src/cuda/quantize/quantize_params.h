@@ -129,6 +129,11 @@ struct FastQuantizeParams {
   FastDiv band_div;               // ÷ groups_per_band
   uint32_t total_blocks = 0;      // batch · rows_grid · cols_grid (the block kernel's index space)
   FastDiv blocks_div;             // ÷ cols_grid
+  /// Block kernel, batch 1 in forward order (step_ok): the grid stride in rows and columns
+  /// (stride / cols_grid, stride % cols_grid), so that a thread's next block follows from its
+  /// current one by one add and one carry instead of two divisions (quantize v16).
+  bool step_ok = false;
+  uint32_t step_rows = 0, step_cols = 0;
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
@@ -150,6 +155,9 @@ void set_fast_quantize_4over6_dq_override(int mode);
 /// (one 16-element block per thread and step), 0 the unit kernel, -1 (default) the launch rule
 /// (quantize_fast.cu, kBlockKernelBlocksBelow).
 void set_fast_quantize_block_override(int mode);
+/// Test knob for the block kernel's position update: 0 forces block_at (two divisions per block)
+/// everywhere; -1 (default) steps from the previous block where it applies (batch 1, forward).
+void set_fast_quantize_block_step_override(int mode);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
