@@ -584,6 +584,7 @@ struct AbVar {
   int dq;       // set_fast_quantize_4over6_dq_override
   ErrorMetric metric = ErrorMetric::kMse;
   int block = -1;  // set_fast_quantize_block_override
+  int block_order = -1;  // set_fast_quantize_block_order_override
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -663,6 +664,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_balance_override(v.balance);
       cuda::set_fast_quantize_4over6_dq_override(v.dq);
       cuda::set_fast_quantize_block_override(v.block);
+      cuda::set_fast_quantize_block_order_override(v.block_order);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
       quant(0, v.r, v.metric, nullptr);
@@ -680,6 +682,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     cuda::set_fast_quantize_balance_override(-1);
     cuda::set_fast_quantize_4over6_dq_override(-1);
     cuda::set_fast_quantize_block_override(-1);
+    cuda::set_fast_quantize_block_order_override(-1);
     std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
     for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
     std::printf("\n");
@@ -834,6 +837,10 @@ void run_floor(Context& ctx) {
     Ms = {128, 2048, 16384};
     Ks = {512, 4096, 16384};
   }
+  std::vector<std::pair<int64_t, int64_t>> grid_shapes;
+  for (int64_t M : Ms)
+    for (int64_t K : Ks) grid_shapes.emplace_back(M, K);
+  const bool each = std::getenv("QFLOOR_EACH") != nullptr;  // print every launch shape's time
   const std::size_t limit = std::size_t(24) << 30;
   float* gs_dev = nullptr;
   BENCH_CUDA(cudaMalloc(&gs_dev, sizeof(float)));
@@ -853,8 +860,8 @@ void run_floor(Context& ctx) {
   const FloorVar fvars[] = {{"8x1", 8, 1}, {"8x2", 8, 2}, {"4x2", 4, 2}, {"4x4", 4, 4}};
   std::vector<std::vector<std::string>> table;
   std::vector<double> g_floor, g_nv, g_cp, g_ratio;
-  for (int64_t M : Ms) {
-    for (int64_t K : Ks) {
+  for (const auto& [M, K] : ab_shapes(grid_shapes)) {
+    {
       const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2);
       const std::size_t data_bytes = static_cast<std::size_t>(M * K / 2);
       const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
@@ -879,8 +886,9 @@ void run_floor(Context& ctx) {
                                       static_cast<uint2*>(b.data), static_cast<uint8_t*>(b.sf), blocks));
         });
         if (us < best) best = us, best_name = v.name;
+        if (each) std::printf("floor M=%lld K=%lld launch shape %s: %.2f us\n", (long long)M, (long long)K, v.name, us);
       }
-      const double us_nv = timer.graph_us([&](int i, cudaStream_t st) {
+      const auto nv_call = [&](int i, cudaStream_t st) {
         const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
         const ScaleShape ss = scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K);
         QuantizeOptions o;
@@ -892,7 +900,8 @@ void run_floor(Context& ctx) {
                                    make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}),
                                    make_view(gs_dev, DType::kF32, Device::kCuda, {1}), o, st);
         BENCH_CHECK(qs.ok(), qs.to_string());
-      });
+      };
+      const double us_nv = timer.graph_us(nv_call);
       const std::size_t cp_bytes = q_bytes / 2;
       std::vector<void*> cp_dst(static_cast<std::size_t>(rot), nullptr);
       for (auto& d : cp_dst) BENCH_CUDA(cudaMalloc(&d, cp_bytes));
@@ -940,7 +949,29 @@ void run_floor(Context& ctx) {
   BENCH_CUDA(cudaStreamDestroy(stream));
 }
 
+/// v16 A/B: the block kernel's sector order against row-major, each forced, nvfp4 and 4over6
+/// (MSE), 128x4 (the launch rule takes the sector order for nvfp4 up to 8 MiB).
+void run_order_ab16(Context& ctx) {
+  const auto var = [](const char* name, Recipe r, int order) {
+    AbVar v{name, r, -1, -1, -1, ErrorMetric::kMse, -1};
+    v.block_order = order;
+    return v;
+  };
+  const std::vector<AbVar> vars = {var("nv_sector", Recipe::kNvfp4, 1), var("nv_rowmajor", Recipe::kNvfp4, 0),
+                                   var("4o6_sector", Recipe::kNvfp4FourOverSix, 1),
+                                   var("4o6_rowmajor", Recipe::kNvfp4FourOverSix, 0),
+                                   var("nv_rowmajor_again", Recipe::kNvfp4, 0), var("nv_sector_again", Recipe::kNvfp4, 1)};
+  run_ab_impl(ctx, vars, "quantize_order_ab16", "quantize v16 A/B (block kernel: sector order vs row-major)",
+              {"M", "K", "MiB", "nv sector", "nv row-major", "4o6 sector", "4o6 row-major", "nv row-major again",
+               "nv sector again"},
+              {{128, 512},    {128, 4096},   {256, 4096},   {1024, 2048},  {512, 6144},   {2048, 2048},
+               {8192, 512},   {512, 12288},  {1024, 8192},  {16384, 512},  {2048, 6144},  {4096, 4096},
+               {512, 32768},  {4096, 6144},  {16384, 2048}, {1024, 32768}, {8192, 6144},  {4096, 16384}});
+}
+
 }  // namespace
+
+NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);
 
 NVFP4KV_BENCHMARK("q_floor", "issue-3 grid floor: a kernel moving the nvfp4 call's bytes vs nvfp4 and a copy",
                   run_floor);

@@ -519,6 +519,7 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
     ~Guard() {
       cuda::set_fast_quantize_block_override(-1);
       cuda::set_fast_quantize_block_step_override(-1);
+      cuda::set_fast_quantize_block_order_override(-1);
     }
   } guard;
   for (int mode : {1, 0}) {
@@ -559,6 +560,18 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
           run_case(Case{.recipe = r, .layout = layout, .shape = {0, 1500, 2064}});
     }
     cuda::set_fast_quantize_block_step_override(-1);
+    // The block kernel's order in the tiled layouts: sector order and row-major, each forced, over
+    // batches, padded rows and columns and multi-wave inputs.
+    for (int order : {1, 0}) {
+      SCOPED_TRACE(testing::Message() << "block order " << (order == 0 ? "row-major" : "sector"));
+      cuda::set_fast_quantize_block_order_override(order);
+      for (SfLayout layout : {SfLayout::k128x4, SfLayout::k8x4})
+        for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+            for (const Shape& sh : {Shape{0, 1500, 2064}, Shape{3, 200, 544, 8, 16, 32}, Shape{0, 129, 160, 32, 16, 0}})
+              run_case(Case{.recipe = r, .layout = layout, .mode = gm, .shape = sh});
+    }
+    cuda::set_fast_quantize_block_order_override(-1);
   }
 }
 

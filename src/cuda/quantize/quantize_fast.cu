@@ -636,6 +636,9 @@ constexpr int kBlockMinCtas = 4;
 /// warp-sector order anyway (bench q_block_ab, H100: the block kernel faster at every size
 /// measured from 0.1 to 128 MiB, e.g. 4 MiB 5.1 → 3.4 µs, 64 MiB 32.8 → 31.3 µs).
 constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
+/// The block kernel takes the sector order (FastQuantizeParams::block_order) for plain nvfp4 in
+/// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
+constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
 struct Blk {
@@ -645,13 +648,24 @@ struct Blk {
   bool valid;          // a real block (not a padding row or column of the scale layout)
 };
 
-/// Position of flat block index i over (batch, padded row, padded block column).
+/// Position of flat block index i over (batch, padded row, padded block column), in the order
+/// p.block_order (see FastQuantizeParams).
 __device__ __forceinline__ void block_at(const FastQuantizeParams& p, uint32_t i, Blk& d) {
   if (p.reverse) i = p.total_blocks - 1u - i;
-  const uint32_t r = fast_div(i, p.blocks_div);
-  d.col = i - r * p.cols_grid;
-  d.b = p.batch == 1 ? 0u : fast_div(r, p.rows_div);
-  d.m = r - d.b * p.rows_grid;
+  if (p.block_order == 0) {
+    const uint32_t r = fast_div(i, p.blocks_div);
+    d.col = i - r * p.cols_grid;
+    d.b = p.batch == 1 ? 0u : fast_div(r, p.rows_div);
+    d.m = r - d.b * p.rows_grid;
+  } else {
+    const uint32_t w = i >> 5, l = i & 31u, ri = l >> 2;
+    const uint32_t q = fast_div(w, p.tiles_div);  // 128x4: band · 16 + s; 8x4: band
+    d.col = 4u * (w - q * p.col_tiles) + (l & 3u);
+    const uint32_t band = p.block_order == 1 ? q >> 4 : q;
+    const uint32_t r_in = p.block_order == 1 ? 2u * (q & 15u) + (ri & 1u) + 32u * (ri >> 1) : ri;
+    d.b = p.batch == 1 ? 0u : fast_div(band, p.bands_div);
+    d.m = (band - d.b * p.bands_per_batch) * (p.block_order == 1 ? 128u : 8u) + r_in;
+  }
   // col · 16 < cols_grid · 16 ≤ k + 48 < 2^32 (k < 2^31): 32-bit arithmetic is enough.
   d.valid = d.m < p.rows && d.col * 16u < p.k;
   d.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + d.b * p.in_batch_bytes +
@@ -820,6 +834,7 @@ std::atomic<int> g_balance_override{-1};
 std::atomic<int> g_dq_override{-1};
 std::atomic<int> g_block_override{-1};
 std::atomic<int> g_block_step_override{-1};
+std::atomic<int> g_block_order_override{-1};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
@@ -881,7 +896,7 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
   const int64_t grid = want < cap ? want : cap;
   FastQuantizeParams q = p;
   const uint32_t stride = static_cast<uint32_t>(grid * kThreads);
-  q.step_ok = p.batch == 1 && !p.reverse && g_block_step_override.load(std::memory_order_relaxed) != 0;
+  q.step_ok = p.batch == 1 && !p.reverse && p.block_order == 0 && g_block_step_override.load(std::memory_order_relaxed) != 0;
   q.step_rows = stride / p.cols_grid;
   q.step_cols = stride % p.cols_grid;
   (void)launch_pdl(quantize_block_kernel<K, kF16>, dim3(static_cast<unsigned>(grid)), dim3(kThreads), 0,
@@ -916,6 +931,7 @@ void set_fast_quantize_ctas_override(int ctas_per_sm) { g_ctas_override.store(ct
 void set_fast_quantize_balance_override(int mode) { g_balance_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_4over6_dq_override(int mode) { g_dq_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_block_override(int mode) { g_block_override.store(mode, std::memory_order_relaxed); }
+void set_fast_quantize_block_order_override(int mode) { g_block_order_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_block_step_override(int mode) { g_block_step_override.store(mode, std::memory_order_relaxed); }
 
 int fast_quantize_sm_count() {
@@ -1003,6 +1019,25 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
   const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));
+  // Block kernel, plain nvfp4 in the tiled layouts up to kSectorOrderBlocksMax blocks: sector order
+  // (quantize v16), so that each warp's scale-byte stores fill one whole 32-byte sector; in
+  // row-major order a sector's 32 bytes come from 8 rows 1-97 apart, i.e. from different warps and
+  // CTAs. H100 A/B (bench q_v16_ab, bench/NOTES.md quantize v16): 0.1-8 MiB −0 … −8 % (1 MiB
+  // 1.9 → 1.8 µs, 2 MiB 2.4 → 2.3), but 12-128 MiB +1 … +6 % (16 MiB 8.8 → 9.3: a warp then reads
+  // 8 rows × 128 bytes instead of 1 KB of one row) and 4over6 +2 … +9 % from 4 MiB. Override 1
+  // forces it wherever it applies (tests), 0 forces row-major.
+  const int oo = g_block_order_override.load(std::memory_order_relaxed);
+  const bool sector_rule = kind == QuantKind::kNvfp4 && p.total_blocks <= kSectorOrderBlocksMax;
+  if (block && (q.layout == 1 || q.layout == 2) && p.cols_grid % 4 == 0 && (oo == 1 || (oo < 0 && sector_rule))) {
+    const uint32_t band_rows = q.layout == 1 ? 128u : 8u;
+    if (p.rows_grid % band_rows == 0) {
+      p.block_order = q.layout == 1 ? 1u : 2u;
+      p.col_tiles = p.cols_grid / 4;
+      p.tiles_div = make_fast_div(p.col_tiles);
+      p.bands_per_batch = p.rows_grid / band_rows;
+      p.bands_div = make_fast_div(p.bands_per_batch);
+    }
+  }
   // Persistent grid: one wave of resident CTAs, fewer when the tensor is small (each thread then
   // gets about one unit).
   if (block) {

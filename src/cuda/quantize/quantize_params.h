@@ -132,6 +132,18 @@ struct FastQuantizeParams {
   /// Block kernel, batch 1 in forward order (step_ok): the grid stride in rows and columns
   /// (stride / cols_grid, stride % cols_grid), so that a thread's next block follows from its
   /// current one by one add and one carry instead of two divisions (quantize v16).
+  /// Block kernel order (quantize v16). 0: row-major (flat index = padded row · cols_grid +
+  /// block column). 1 (128x4) / 2 (8x4), "sector order": each aligned group of 32 flat indices
+  /// (one warp's step) is the 32 blocks whose scale bytes fill one 32-byte sector — 128x4: rows
+  /// 2s, 2s + 1, 2s + 32, 2s + 33, 2s + 64, 2s + 65, 2s + 96, 2s + 97 of a 128-row band × 4
+  /// block columns; 8x4: the 8 rows of a band × 4 block columns — lane = 4 · row index + column;
+  /// consecutive groups take consecutive 4-column tiles, then (128x4) the next s, then the next
+  /// band. Needs cols_grid % 4 == 0 and whole bands (the tiled layouts pad to both).
+  uint32_t block_order = 0;
+  uint32_t col_tiles = 0;         // cols_grid / 4 (block_order ≠ 0)
+  FastDiv tiles_div;              // ÷ col_tiles
+  uint32_t bands_per_batch = 0;   // rows_grid / 128 (order 1) or / 8 (order 2)
+  FastDiv bands_div;              // ÷ bands_per_batch
   bool step_ok = false;
   uint32_t step_rows = 0, step_cols = 0;
 };
@@ -155,6 +167,10 @@ void set_fast_quantize_4over6_dq_override(int mode);
 /// (one 16-element block per thread and step), 0 the unit kernel, -1 (default) the launch rule
 /// (quantize_fast.cu, kBlockKernelBlocksBelow).
 void set_fast_quantize_block_override(int mode);
+/// Bench / test knob for the block kernel's order in the tiled layouts: 0 forces row-major, 1 the
+/// sector order (block_order) wherever it applies; -1 (default) the launch rule (plain nvfp4 up
+/// to 8 MiB of input).
+void set_fast_quantize_block_order_override(int mode);
 /// Test knob for the block kernel's position update: 0 forces block_at (two divisions per block)
 /// everywhere; -1 (default) steps from the previous block where it applies (batch 1, forward).
 void set_fast_quantize_block_step_override(int mode);
