@@ -98,6 +98,23 @@ void free_buffer_sets(std::vector<Buffers>& bufs) {
   bufs.clear();
 }
 
+/// One quantize call on the GPU: buffer set `b` (M × K bf16) → recipe `r` in layout `lay` with
+/// the given decode scale `gs_dev` (ignored by recipes without a global scale), on `stream`.
+void quantize_given(const Buffers& b, int64_t M, int64_t K, Recipe r, ErrorMetric metric, SfLayout lay, float* gs_dev,
+                    cudaStream_t stream) {
+  const ScaleShape ss = scale_shape(r, lay, M, K);
+  QuantizeOptions o;
+  o.recipe = r;
+  o.metric = metric;
+  o.sf_layout = lay;
+  o.global_scale_mode = GlobalScaleMode::kGiven;
+  const TensorView gs = recipe_has_global_scale(r) ? make_view(gs_dev, DType::kF32, Device::kCuda, {1}) : TensorView{};
+  const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
+                             make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
+                             make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}), gs, o, stream);
+  BENCH_CHECK(st.ok(), st.to_string());
+}
+
 double geomean(const std::vector<double>& v) {
   if (v.empty()) return 0.0;
   double s = 0.0;
@@ -257,13 +274,35 @@ struct Timer {
   }
 };
 
+/// Device time per call of a cudaMemcpyAsync of `bytes` (device to device) from each rotated
+/// set's input into a destination of its own, timed like the kernels (Timer::graph_us): the
+/// "same-bytes copy" of the quantize benches (`bytes` = half of the call's traffic).
+double same_bytes_copy_us(Timer& timer, const std::vector<Buffers>& bufs, std::size_t bytes) {
+  const std::size_t rot = bufs.size();
+  std::vector<void*> dst(rot, nullptr);
+  for (auto& d : dst) BENCH_CUDA(cudaMalloc(&d, bytes));
+  const double us = timer.graph_us([&](int i, cudaStream_t st) {
+    const std::size_t k = static_cast<std::size_t>(i) % rot;
+    BENCH_CUDA(cudaMemcpyAsync(dst[k], bufs[k].in, bytes, cudaMemcpyDeviceToDevice, st));
+  });
+  for (auto& d : dst) BENCH_CUDA(cudaFree(d));
+  return us;
+}
+
+/// The issue-3 grid: M ∈ {128 … 128K} × K ∈ {512 … 32K}; `quick`: 3 × 3 of them.
+struct Grid {
+  std::vector<int64_t> Ms, Ks;
+};
+Grid issue3_grid(bool quick) {
+  if (quick) return {{128, 2048, 16384}, {512, 4096, 16384}};
+  return {{128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072},
+          {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768}};
+}
+
 void run(Context& ctx) {
-  std::vector<int64_t> Ms = {128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
-  std::vector<int64_t> Ks = {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768};
-  if (ctx.quick) {
-    Ms = {128, 2048, 16384};
-    Ks = {512, 4096, 16384};
-  }
+  const Grid shape_grid = issue3_grid(ctx.quick);
+  const std::vector<int64_t>& Ms = shape_grid.Ms;
+  const std::vector<int64_t>& Ks = shape_grid.Ks;
   const std::size_t limit = std::size_t(24) << 30;
   float* gs_dev = nullptr;  // [0] given decode scale, [1] computed (per-tensor) decode scale
   BENCH_CUDA(cudaMalloc(&gs_dev, 2 * sizeof(float)));
@@ -369,14 +408,7 @@ void run(Context& ctx) {
       // Same-bytes copy: cudaMemcpyAsync of q_bytes / 2 (so q_bytes are read + written), timed like
       // the kernel (graph replays, rotated sets: reads set i's input, writes set i's own
       // destination). Measured last: the buffers are no longer needed.
-      const std::size_t cp_bytes = q_bytes / 2;
-      std::vector<void*> cp_dst(static_cast<std::size_t>(rot), nullptr);
-      for (auto& d : cp_dst) BENCH_CUDA(cudaMalloc(&d, cp_bytes));
-      const double us_cp = timer.graph_us([&](int i, cudaStream_t st) {
-        BENCH_CUDA(cudaMemcpyAsync(cp_dst[static_cast<std::size_t>(i % rot)], bufs[static_cast<std::size_t>(i % rot)].in, cp_bytes,
-                                   cudaMemcpyDeviceToDevice, st));
-      });
-      for (auto& d : cp_dst) BENCH_CUDA(cudaFree(d));
+      const double us_cp = same_bytes_copy_us(timer, bufs, q_bytes / 2);
       const double sb = 100.0 * us_cp / us_given;  // % of same-bytes copy (equal traffic: time ratio)
 
       const double t_given = tbps(q_bytes, us_given), t_pt = tbps(q_bytes, us_pt), t_46 = tbps(q_bytes, us_46);
@@ -512,17 +544,7 @@ void run_order(Context& ctx) {
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
     auto quant = [&](int i, Recipe r, SfLayout lay, cudaStream_t st_) {
-      const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
-      const ScaleShape ss = scale_shape(r, lay, M, K);
-      QuantizeOptions o;
-      o.recipe = r;
-      o.sf_layout = lay;
-      o.global_scale_mode = GlobalScaleMode::kGiven;
-      const TensorView gs = recipe_has_global_scale(r) ? make_view(gs_dev, DType::kF32, Device::kCuda, {1}) : TensorView{};
-      const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
-                                 make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
-                                 make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}), gs, o, st_);
-      BENCH_CHECK(st.ok(), st.to_string());
+      quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, r, ErrorMetric::kMse, lay, gs_dev, st_);
     };
     const double pc = 100.0 / ctx.copy_tbps;
     auto pct = [&](std::size_t bytes, double us) { return static_cast<double>(bytes) / (us * 1e-6) / 1e12 * pc; };
@@ -643,18 +665,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
     auto quant = [&](int i, Recipe r, ErrorMetric metric, cudaStream_t st_) {
-      const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
-      const ScaleShape ss = scale_shape(r, SfLayout::k128x4, M, K);
-      QuantizeOptions o;
-      o.recipe = r;
-      o.metric = metric;
-      o.sf_layout = SfLayout::k128x4;
-      o.global_scale_mode = GlobalScaleMode::kGiven;
-      const Status st = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
-                                 make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
-                                 make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}),
-                                 make_view(gs_dev, DType::kF32, Device::kCuda, {1}), o, st_);
-      BENCH_CHECK(st.ok(), st.to_string());
+      quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, r, metric, SfLayout::k128x4, gs_dev, st_);
     };
     const double pc = 100.0 / ctx.copy_tbps;
     std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.0f", in_bytes / 1048576.0)};
@@ -731,17 +742,7 @@ void run_prof(Context& ctx) {
     for (int pass = 0; pass < 2; ++pass) {
       for (const AbVar& v : vars) {
         cuda::set_fast_quantize_4over6_dq_override(v.dq);
-        const ScaleShape ss = scale_shape(v.r, SfLayout::k128x4, M, K);
-        QuantizeOptions o;
-        o.recipe = v.r;
-        o.metric = v.metric;
-        o.sf_layout = SfLayout::k128x4;
-        o.global_scale_mode = GlobalScaleMode::kGiven;
-        const Status st = quantize(make_view(bufs[0].in, DType::kBF16, Device::kCuda, {M, K}),
-                                   make_view(bufs[0].data, DType::kU8, Device::kCuda, {M, K / 2}),
-                                   make_view(bufs[0].sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}),
-                                   make_view(env.gs_dev, DType::kF32, Device::kCuda, {1}), o, env.stream);
-        BENCH_CHECK(st.ok(), st.to_string());
+        quantize_given(bufs[0], M, K, v.r, v.metric, SfLayout::k128x4, env.gs_dev, env.stream);
         BENCH_CUDA(cudaStreamSynchronize(env.stream));
         if (pass == 0) check_rows(bufs[0], M, K, v.r, env.s_dec, rows, v.name, v.metric);
         std::printf("q_prof M=%lld K=%lld pass %d: %s launched\n", (long long)M, (long long)K, pass, v.name);
@@ -831,12 +832,9 @@ __global__ void __launch_bounds__(256) floor_rw_kernel(const uint4* __restrict__
 /// cudaMemcpyAsync in the same loop. Reports each one's % of the 1 GiB copy and grid geomeans:
 /// if the floor's geomean is below the target, no kernel that moves these bytes this way meets it.
 void run_floor(Context& ctx) {
-  std::vector<int64_t> Ms = {128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
-  std::vector<int64_t> Ks = {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768};
-  if (ctx.quick) {
-    Ms = {128, 2048, 16384};
-    Ks = {512, 4096, 16384};
-  }
+  const Grid shape_grid = issue3_grid(ctx.quick);
+  const std::vector<int64_t>& Ms = shape_grid.Ms;
+  const std::vector<int64_t>& Ks = shape_grid.Ks;
   std::vector<std::pair<int64_t, int64_t>> grid_shapes;
   for (int64_t M : Ms)
     for (int64_t K : Ks) grid_shapes.emplace_back(M, K);
@@ -889,27 +887,11 @@ void run_floor(Context& ctx) {
         if (each) std::printf("floor M=%lld K=%lld launch shape %s: %.2f us\n", (long long)M, (long long)K, v.name, us);
       }
       const auto nv_call = [&](int i, cudaStream_t st) {
-        const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
-        const ScaleShape ss = scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K);
-        QuantizeOptions o;
-        o.recipe = Recipe::kNvfp4;
-        o.sf_layout = SfLayout::k128x4;
-        o.global_scale_mode = GlobalScaleMode::kGiven;
-        const Status qs = quantize(make_view(b.in, DType::kBF16, Device::kCuda, {M, K}),
-                                   make_view(b.data, DType::kU8, Device::kCuda, {M, K / 2}),
-                                   make_view(b.sf, DType::kU8, Device::kCuda, {ss.rows, ss.cols}),
-                                   make_view(gs_dev, DType::kF32, Device::kCuda, {1}), o, st);
-        BENCH_CHECK(qs.ok(), qs.to_string());
+        quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, Recipe::kNvfp4, ErrorMetric::kMse, SfLayout::k128x4,
+                       gs_dev, st);
       };
       const double us_nv = timer.graph_us(nv_call);
-      const std::size_t cp_bytes = q_bytes / 2;
-      std::vector<void*> cp_dst(static_cast<std::size_t>(rot), nullptr);
-      for (auto& d : cp_dst) BENCH_CUDA(cudaMalloc(&d, cp_bytes));
-      const double us_cp = timer.graph_us([&](int i, cudaStream_t st) {
-        BENCH_CUDA(cudaMemcpyAsync(cp_dst[static_cast<std::size_t>(i % rot)], bufs[static_cast<std::size_t>(i % rot)].in,
-                                   cp_bytes, cudaMemcpyDeviceToDevice, st));
-      });
-      for (auto& d : cp_dst) BENCH_CUDA(cudaFree(d));
+      const double us_cp = same_bytes_copy_us(timer, bufs, q_bytes / 2);
       const double pc = 100.0 / ctx.copy_tbps;
       const auto pct = [&](double us) { return static_cast<double>(q_bytes) / (us * 1e-6) / 1e12 * pc; };
       g_floor.push_back(pct(best));

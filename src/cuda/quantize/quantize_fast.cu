@@ -228,29 +228,19 @@ __device__ __noinline__ Block46 encode46_any(const uint16_t* src, Cand k6, Cand 
 
 /// The 2 code words of 16 NaN/Inf-free elements (8 words of 16-bit pairs) under the element
 /// encode multiplier `enc` (nvfp4, fp4_block16, mxfp4 halves): code = E2M1(rn(x · enc)).
-template <bool kF16>
+/// kBelow7: the block's max maps below 7 (rn(v · enc) < 7, so every element does), and the three
+/// magic sums' minimum is one VIMNMX3 on their bit patterns (e2m1_code_magic_below7_bits, the
+/// same code on that domain, exhaustively tested) instead of three FMNMX with the cap — two
+/// instructions fewer per element (quantize v16).
+template <bool kF16, bool kBelow7 = false>
 __device__ __forceinline__ void encode16_with(const uint32_t* w, float enc, uint32_t* out) {
   uint32_t mc[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
     const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
-    mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(fabsf(__fmul_rn(x, enc))));
-  }
-  out[0] = pack8_magic_codes(mc, w);
-  out[1] = pack8_magic_codes(mc + 8, w + 4);
-}
-
-/// encode16_with for a block whose max maps below 7 (rn(v · enc) < 7, so every element does):
-/// the three magic sums' minimum as one VIMNMX3 on their bit patterns
-/// (e2m1_code_magic_below7_bits, the same code on that domain, exhaustively tested) instead of
-/// three FMNMX with the cap — two instructions fewer per element (quantize v16).
-template <bool kF16>
-__device__ __forceinline__ void encode16_below7(const uint32_t* w, float enc, uint32_t* out) {
-  uint32_t mc[16];
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    const float x = (i & 1) ? hi_elem<kF16>(w[i >> 1]) : lo_elem<kF16>(w[i >> 1]);
-    mc[i] = e2m1_code_magic_below7_bits(fabsf(__fmul_rn(x, enc)));
+    const float y = fabsf(__fmul_rn(x, enc));
+    if constexpr (kBelow7) mc[i] = e2m1_code_magic_below7_bits(y);
+    else mc[i] = __float_as_uint(kvfmt::e2m1_code_magic(y));
   }
   out[0] = pack8_magic_codes(mc, w);
   out[1] = pack8_magic_codes(mc + 8, w + 4);
@@ -732,7 +722,7 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
       const float enc = fmt::nvfp4_element_encode(1.0f, e4m3_to_float_hw(sf), g.s_dec);
       // rn(|x| · enc) ≤ rn(v · enc) (monotone): below 7 for every normal, unsaturated scale byte
       // (E4M3 rounds the scale within 1/16, so the max maps to ≤ 6.4).
-      if (__fmul_rn(v, enc) < 7.0f) encode16_below7<kF16>(w, enc, out);
+      if (__fmul_rn(v, enc) < 7.0f) encode16_with<kF16, true>(w, enc, out);
       else encode16_with<kF16>(w, enc, out);
     }
     *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
