@@ -508,6 +508,17 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
     }
 }
 
+// Puts every fast-kernel choice knob a test sets back to its launch rule when the test ends,
+// also when an assertion returns early.
+struct KernelKnobGuard {
+  ~KernelKnobGuard() {
+    cuda::set_fast_quantize_4over6_dq_override(-1);
+    cuda::set_fast_quantize_block_override(-1);
+    cuda::set_fast_quantize_block_step_override(-1);
+    cuda::set_fast_quantize_block_order_override(-1);
+  }
+};
+
 // nvfp4 and 4over6 from 16-bit inputs run the block kernel (one 16-element block per thread and
 // step) up to the launch rule's size and the unit kernel (two blocks per thread) above it: force
 // each over shapes of every kind (one block, odd rows, padded rows and columns, strided rows, batches,
@@ -515,13 +526,7 @@ TEST(CudaQuantize, WarpSectorOrderAndUnbalancedGridMatchReference) {
 // special (NaN, Inf, zero blocks, tiny, huge) and tie data and extreme given scales.
 TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  struct Guard {
-    ~Guard() {
-      cuda::set_fast_quantize_block_override(-1);
-      cuda::set_fast_quantize_block_step_override(-1);
-      cuda::set_fast_quantize_block_order_override(-1);
-    }
-  } guard;
+  const KernelKnobGuard guard;
   for (int mode : {1, 0}) {
     SCOPED_TRACE(testing::Message() << (mode == 1 ? "block kernel" : "unit kernel") << " forced");
     cuda::set_fast_quantize_block_override(mode);
@@ -581,12 +586,7 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
 // block's own scales, rows padded to whole units and a batch.
 TEST(CudaQuantize, FourOverSixGridVariantsMatchReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  struct Guard {
-    ~Guard() {
-      cuda::set_fast_quantize_4over6_dq_override(-1);
-      cuda::set_fast_quantize_block_override(-1);
-    }
-  } guard;
+  const KernelKnobGuard guard;
   // kDq 7 and 13 are variants of the unit kernel; 14 stands for the block kernel (one block per
   // thread), which the launch rule picks below 256 MiB.
   for (int mode : {7, 13, 14}) {
