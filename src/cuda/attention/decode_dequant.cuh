@@ -56,8 +56,7 @@ template <typename T, int FMT>
 __device__ __forceinline__ uint32_t block_scale2(uint32_t byte) {
   float s;
   if constexpr (FMT == kFmtNvfp4) {
-    const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), __NV_E4M3);
-    s = __half2float(__half(h));
+    s = e4m3_to_float_hw(byte);
   } else {
     s = byte == 255u ? __int_as_float(0x7FC00000) : (byte == 0 ? 0x1p-127f : __int_as_float(byte << 23));
   }

@@ -2,6 +2,9 @@
 // kernels (one definition instead of one per kernel file).
 #pragma once
 
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include <cstdint>
 
 namespace nvfp4kv::cuda {
@@ -12,6 +15,14 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
   return r;
+}
+
+/// E4M3 byte (low 8 bits) → float by the hardware conversion (cvt.rn.f16x2.e4m3x2, then f16 →
+/// f32): exact for every E4M3 value (all lie in f16's range and precision); NaN bytes (0x7F,
+/// 0xFF) give a NaN whose payload may differ from fmt::e4m3_to_float's.
+__device__ __forceinline__ float e4m3_to_float_hw(uint32_t byte) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte & 0xFFu), __NV_E4M3);
+  return __half2float(__half(h));
 }
 
 /// Per-half unsigned max (sm_90): on |x| bit patterns of bf16/f16 this is the float max with

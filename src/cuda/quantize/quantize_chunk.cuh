@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "common/format.h"
+#include "cuda/common/bits.cuh"
 #include "cuda/quantize/e2m1_rounding.h"
 #include "cuda/quantize/quantize_params.h"
 
@@ -51,9 +52,7 @@ __device__ __forceinline__ float element(const uint32_t* w, int i) {
     const uint32_t x = w[i >> 1];
     return __half2float(__ushort_as_half(static_cast<unsigned short>((i & 1) ? (x >> 16) : (x & 0xFFFFu))));
   } else {
-    const uint32_t x = (w[i >> 2] >> (8 * (i & 3))) & 0xFFu;
-    const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(x), __NV_E4M3);
-    return __half2float(__half(h));
+    return e4m3_to_float_hw(w[i >> 2] >> (8 * (i & 3)));
   }
 }
 

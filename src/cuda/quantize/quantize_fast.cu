@@ -246,14 +246,6 @@ __device__ __forceinline__ void encode16_with(const uint32_t* w, float enc, uint
   out[1] = pack8_magic_codes(mc + 8, w + 4);
 }
 
-/// fmt::e4m3_to_float by the hardware conversion (cvt.rn.f16x2.e4m3x2, then f16 → f32): every
-/// E4M3 value is exact in f16; NaN (0x7F / 0xFF) gives a NaN with another payload, which no
-/// caller tells apart (nvfp4_element_encode maps every NaN alike).
-__device__ __forceinline__ float e4m3_to_float_hw(uint32_t byte) {
-  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), __NV_E4M3);
-  return __half2float(__half(h));
-}
-
 /// One NaN/Inf-free 16-element block of nvfp4 / 4over6 / fp4_block16 → 2 code words; returns the
 /// scale byte. `sfb` is the hardware-converted E4M3 byte (nvfp4) or the pair (sf6 | sf4 << 8);
 /// `dq_lut` the shared address of the 4over6 grid table minus kDqMagicOffset; `src` (4over6's
