@@ -607,6 +607,7 @@ struct AbVar {
   ErrorMetric metric = ErrorMetric::kMse;
   int block = -1;  // set_fast_quantize_block_override
   int block_order = -1;  // set_fast_quantize_block_order_override
+  int threads = 0;       // set_fast_quantize_block_threads_override
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -676,6 +677,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_4over6_dq_override(v.dq);
       cuda::set_fast_quantize_block_override(v.block);
       cuda::set_fast_quantize_block_order_override(v.block_order);
+      cuda::set_fast_quantize_block_threads_override(v.threads);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
       quant(0, v.r, v.metric, nullptr);
@@ -694,6 +696,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     cuda::set_fast_quantize_4over6_dq_override(-1);
     cuda::set_fast_quantize_block_override(-1);
     cuda::set_fast_quantize_block_order_override(-1);
+    cuda::set_fast_quantize_block_threads_override(0);
     std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
     for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
     std::printf("\n");
@@ -931,6 +934,23 @@ void run_floor(Context& ctx) {
   BENCH_CUDA(cudaStreamDestroy(stream));
 }
 
+/// v17 A/B: the block kernel's CTA size for plain nvfp4 (set_fast_quantize_block_threads_override;
+/// 0 = the library rule), small and mid inputs, twice in reverse order.
+void run_threads_ab17(Context& ctx) {
+  const auto var = [](const char* name, int threads) {
+    AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
+    v.threads = threads;
+    return v;
+  };
+  const std::vector<AbVar> vars = {var("nv_auto", 0),  var("nv_256", 256), var("nv_128", 128), var("nv_64", 64),
+                                   var("nv_32", 32),   var("nv_64_again", 64), var("nv_128_again", 128),
+                                   var("nv_256_again", 256)};
+  run_ab_impl(ctx, vars, "quantize_threads_ab17", "quantize v17 A/B (block kernel CTA size, nvfp4)",
+              {"M", "K", "MiB", "auto", "256", "128", "64", "32", "64 again", "128 again", "256 again"},
+              {{128, 512}, {128, 1024}, {256, 512}, {128, 2048}, {512, 512}, {128, 4096}, {1024, 1024}, {256, 4096},
+               {1024, 2048}, {512, 6144}, {1024, 4096}, {1024, 8192}});
+}
+
 /// v16 A/B: the block kernel's sector order against row-major, each forced, nvfp4 and 4over6
 /// (MSE), 128x4 (the launch rule takes the sector order for nvfp4 up to 8 MiB).
 void run_order_ab16(Context& ctx) {
@@ -953,6 +973,7 @@ void run_order_ab16(Context& ctx) {
 
 }  // namespace
 
+NVFP4KV_BENCHMARK("q_v17_ab", "v17 A/B: block kernel CTA size for plain nvfp4 (256/128/64/32 threads)", run_threads_ab17);
 NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);
 
 NVFP4KV_BENCHMARK("q_floor", "issue-3 grid floor: a kernel moving the nvfp4 call's bytes vs nvfp4 and a copy",

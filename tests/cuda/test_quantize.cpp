@@ -516,6 +516,7 @@ struct KernelKnobGuard {
     cuda::set_fast_quantize_block_override(-1);
     cuda::set_fast_quantize_block_step_override(-1);
     cuda::set_fast_quantize_block_order_override(-1);
+    cuda::set_fast_quantize_block_threads_override(0);
   }
 };
 
@@ -577,6 +578,21 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
               run_case(Case{.recipe = r, .layout = layout, .mode = gm, .shape = sh});
     }
     cuda::set_fast_quantize_block_order_override(-1);
+    // The block kernel's CTA size (plain nvfp4 takes 32-256 threads per CTA; the knob leaves
+    // 4over6 at 256): every size forced, every layout, row-major and sector order, padded and
+    // batched shapes, one and several blocks per thread.
+    if (mode == 1) {
+      for (int threads : {32, 64, 128, 256}) {
+        SCOPED_TRACE(testing::Message() << "block kernel CTA of " << threads << " threads");
+        cuda::set_fast_quantize_block_threads_override(threads);
+        for (SfLayout layout : kLayouts)
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 129, 160, 32, 16, 0}, Shape{3, 200, 544, 8, 16, 32},
+                                    Shape{0, 1500, 2064}})
+              run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .mode = gm, .shape = sh});
+      }
+      cuda::set_fast_quantize_block_threads_override(0);
+    }
   }
 }
 

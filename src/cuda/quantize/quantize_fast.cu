@@ -672,7 +672,7 @@ __device__ __forceinline__ void block_step(const FastQuantizeParams& p, const Bl
   n.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + m * p.in_row_bytes + col * 32u);
 }
 
-/// The thread's next block (index i_next = index of d + gridDim.x · kThreads) into n.
+/// The thread's next block (index i_next = index of d + gridDim.x · blockDim.x) into n.
 __device__ __forceinline__ void next_block(const FastQuantizeParams& p, const Blk& d, uint32_t i_next, Blk& n) {
   if (p.step_ok) block_step(p, d, n);
   else block_at(p, i_next, n);
@@ -682,6 +682,13 @@ __device__ __forceinline__ void load_block(Blk& d) {
   const uint4* src = reinterpret_cast<const uint4*>(d.src);
   d.q[0] = d.valid ? __ldg(src) : make_uint4(0u, 0u, 0u, 0u);
   d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+/// Scale byte offset of block (m, col) within one matrix: fmt::sf_offset without its layout
+/// switch (FastQuantizeParams::sf_*; quantize v17: ~35 → ~12 instructions per block in SASS).
+__device__ __forceinline__ uint32_t block_sf_offset(const FastQuantizeParams& p, uint32_t m, uint32_t col) {
+  return (m >> p.sf_row_shift) * p.sf_row_tile_bytes + ((m & p.sf_row_mask) << p.sf_row_lshift) +
+         (((m >> 5) & p.sf_quad_mask) << 2) + (col >> 2) * p.sf_col_tile_bytes + (col & 3u);
 }
 
 /// One block of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both
@@ -720,7 +727,7 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
     *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
         make_uint2(out[0], out[1]);
   }
-  p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset(p.layout, d.m, d.col, p.kv)] = static_cast<uint8_t>(sf);
+  p.scales[d.b * p.scales_batch_bytes + block_sf_offset(p, d.m, d.col)] = static_cast<uint8_t>(sf);
 }
 
 /// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 3 (≤ 80) for 4over6, whose
@@ -746,8 +753,10 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
   __shared__ __align__(16) float dq_table[k46 ? 256 * kDqRow : 1];
   __shared__ uint32_t dq_lut_cell[1];
   uint32_t dq_lut = 0;
-  const uint32_t stride = gridDim.x * kThreads;
-  uint32_t i = blockIdx.x * kThreads + threadIdx.x;
+  // blockDim.x: kThreads, or fewer for small plain-nvfp4 inputs (launch_block; 4over6's table
+  // fill needs all kThreads).
+  const uint32_t stride = gridDim.x * blockDim.x;
+  uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   Blk a, c;
   // The first block's place and an L2 prefetch of its bytes before the PDL wait, as in the unit
   // kernel (and, as there, not after the amax pass).
@@ -817,6 +826,7 @@ std::atomic<int> g_dq_override{-1};
 std::atomic<int> g_block_override{-1};
 std::atomic<int> g_block_step_override{-1};
 std::atomic<int> g_block_order_override{-1};
+std::atomic<int> g_block_threads_override{0};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
@@ -873,15 +883,28 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
       n = 1;
     per_sm = n;
   }
-  const int64_t want = (static_cast<int64_t>(p.total_blocks) + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm;
+  // CTA size: kThreads, or 128 for plain nvfp4 when CTAs of kThreads would leave SMs without
+  // work (≤ 0.5 MiB of 16-bit input on an H100): twice the SMs then share the blocks, one warp per
+  // scheduler (quantize v17 A/B, bench q_v17_ab: 128 x 512 - 512 x 512 −2 … −4 %; 1 MiB and up
+  // unchanged or slower). The knob forces 32-256 (bench, tests).
+  int threads = kThreads;
+  const int to = g_block_threads_override.load(std::memory_order_relaxed);
+  if constexpr (K == QuantKind::kNvfp4) {
+    if (to == 32 || to == 64 || to == 128) {
+      threads = to;
+    } else if (to <= 0 && (static_cast<int64_t>(p.total_blocks) + kThreads - 1) / kThreads < fast_quantize_sm_count()) {
+      threads = 128;
+    }
+  }
+  const int64_t want = (static_cast<int64_t>(p.total_blocks) + threads - 1) / threads;
+  const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads);
   const int64_t grid = want < cap ? want : cap;
   FastQuantizeParams q = p;
-  const uint32_t stride = static_cast<uint32_t>(grid * kThreads);
+  const uint32_t stride = static_cast<uint32_t>(grid * threads);
   q.step_ok = p.batch == 1 && !p.reverse && p.block_order == 0 && g_block_step_override.load(std::memory_order_relaxed) != 0;
   q.step_rows = stride / p.cols_grid;
   q.step_cols = stride % p.cols_grid;
-  (void)launch_pdl(quantize_block_kernel<K, kF16>, dim3(static_cast<unsigned>(grid)), dim3(kThreads), 0,
+  (void)launch_pdl(quantize_block_kernel<K, kF16>, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(threads)), 0,
                    reinterpret_cast<cudaStream_t>(stream), q);  // the caller reads the launch status
 }
 
@@ -915,6 +938,9 @@ void set_fast_quantize_4over6_dq_override(int mode) { g_dq_override.store(mode, 
 void set_fast_quantize_block_override(int mode) { g_block_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_block_order_override(int mode) { g_block_order_override.store(mode, std::memory_order_relaxed); }
 void set_fast_quantize_block_step_override(int mode) { g_block_step_override.store(mode, std::memory_order_relaxed); }
+void set_fast_quantize_block_threads_override(int threads) {
+  g_block_threads_override.store(threads, std::memory_order_relaxed);
+}
 
 int fast_quantize_sm_count() {
   // Cached per process for device 0 .. 15: the attribute query costs host time on every call.
@@ -998,6 +1024,19 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // bench/NOTES.md quantize v14), the unit kernel otherwise.
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
+  {
+    const uint32_t kt = (p.kv + 3u) / 4u;
+    if (q.layout == 1) {
+      p.sf_row_shift = 7, p.sf_row_tile_bytes = kt * 512u, p.sf_row_mask = 31, p.sf_row_lshift = 4, p.sf_quad_mask = 3;
+      p.sf_col_tile_bytes = 512;
+    } else if (q.layout == 2) {
+      p.sf_row_shift = 3, p.sf_row_tile_bytes = kt * 32u, p.sf_row_mask = 7, p.sf_row_lshift = 2, p.sf_quad_mask = 0;
+      p.sf_col_tile_bytes = 32;
+    } else {
+      p.sf_row_shift = 0, p.sf_row_tile_bytes = p.kv, p.sf_row_mask = 0, p.sf_row_lshift = 0, p.sf_quad_mask = 0;
+      p.sf_col_tile_bytes = 4;
+    }
+  }
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
   const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));

@@ -146,6 +146,14 @@ struct FastQuantizeParams {
   FastDiv bands_div;              // ÷ bands_per_batch
   bool step_ok = false;
   uint32_t step_rows = 0, step_cols = 0;
+  /// Block kernel (quantize v17): the scale byte of block (m, col) of one matrix lies at
+  /// (m >> sf_row_shift) · sf_row_tile_bytes + ((m & sf_row_mask) << sf_row_lshift)
+  /// + (((m >> 5) & sf_quad_mask) << 2) + (col >> 2) · sf_col_tile_bytes + (col & 3), one formula
+  /// for the three layouts (fmt::sf_offset: linear 0 / kv / 0 / 0 / 0 / 4; 128x4 7 / kt · 512 / 31
+  /// / 4 / 3 / 512; 8x4 3 / kt · 32 / 7 / 2 / 0 / 32; kt = ceil(kv / 4)), so that the kernel has
+  /// no layout switch (set by launch_quantize_fast; every offset of one matrix is < 2^32).
+  uint32_t sf_row_shift = 0, sf_row_tile_bytes = 0, sf_row_mask = 0, sf_row_lshift = 0, sf_quad_mask = 0,
+           sf_col_tile_bytes = 4;
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
@@ -174,6 +182,10 @@ void set_fast_quantize_block_order_override(int mode);
 /// Test knob for the block kernel's position update: 0 forces block_at (two divisions per block)
 /// everywhere; -1 (default) steps from the previous block where it applies (batch 1, forward).
 void set_fast_quantize_block_step_override(int mode);
+/// Bench / test knob: > 0 sets the block kernel's CTA size (32, 64, 128 or 256 threads; plain nvfp4
+/// only — 4over6 fills its per-CTA tables with 256 threads), 0 (default) the automatic rule
+/// (launch_quantize_fast). Not part of the public API.
+void set_fast_quantize_block_threads_override(int threads);
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
