@@ -390,4 +390,35 @@ NVFP4KV_HD int64_t sf_offset(int layout, int64_t m, int64_t k, int64_t kv) {
   return (m / 8) * kt * 32 + (k / 4) * 32 + (m % 8) * 4 + k % 4;
 }
 
+/// sf_offset as one branch-free formula over per-layout constants, for kernels that should not
+/// switch on the layout per scale byte (the quantize block kernel): offset(m, k) =
+/// (m >> row_shift) · row_tile_bytes + ((m & row_mask) << row_lshift) + (((m >> 5) & quad_mask) << 2)
+/// + (k >> 2) · col_tile_bytes + (k & 3). Equal to sf_offset wherever the offset fits 32 bits
+/// (tests/format/layout_test.cpp checks it against sf_offset for every layout).
+struct SfOffsetTerms {
+  uint32_t row_shift = 0, row_tile_bytes = 0, row_mask = 0, row_lshift = 0, quad_mask = 0, col_tile_bytes = 4;
+};
+
+/// The constants of layout 0 (linear), 1 (128x4) or 2 (8x4) for `kv` scale columns.
+NVFP4KV_HD SfOffsetTerms sf_offset_terms(int layout, int64_t kv) {
+  const uint32_t kt = static_cast<uint32_t>(ceil_div(kv, 4));
+  SfOffsetTerms t;
+  if (layout == 1) {
+    t.row_shift = 7, t.row_tile_bytes = kt * 512u, t.row_mask = 31, t.row_lshift = 4, t.quad_mask = 3;
+    t.col_tile_bytes = 512;
+  } else if (layout == 2) {
+    t.row_shift = 3, t.row_tile_bytes = kt * 32u, t.row_mask = 7, t.row_lshift = 2, t.quad_mask = 0;
+    t.col_tile_bytes = 32;
+  } else {
+    t.row_tile_bytes = static_cast<uint32_t>(kv);
+  }
+  return t;
+}
+
+/// sf_offset(layout, m, k, kv) from sf_offset_terms(layout, kv).
+NVFP4KV_HD uint32_t sf_offset_by_terms(const SfOffsetTerms& t, uint32_t m, uint32_t k) {
+  return (m >> t.row_shift) * t.row_tile_bytes + ((m & t.row_mask) << t.row_lshift) + (((m >> 5) & t.quad_mask) << 2) +
+         (k >> 2) * t.col_tile_bytes + (k & 3u);
+}
+
 }  // namespace nvfp4kv::fmt

@@ -65,6 +65,28 @@ TEST(SfLayout, OffsetsAreABijectionOntoThePaddedGrid) {
   }
 }
 
+// The branch-free form the quantize block kernel uses (sf_offset_by_terms over sf_offset_terms)
+// gives sf_offset's offset for every layout, on the padded grid of many row and column counts,
+// and on rows far out (several 128-row bands, large column counts).
+TEST(SfLayout, OffsetByTermsMatchesOffset) {
+  for (int layout : {kLinear, k128x4, k8x4}) {
+    for (int64_t kv : {1, 2, 3, 4, 5, 7, 8, 12, 17, 64, 100, 257, 2048}) {
+      const fmt::SfOffsetTerms t = fmt::sf_offset_terms(layout, kv);
+      const int64_t rows = fmt::sf_padded_rows(layout, 300), cols = fmt::sf_padded_cols(layout, kv);
+      for (int64_t m = 0; m < rows; ++m)
+        for (int64_t k = 0; k < cols; ++k)
+          ASSERT_EQ(static_cast<int64_t>(fmt::sf_offset_by_terms(t, static_cast<uint32_t>(m), static_cast<uint32_t>(k))),
+                    fmt::sf_offset(layout, m, k, kv))
+              << "layout " << layout << " Kv " << kv << " m " << m << " k " << k;
+      for (int64_t m : {1023, 4096, 65535, 131071})
+        for (int64_t k : {int64_t(0), cols - 1})
+          ASSERT_EQ(static_cast<int64_t>(fmt::sf_offset_by_terms(t, static_cast<uint32_t>(m), static_cast<uint32_t>(k))),
+                    fmt::sf_offset(layout, m, k, kv))
+              << "layout " << layout << " Kv " << kv << " m " << m << " k " << k;
+    }
+  }
+}
+
 // The padding itself: rows to 128 / 8, columns to 4; linear has none.
 TEST(SfLayout, PaddedShape) {
   EXPECT_EQ(fmt::sf_padded_rows(kLinear, 300), 300);

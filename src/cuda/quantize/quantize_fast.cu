@@ -684,13 +684,6 @@ __device__ __forceinline__ void load_block(Blk& d) {
   d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
 }
 
-/// Scale byte offset of block (m, col) within one matrix: fmt::sf_offset without its layout
-/// switch (FastQuantizeParams::sf_*; quantize v17: ~35 → ~12 instructions per block in SASS).
-__device__ __forceinline__ uint32_t block_sf_offset(const FastQuantizeParams& p, uint32_t m, uint32_t col) {
-  return (m >> p.sf_row_shift) * p.sf_row_tile_bytes + ((m & p.sf_row_mask) << p.sf_row_lshift) +
-         (((m >> 5) & p.sf_quad_mask) << 2) + (col >> 2) * p.sf_col_tile_bytes + (col & 3u);
-}
-
 /// One block of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both
 /// candidates through encode16 with the per-CTA tables, as process_unit's kLean path).
 template <QuantKind K, bool kF16>
@@ -727,7 +720,8 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
     *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
         make_uint2(out[0], out[1]);
   }
-  p.scales[d.b * p.scales_batch_bytes + block_sf_offset(p, d.m, d.col)] = static_cast<uint8_t>(sf);
+  // The layout's offset without a layout switch (quantize v17: ~35 → 17 SASS per block).
+  p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset_by_terms(p.sf_terms, d.m, d.col)] = static_cast<uint8_t>(sf);
 }
 
 /// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 3 (≤ 80) for 4over6, whose
@@ -884,7 +878,7 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
     per_sm = n;
   }
   // CTA size: kThreads, or 128 for plain nvfp4 when CTAs of kThreads would leave SMs without
-  // work (≤ 0.5 MiB of 16-bit input on an H100): twice the SMs then share the blocks, one warp per
+  // work (≤ 1 MiB of 16-bit input on an H100): twice the SMs then share the blocks, one warp per
   // scheduler (quantize v17 A/B, bench q_v17_ab: 128 x 512 - 512 x 512 −2 … −4 %; 1 MiB and up
   // unchanged or slower). The knob forces 32-256 (bench, tests).
   int threads = kThreads;
@@ -1024,19 +1018,7 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // bench/NOTES.md quantize v14), the unit kernel otherwise.
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
-  {
-    const uint32_t kt = (p.kv + 3u) / 4u;
-    if (q.layout == 1) {
-      p.sf_row_shift = 7, p.sf_row_tile_bytes = kt * 512u, p.sf_row_mask = 31, p.sf_row_lshift = 4, p.sf_quad_mask = 3;
-      p.sf_col_tile_bytes = 512;
-    } else if (q.layout == 2) {
-      p.sf_row_shift = 3, p.sf_row_tile_bytes = kt * 32u, p.sf_row_mask = 7, p.sf_row_lshift = 2, p.sf_quad_mask = 0;
-      p.sf_col_tile_bytes = 32;
-    } else {
-      p.sf_row_shift = 0, p.sf_row_tile_bytes = p.kv, p.sf_row_mask = 0, p.sf_row_lshift = 0, p.sf_quad_mask = 0;
-      p.sf_col_tile_bytes = 4;
-    }
-  }
+  p.sf_terms = fmt::sf_offset_terms(q.layout, q.kv);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
   const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "common/format.h"
 #include "cuda/quantize/fast_div.h"
 #include "nvfp4kv/status.h"
 #include "nvfp4kv/types.h"
@@ -146,14 +147,9 @@ struct FastQuantizeParams {
   FastDiv bands_div;              // ÷ bands_per_batch
   bool step_ok = false;
   uint32_t step_rows = 0, step_cols = 0;
-  /// Block kernel (quantize v17): the scale byte of block (m, col) of one matrix lies at
-  /// (m >> sf_row_shift) · sf_row_tile_bytes + ((m & sf_row_mask) << sf_row_lshift)
-  /// + (((m >> 5) & sf_quad_mask) << 2) + (col >> 2) · sf_col_tile_bytes + (col & 3), one formula
-  /// for the three layouts (fmt::sf_offset: linear 0 / kv / 0 / 0 / 0 / 4; 128x4 7 / kt · 512 / 31
-  /// / 4 / 3 / 512; 8x4 3 / kt · 32 / 7 / 2 / 0 / 32; kt = ceil(kv / 4)), so that the kernel has
-  /// no layout switch (set by launch_quantize_fast; every offset of one matrix is < 2^32).
-  uint32_t sf_row_shift = 0, sf_row_tile_bytes = 0, sf_row_mask = 0, sf_row_lshift = 0, sf_quad_mask = 0,
-           sf_col_tile_bytes = 4;
+  /// Block kernel (quantize v17): fmt::sf_offset_terms(layout, kv), so that the kernel finds a
+  /// block's scale byte by fmt::sf_offset_by_terms, without a layout switch.
+  fmt::SfOffsetTerms sf_terms;
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
