@@ -130,9 +130,6 @@ struct FastQuantizeParams {
   FastDiv band_div;               // ÷ groups_per_band
   uint32_t total_blocks = 0;      // batch · rows_grid · cols_grid (the block kernel's index space)
   FastDiv blocks_div;             // ÷ cols_grid
-  /// Block kernel, batch 1 in forward order (step_ok): the grid stride in rows and columns
-  /// (stride / cols_grid, stride % cols_grid), so that a thread's next block follows from its
-  /// current one by one add and one carry instead of two divisions (quantize v16).
   /// Block kernel order (quantize v16). 0: row-major (flat index = padded row · cols_grid +
   /// block column). 1 (128x4) / 2 (8x4), "sector order": each aligned group of 32 flat indices
   /// (one warp's step) is the 32 blocks whose scale bytes fill one 32-byte sector — 128x4: rows
@@ -145,6 +142,9 @@ struct FastQuantizeParams {
   FastDiv tiles_div;              // ÷ col_tiles
   uint32_t bands_per_batch = 0;   // rows_grid / 128 (order 1) or / 8 (order 2)
   FastDiv bands_div;              // ÷ bands_per_batch
+  /// Block kernel, batch 1 in forward order (step_ok): the grid stride in rows and columns
+  /// (stride / cols_grid, stride % cols_grid), so that a thread's next block follows from its
+  /// current one by one add and one carry instead of two divisions (quantize v16).
   bool step_ok = false;
   uint32_t step_rows = 0, step_cols = 0;
   /// Block kernel (quantize v17): fmt::sf_offset_terms(layout, kv), so that the kernel finds a
