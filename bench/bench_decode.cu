@@ -141,7 +141,7 @@ struct Problem {
   std::vector<uint16_t> h_q;
 };
 
-void make_problem(Problem& p, int64_t batch, int64_t kv_len, int64_t num_pages, std::mt19937& rng) {
+void make_problem(Problem& p, int64_t batch, int64_t kv_len, int64_t num_pages, std::mt19937& rng, int64_t run_pages = -1) {
   p.batch = batch;
   p.kv_len = kv_len;
   p.max_pages = (kv_len + kPageSize - 1) / kPageSize;
@@ -152,7 +152,21 @@ void make_problem(Problem& p, int64_t batch, int64_t kv_len, int64_t num_pages, 
   const bool local = pool != nullptr && std::string(pool) == "local";
   std::vector<int32_t> perm(local ? std::min<int64_t>(num_pages, batch * p.max_pages) : num_pages);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
+  // Runs of consecutive pages (diagnosis: DECODE_PAGE_RUN=R, or the paged floor's argument):
+  // the pool is cut into runs of R pages and the runs are shuffled; 0 = no shuffle at all.
+  if (run_pages < 0) {
+    const char* r = std::getenv("DECODE_PAGE_RUN");
+    run_pages = r != nullptr ? std::atoll(r) : 1;
+  }
+  if (run_pages == 1) {
+    std::shuffle(perm.begin(), perm.end(), rng);
+  } else if (run_pages > 1) {
+    std::vector<int64_t> runs(static_cast<std::size_t>(perm.size() / run_pages));
+    std::iota(runs.begin(), runs.end(), 0);
+    std::shuffle(runs.begin(), runs.end(), rng);
+    for (std::size_t i = 0; i < runs.size() * run_pages; ++i)
+      perm[i] = static_cast<int32_t>(runs[i / run_pages] * run_pages + static_cast<int64_t>(i % run_pages));
+  }
   p.h_tables.assign(batch * p.max_pages, 0);
   for (int64_t i = 0; i < batch * p.max_pages; ++i) p.h_tables[i] = perm[static_cast<std::size_t>(i) % perm.size()];
   p.h_lens.assign(batch, static_cast<int32_t>(kv_len));
@@ -549,9 +563,136 @@ void bench_decode_floor(Context& ctx) {
               {"batch", "kv", "format", "MB", "floor us", "TB/s", "%copy", "decode us", "decode/floor", "best launch"}, rows);
 }
 
+
+// The paged read floor (session 13): a kernel that only reads an nvfp4 decode call's cache bytes
+// the way a decode kernel must — page by page through a shuffled page table — in pieces of one
+// head group: kGroups = 1 reads whole NHD token rows (512 bytes of K, 64 of scales per token),
+// 2 reads the 256-byte halves the decode kernel's CTAs of 4 heads read, 4 a pair of heads' 128.
+// Work items (group, request, page) are walked with the group slowest (`group_slow`: the halves
+// of a row read far apart in time) or fastest (a row's pieces read at about the same time; with
+// `lag`, group g reads g · lag pages behind group 0). A warp reads one item at a time, 8 (4
+// with 4 groups) 16-byte streaming loads per lane in flight. The question it answers: how much of the
+// decode ring's 2.75 TB/s (v16, loads only) is the access pattern, not the kernel.
+template <int kGroups>
+__global__ void __launch_bounds__(256) paged_floor_kernel(const uint8_t* __restrict__ kd, const uint8_t* __restrict__ vd,
+                                                          const uint8_t* __restrict__ ks, const uint8_t* __restrict__ vs,
+                                                          const int32_t* __restrict__ table, uint32_t batch,
+                                                          uint32_t pages, bool group_slow, uint32_t lag, uint32_t* sink) {
+  constexpr uint32_t kRow = kKvHeads * kHeadDim / 2, kSRow = kKvHeads * kHeadDim / 16;  // bytes per token
+  constexpr uint32_t kDataPieces = kPageSize * kRow / kGroups / 16;                      // per page, K or V
+  constexpr uint32_t kScalePieces = kPageSize * kSRow / kGroups / 16;
+  constexpr uint32_t kPerRow = kRow / kGroups / 16, kSPerRow = kSRow / kGroups / 16;
+  constexpr int kLoads = kDataPieces / 32 < 8 ? kDataPieces / 32 : 8;  // 16-byte loads in flight per lane
+  static_assert(kSRow / kGroups >= 16 && kDataPieces % (32 * kLoads) == 0, "pieces");
+  const uint32_t lane = threadIdx.x & 31u;
+  const uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = gridDim.x * blockDim.x / 32;
+  const uint32_t items = kGroups * batch * pages;
+  uint32_t acc = 0;
+  // One (group, request, page) item per warp at a time: its K and V pieces, kLoads per lane in
+  // flight, then its scale pieces.
+  for (uint32_t item = warp; item < items; item += warps) {
+    uint32_t g, rp;
+    if (group_slow) {
+      g = item / (batch * pages);
+      rp = item - g * batch * pages;
+    } else {
+      g = item % kGroups;
+      rp = item / kGroups;
+      // Group g reads g · lag items behind group 0 (wrapping): a row's pieces `lag` pages apart.
+      if (lag != 0) rp = (rp + batch * pages - (g * lag) % (batch * pages)) % (batch * pages);
+    }
+    const uint64_t page = static_cast<uint32_t>(__ldg(table + rp));
+    const uint64_t base = page * kPageSize * kRow + g * (kRow / kGroups);
+#pragma unroll
+    for (uint32_t r0 = 0; r0 < 2 * kDataPieces; r0 += 32 * kLoads) {
+      uint4 v[kLoads];
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+        const uint32_t r = r0 + u * 32 + lane, rr = r % kDataPieces;
+        v[u] = __ldcs(reinterpret_cast<const uint4*>((r < kDataPieces ? kd : vd) + base + (rr / kPerRow) * kRow +
+                                                     (rr % kPerRow) * 16));
+      }
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+#pragma unroll
+    for (uint32_t r = lane; r < 2 * kScalePieces; r += 32) {
+      const uint32_t rr = r % kScalePieces;
+      const uint4 v = __ldcs(reinterpret_cast<const uint4*>((r < kScalePieces ? ks : vs) + page * kPageSize * kSRow +
+                                                            (rr / kSPerRow) * kSRow + g * (kSRow / kGroups) +
+                                                            (rr % kSPerRow) * 16));
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+  }
+  if (acc == 0x9E3779B9u) sink[0] = acc;
+}
+
+void bench_decode_paged_floor(Context& ctx) {
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{16, 8192}, {64, 8192}, {1, 32768}};
+  int64_t max_tokens = 0;
+  for (auto s : shapes) max_tokens = std::max(max_tokens, s.first * s.second);
+  Cache c = make_cache(KvFormat::kNvfp4, max_tokens / kPageSize + 8, 77);
+  std::mt19937 rng(5);
+  uint32_t* sink = nullptr;
+  BENCH_CUDA(cudaMalloc(&sink, 4));
+  int sms = 0, dev = 0;
+  BENCH_CUDA(cudaGetDevice(&dev));
+  BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  std::vector<std::vector<std::string>> rows;
+  for (auto [batch, kv_len] : shapes)
+  for (int64_t run : {int64_t{1}, int64_t{4}, int64_t{64}, int64_t{0}}) {
+    Problem p;
+    make_problem(p, batch, kv_len, c.num_pages, rng, run);
+    const double bytes = double(batch) * kv_len * kKvHeads * 2.0 * (kHeadDim / 2 + kHeadDim / 16);
+    const auto* kd = static_cast<const uint8_t*>(c.view.k_data.data);
+    const auto* vd = static_cast<const uint8_t*>(c.view.v_data.data);
+    const auto* ks = static_cast<const uint8_t*>(c.view.k_scales.data);
+    const auto* vs = static_cast<const uint8_t*>(c.view.v_scales.data);
+    const auto* tb = static_cast<const int32_t*>(p.tables.data());
+    // (groups, order): order 1 = group slowest, 0 = fastest, 2 + i = fastest with group g reading
+    // kLags[i] · g pages behind (shuffled pages only).
+    constexpr uint32_t kLags[] = {256, 1024, 4096};
+    for (int groups : {1, 2, 4})
+      for (int slow : {1, 0, 2, 3, 4}) {
+        if ((groups == 1 && slow != 1) || (run != 1 && groups == 4) || (slow >= 2 && (groups != 2 || run != 1))) continue;
+        const uint32_t lag = slow >= 2 ? kLags[slow - 2] : 0;
+        double best = 1e30;
+        std::string cfg;
+        for (int per_sm : {4, 8}) {
+          const double us = graph_us(ctx, [&](cudaStream_t st) {
+            const dim3 g(static_cast<unsigned>(sms * per_sm));
+            const uint32_t b = static_cast<uint32_t>(batch), pg = static_cast<uint32_t>(p.max_pages);
+            if (groups == 1) paged_floor_kernel<1><<<g, 256, 0, st>>>(kd, vd, ks, vs, tb, b, pg, slow == 1, lag, sink);
+            else if (groups == 2) paged_floor_kernel<2><<<g, 256, 0, st>>>(kd, vd, ks, vs, tb, b, pg, slow == 1, lag, sink);
+            else paged_floor_kernel<4><<<g, 256, 0, st>>>(kd, vd, ks, vs, tb, b, pg, slow == 1, lag, sink);
+            return cudaGetLastError() == cudaSuccess ? Status() : Status(StatusCode::kCudaError, "paged_floor_kernel");
+          });
+          if (us < best) best = us, cfg = fmt("%d CTAs/SM", per_sm);
+        }
+        const double tbps = bytes / (best * 1e-6) / 1e12;
+        const std::string order = groups == 1 ? std::string("-")
+                                  : slow == 1 ? std::string("group slowest")
+                                  : slow == 0 ? std::string("group fastest")
+                                              : fmt("fastest, lag %u", lag);
+        const std::string runs = run == 0 ? std::string("in order") : fmt("runs of %lld", (long long)run);
+        rows.push_back({fmt("%lld", (long long)batch), fmt("%lldK", (long long)(kv_len / 1024)), runs, fmt("%d", groups), order,
+                        fmt("%.1f", bytes / 1e6), fmt("%.1f", best), fmt("%.2f", tbps),
+                        fmt("%.1f%%", 100.0 * tbps / ctx.copy_tbps), cfg});
+        ctx.add_row({{"bench", "decode_paged_floor"}, {"batch", batch}, {"kv_len", kv_len}, {"groups", groups},
+                     {"order", order}, {"lag_pages", lag}, {"page_run", run}, {"bytes", bytes}, {"us", best}, {"tbps", tbps}, {"pct_copy", tbps / ctx.copy_tbps}});
+      }
+  }
+  BENCH_CUDA(cudaFree(sink));
+  print_table(fmt("paged read floor (nvfp4 NHD cache bytes through the shuffled page table, pieces of 1/groups of "
+                  "each token row); copy %.2f TB/s",
+                  ctx.copy_tbps),
+              {"batch", "kv", "pages", "groups", "order", "MB", "us", "TB/s", "%copy", "best launch"}, rows);
+}
+
 }  // namespace
 
 NVFP4KV_BENCHMARK("decode", "decode attention over a paged bf16/fp8/nvfp4 cache (32/8 heads, hd128)", bench_decode);
+NVFP4KV_BENCHMARK("decode_paged_floor", "paged read floor: nvfp4 cache bytes by page and head group", bench_decode_paged_floor);
 NVFP4KV_BENCHMARK("decode_floor", "read floor of the decode shapes: a kernel that only reads their bytes", bench_decode_floor);
 
 }  // namespace nvfp4kv::bench
