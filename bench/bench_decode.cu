@@ -6,7 +6,10 @@
 // bandwidth measured at start, nvfp4 speedups over fp8 and bf16, and the same calls timed with
 // events around each host API call (includes the host's launch work). A second benchmark,
 // `decode_floor`, times a kernel that only reads each target shape's bytes the same way: the
-// floor any decode kernel of that size has, and decode µs / floor µs.
+// floor any decode kernel of that size has, and decode µs / floor µs. A third,
+// `decode_paged_floor`, reads an nvfp4 call's bytes through the shuffled page table in pieces of
+// one head group (whole NHD rows, halves, quarters), in several orders: what the page shuffle and
+// the head-group split cost a read (bench/NOTES.md, decode "v17 experiments").
 //
 // The cache holds random values (a hash per byte, never zeros); before timing each format is
 // checked once against the fp64 CPU reference on a small cache filled the same way.
