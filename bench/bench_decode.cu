@@ -314,11 +314,16 @@ void check_format(KvFormat f) {
   }
 }
 
-double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
+// Bytes of K and V data (and FP4 scales) a call reads from the cache.
+double kv_bytes(KvFormat f, int64_t batch, int64_t kv_len) {
   const double per_token_head = f == KvFormat::kBF16 ? 4.0 * kHeadDim
                                 : f == KvFormat::kFP8E4M3 ? 2.0 * kHeadDim
                                                           : 2.0 * (kHeadDim / 2 + kHeadDim / 16);
-  const double kv = double(batch) * kv_len * kKvHeads * per_token_head;
+  return double(batch) * kv_len * kKvHeads * per_token_head;
+}
+
+double bytes_moved(KvFormat f, int64_t batch, int64_t kv_len) {
+  const double kv = kv_bytes(f, batch, kv_len);
   const double qo = 2.0 * batch * kQoHeads * kHeadDim * 2;
   const double tables = double(batch) * ((kv_len + kPageSize - 1) / kPageSize) * 4 + batch * 4;
   return kv + qo + tables;
@@ -566,7 +571,6 @@ void bench_decode_floor(Context& ctx) {
               {"batch", "kv", "format", "MB", "floor us", "TB/s", "%copy", "decode us", "decode/floor", "best launch"}, rows);
 }
 
-
 // The paged read floor (session 13): a kernel that only reads an nvfp4 decode call's cache bytes
 // the way a decode kernel must — page by page through a shuffled page table — in pieces of one
 // head group: kGroups = 1 reads whole NHD token rows (512 bytes of K, 64 of scales per token),
@@ -646,7 +650,7 @@ void bench_decode_paged_floor(Context& ctx) {
   for (int64_t run : {int64_t{1}, int64_t{4}, int64_t{64}, int64_t{0}}) {
     Problem p;
     make_problem(p, batch, kv_len, c.num_pages, rng, run);
-    const double bytes = double(batch) * kv_len * kKvHeads * 2.0 * (kHeadDim / 2 + kHeadDim / 16);
+    const double bytes = kv_bytes(KvFormat::kNvfp4, batch, kv_len);
     const auto* kd = static_cast<const uint8_t*>(c.view.k_data.data);
     const auto* vd = static_cast<const uint8_t*>(c.view.v_data.data);
     const auto* ks = static_cast<const uint8_t*>(c.view.k_scales.data);
