@@ -934,6 +934,205 @@ void run_floor(Context& ctx) {
   BENCH_CUDA(cudaStreamDestroy(stream));
 }
 
+#ifdef NVFP4KV_QUANT_TRACE
+// Timeline experiment (quantize v18; built with -DNVFP4KV_QUANT_TRACE): the floor kernel (one
+// block per thread) with the block kernel's stamps, and q_trace, which runs a graph of
+// back-to-back calls (rotated buffer sets, as the timed rows) of the floor and of nvfp4 and
+// reports where each call's time goes.
+__device__ unsigned long long g_ftrace[1u << 17][cuda::kQTraceWords];
+__device__ unsigned int g_ftrace_n;
+
+__device__ __forceinline__ unsigned long long ftrace_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void __launch_bounds__(256) floor_trace_kernel(const uint4* __restrict__ in, uint2* __restrict__ data,
+                                                          uint8_t* __restrict__ sf, uint32_t blocks) {
+  unsigned long long t[6] = {ftrace_now(), 0, 0, 0, 0, 0};
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < blocks) asm volatile("prefetch.global.L2 [%0];" : : "l"(in + 2 * static_cast<size_t>(i)));
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  t[1] = t[2] = ftrace_now();
+  if (i < blocks) {
+    const uint4 a = __ldcs(in + 2 * static_cast<size_t>(i)), b = __ldcs(in + 2 * static_cast<size_t>(i) + 1);
+    uint32_t x = a.x ^ a.y ^ a.z ^ a.w, y = b.x ^ b.y ^ b.z ^ b.w;
+    asm volatile("mov.b32 %0, %0;" : "+r"(x));
+    t[3] = ftrace_now();
+    data[i] = make_uint2(x, y);
+    sf[i] = static_cast<uint8_t>(x ^ y);
+    t[4] = ftrace_now();
+  }
+  t[5] = ftrace_now();
+  if (i < blocks && (threadIdx.x & 31u) == 0u) {
+    const unsigned n = atomicAdd(&g_ftrace_n, 1u);
+    if (n < (1u << 17)) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      for (int j = 0; j < 6; ++j) g_ftrace[n][j] = t[j];
+      g_ftrace[n][6] = reinterpret_cast<uintptr_t>(in);
+      g_ftrace[n][7] = sm;
+      for (int j = 8; j < cuda::kQTraceWords; ++j) g_ftrace[n][j] = 0;
+    }
+  }
+}
+
+/// Medians over the calls of one graph launch (first and last call dropped) of: the period
+/// (exit of the last warp of call k − that of call k − 1), the release (first pdl_wait return of
+/// call k − last exit of call k − 1), and from call k's first release: the global scale ready
+/// (last warp), the first block's words arrived (median and last warp), the first block's stores
+/// issued (last warp), the last exit; the earliest entry before the release. ns.
+std::vector<double> g_cycle_medians;  // trace_summary's SM-clock intervals of the last call
+std::vector<double> trace_summary(const std::vector<unsigned long long>& v) {
+  const std::size_t W = cuda::kQTraceWords, n = v.size() / W;
+  std::vector<std::size_t> idx(n);
+  for (std::size_t i = 0; i < n; ++i) idx[i] = i;
+  std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return v[a * W + 1] < v[b * W + 1]; });
+  struct Call {
+    double t0min = 1e300, w = 1e300, g = 0, dmax = 0, s = 0, e = 0;
+    std::vector<double> d;
+  };
+  std::vector<Call> calls;
+  unsigned long long tag = ~0ull;
+  const double base = n > 0 ? static_cast<double>(v[idx[0] * W + 1]) : 0.0;
+  for (std::size_t r : idx) {
+    const unsigned long long* t = &v[r * W];
+    if (t[6] != tag) calls.emplace_back(), tag = t[6];
+    Call& c = calls.back();
+    const auto f = [&](int j) { return static_cast<double>(t[j]) - base; };
+    c.t0min = std::min(c.t0min, f(0));
+    c.w = std::min(c.w, f(1));
+    c.g = std::max(c.g, f(2));
+    c.dmax = std::max(c.dmax, f(3));
+    c.d.push_back(f(3));
+    c.s = std::max(c.s, f(4));
+    c.e = std::max(c.e, f(5));
+  }
+  std::vector<std::vector<double>> cols(9);
+  for (std::size_t k = 1; k + 1 < calls.size(); ++k) {
+    Call& c = calls[k];
+    const Call& p = calls[k - 1];
+    std::sort(c.d.begin(), c.d.end());
+    cols[0].push_back(c.e - p.e);
+    cols[1].push_back(c.w - p.e);
+    cols[2].push_back(c.g - c.w);
+    cols[3].push_back(c.d[c.d.size() / 2] - c.w);
+    cols[4].push_back(c.dmax - c.w);
+    cols[5].push_back(c.s - c.w);
+    cols[6].push_back(c.e - c.w);
+    cols[7].push_back(c.w - c.t0min);
+    cols[8].push_back(static_cast<double>(c.d.size()));
+  }
+  // SM-clock intervals of the nvfp4 records (zero for the floor), medians over every warp of the
+  // middle calls: words 8..17.
+  {
+    std::vector<std::vector<double>> cyc(9);
+    std::size_t k = 0;
+    unsigned long long tg = ~0ull;
+    for (std::size_t r : idx) {
+      const unsigned long long* t = &v[r * W];
+      if (t[6] != tg) ++k, tg = t[6];
+      if (k < 2 || k + 1 > calls.size()) continue;
+      const double c[10] = {double(t[8]),  double(t[9]),  double(t[10]), double(t[11]), double(t[12]),
+                            double(t[13]), double(t[14]), double(t[15]), double(t[16]), double(t[17])};
+      const double d[9] = {c[1] - c[0], c[2] - c[0], c[3] - std::max(c[1], c[2]), c[4] - c[3], c[5] - c[4],
+                           c[6] - c[5], c[7] - c[6], c[8] - c[7], c[9] - c[8]};
+      for (int j = 0; j < 9; ++j) cyc[static_cast<std::size_t>(j)].push_back(d[j]);
+    }
+    g_cycle_medians.clear();
+    for (auto& col : cyc) {
+      std::sort(col.begin(), col.end());
+      g_cycle_medians.push_back(col.empty() ? 0.0 : col[col.size() / 2]);
+    }
+  }
+  std::vector<double> out;
+  for (auto& col : cols) {
+    std::sort(col.begin(), col.end());
+    out.push_back(col.empty() ? 0.0 : col[col.size() / 2]);
+  }
+  out.push_back(static_cast<double>(calls.size()));
+  return out;
+}
+
+void run_trace(Context& ctx) {
+  const AbSetup env;
+  cudaStream_t stream = env.stream;
+  int sms = 0, dev = 0;
+  BENCH_CUDA(cudaGetDevice(&dev));
+  BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  std::mt19937_64 rng(20261124);
+  std::vector<std::vector<std::string>> table, ctable;
+  for (const auto& [M, K] : ab_shapes({{128, 512}, {1024, 512}, {256, 4096}, {1024, 2048}, {2048, 2048}})) {
+    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
+    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
+    const int rot = std::max(ctx.rotation_count(in_bytes + data_bytes + sf_bytes), 16);
+    std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
+    Timer timer{ctx, stream, rot};
+    const uint32_t blocks = static_cast<uint32_t>(M * K / 16);
+    const dim3 fgrid((blocks + 255) / 256);
+    const auto floor_call = [&](int i, cudaStream_t st) {
+      const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
+      BENCH_CUDA(cuda::launch_pdl(floor_trace_kernel, fgrid, dim3(256), 0, st, static_cast<const uint4*>(b.in),
+                                  static_cast<uint2*>(b.data), static_cast<uint8_t*>(b.sf), blocks));
+    };
+    const auto nv_call = [&](int i, cudaStream_t st) {
+      quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, Recipe::kNvfp4, ErrorMetric::kMse, SfLayout::k128x4,
+                     env.gs_dev, st);
+    };
+    for (int which = 0; which < 2; ++which) {
+      const auto& fn = which == 0 ? std::function<void(int, cudaStream_t)>(floor_call) : std::function<void(int, cudaStream_t)>(nv_call);
+      const double us = timer.graph_us(fn);
+      cudaGraphExec_t exec = timer.capture(fn, rot);
+      BENCH_CUDA(cudaGraphLaunch(exec, stream));
+      BENCH_CUDA(cudaStreamSynchronize(stream));
+      const unsigned zero = 0;
+      if (which == 0) BENCH_CUDA(cudaMemcpyToSymbol(g_ftrace_n, &zero, sizeof(zero)));
+      else cuda::quant_trace_reset();
+      BENCH_CUDA(cudaGraphLaunch(exec, stream));
+      BENCH_CUDA(cudaStreamSynchronize(stream));
+      std::vector<unsigned long long> v;
+      if (which == 0) {
+        unsigned n = 0;
+        BENCH_CUDA(cudaMemcpyFromSymbol(&n, g_ftrace_n, sizeof(n)));
+        n = std::min(n, 1u << 17);
+        v.resize(static_cast<std::size_t>(n) * cuda::kQTraceWords);
+        if (n > 0) BENCH_CUDA(cudaMemcpyFromSymbol(v.data(), g_ftrace, v.size() * sizeof(unsigned long long)));
+      } else {
+        v = cuda::quant_trace_fetch();
+      }
+      BENCH_CUDA(cudaGraphExecDestroy(exec));
+      const std::vector<double> sm = trace_summary(v);
+      std::vector<std::string> row = {which == 0 ? "floor 1x256" : "nvfp4", fmt("%lld", (long long)M), fmt("%lld", (long long)K),
+                                      fmt("%.2f", us)};
+      for (int j = 0; j < 8; ++j) row.push_back(fmt("%.0f", sm[static_cast<std::size_t>(j)]));
+      row.push_back(fmt("%.0f", sm[8]));
+      row.push_back(fmt("%.0f", sm[9]));
+      table.push_back(row);
+      if (which == 1) {
+        std::vector<std::string> crow = {fmt("%lld", (long long)M), fmt("%lld", (long long)K)};
+        for (double c : g_cycle_medians) crow.push_back(fmt("%.0f", c));
+        ctable.push_back(crow);
+      }
+      ctx.add_row({{"bench", "quantize_trace"}, {"kernel", row[0]}, {"m", M}, {"k", K}, {"graph_us", us}, {"period_ns", sm[0]},
+                   {"release_ns", sm[1]}, {"gscale_ns", sm[2]}, {"data_med_ns", sm[3]}, {"data_last_ns", sm[4]},
+                   {"first_stores_ns", sm[5]}, {"exit_ns", sm[6]}, {"entry_before_release_ns", sm[7]}});
+    }
+    free_buffer_sets(bufs);
+  }
+  print_table("quantize timeline (v18 trace build): medians over the calls of one graph launch, ns; release = first pdl_wait "
+              "return - previous call's last exit; other columns from this call's first release (last warp unless noted)",
+              {"kernel", "M", "K", "graph us", "period", "release", "gscale", "data med", "data last", "1st stores", "exit",
+               "entry<rel", "warps", "calls"},
+              table);
+  print_table("nvfp4 block kernel, SM cycles per warp (medians over the middle calls' warps): release -> first block's "
+              "words, release -> global scale ready, then block max, scale byte, encode multiplier, codes, data store, "
+              "scale store, rest of the loop to exit",
+              {"M", "K", "data", "gscale", "max", "sf", "enc", "codes", "st data", "st sf", "to exit"}, ctable);
+}
+#endif
+
 /// v17 A/B: the block kernel's CTA size for plain nvfp4 (set_fast_quantize_block_threads_override;
 /// 0 = the library rule), small and mid inputs, twice in reverse order.
 void run_threads_ab17(Context& ctx) {
@@ -976,6 +1175,9 @@ void run_order_ab16(Context& ctx) {
 NVFP4KV_BENCHMARK("q_v17_ab", "v17 A/B: block kernel CTA size for plain nvfp4 (256/128/64/32 threads)", run_threads_ab17);
 NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);
 
+#ifdef NVFP4KV_QUANT_TRACE
+NVFP4KV_BENCHMARK("q_trace", "timeline of back-to-back nvfp4 and floor calls (trace build only)", run_trace);
+#endif
 NVFP4KV_BENCHMARK("q_floor", "issue-3 grid floor: a kernel moving the nvfp4 call's bytes vs nvfp4 and a copy",
                   run_floor);
 

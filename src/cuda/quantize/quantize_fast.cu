@@ -684,17 +684,61 @@ __device__ __forceinline__ void load_block(Blk& d) {
   d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
 }
 
+// Timeline experiment (bench/NOTES.md, quantize v18), built with -DNVFP4KV_QUANT_TRACE only: lane
+// 0 of every warp of the plain nvfp4 block kernel stamps %globaltimer (256 ns steps on the H100)
+// at entry, after pdl_wait, when the global scale's chain is done, when its first block's words
+// have arrived, after its first block's stores are issued and at exit, and %clock64 at the steps
+// of the first block (kQTraceWords), and appends the record (with its input address, which tells
+// the calls of a graph apart) to g_qtrace; quant_trace_reset / quant_trace_fetch; bench q_trace.
+// The stamps cost time themselves (the floor kernel with the same stamps: 0.74 → 1.22 µs at
+// 128 x 512), so only the intervals inside one build compare.
+#ifdef NVFP4KV_QUANT_TRACE
+constexpr unsigned kQTraceMax = 1u << 17;
+__device__ unsigned long long g_qtrace[kQTraceMax][kQTraceWords];
+__device__ unsigned int g_qtrace_n;
+__device__ __forceinline__ unsigned long long qtrace_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ void qtrace_store(const unsigned long long* t, const unsigned long long* tcl, const void* tag) {
+  if ((threadIdx.x & 31u) != 0u) return;
+  const unsigned n = atomicAdd(&g_qtrace_n, 1u);
+  if (n >= kQTraceMax) return;
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  for (int j = 0; j < 6; ++j) g_qtrace[n][j] = t[j];
+  g_qtrace[n][6] = reinterpret_cast<uintptr_t>(tag);
+  g_qtrace[n][7] = sm;
+  for (int j = 0; j < 10; ++j) g_qtrace[n][8 + j] = tcl[j];
+}
+// SM clock after register v holds its value: the branch on v (never taken: p.rows is never
+// 2^32 − 1 with that v) cannot be resolved, nor the clock read issued, before v arrives.
+#define QT_CLK(slot, v)                                                      \
+  do {                                                                       \
+    if ((v) == 0x9E3779B9u && p.rows == 0xFFFFFFFFu) __trap();               \
+    tcl[slot] = clock64();                                                   \
+  } while (0)
+#endif
+
 /// One block of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both
 /// candidates through encode16 with the per-CTA tables, as process_unit's kLean path).
 template <QuantKind K, bool kF16>
 __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
-                                              uint32_t dq_lut, const detail::GlobalScales& g) {
+                                              uint32_t dq_lut, const detail::GlobalScales& g
+#ifdef NVFP4KV_QUANT_TRACE
+                                              , unsigned long long* tcl = nullptr
+#endif
+) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   uint32_t sf = 0;  // padding: 0x00
   if (d.valid) {
     const uint32_t w[8] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w};
     constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
     const uint32_t h = block_max_bits(w);
+#ifdef NVFP4KV_QUANT_TRACE
+    if (tcl) QT_CLK(3, h);
+#endif
     uint32_t out[2];
     if (h >= kInfBits) {
       const RefBlock r = reference_block<K, kF16>(d.src, 16, g);
@@ -711,17 +755,32 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
       const float v = bits_to_float16<kF16>(h);
       sf = kvfmt::e4m3x2(__fmul_rn(v, g.sf_mult), 0.0f) & 0xFFu;
       // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
+#ifdef NVFP4KV_QUANT_TRACE
+      if (tcl) QT_CLK(4, sf);
+#endif
       const float enc = fmt::nvfp4_element_encode(1.0f, e4m3_to_float_hw(sf), g.s_dec);
+#ifdef NVFP4KV_QUANT_TRACE
+      if (tcl) QT_CLK(5, __float_as_uint(enc));
+#endif
       // rn(|x| · enc) ≤ rn(v · enc) (monotone): below 7 for every normal, unsaturated scale byte
       // (E4M3 rounds the scale within 1/16, so the max maps to ≤ 6.4).
       if (__fmul_rn(v, enc) < 7.0f) encode16_with<kF16, true>(w, enc, out);
       else encode16_with<kF16>(w, enc, out);
     }
+#ifdef NVFP4KV_QUANT_TRACE
+    if (tcl) QT_CLK(6, out[0] ^ out[1]);
+#endif
     *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
         make_uint2(out[0], out[1]);
+#ifdef NVFP4KV_QUANT_TRACE
+    if (tcl) tcl[7] = clock64();
+#endif
   }
   // The layout's offset without a layout switch (quantize v17: ~35 → 17 SASS per block).
   p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset_by_terms(p.sf_terms, d.m, d.col)] = static_cast<uint8_t>(sf);
+#ifdef NVFP4KV_QUANT_TRACE
+  if (tcl) tcl[8] = clock64();
+#endif
 }
 
 /// CTAs per SM of the block kernel: 4 (≤ 64 registers) for nvfp4, 3 (≤ 80) for 4over6, whose
@@ -751,6 +810,10 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
   // fill needs all kThreads).
   const uint32_t stride = gridDim.x * blockDim.x;
   uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+#ifdef NVFP4KV_QUANT_TRACE
+  unsigned long long tr[6] = {qtrace_now(), 0, 0, 0, 0, 0};
+  unsigned long long tcl[10] = {};
+#endif
   Blk a, c;
   // The first block's place and an L2 prefetch of its bytes before the PDL wait, as in the unit
   // kernel (and, as there, not after the amax pass).
@@ -763,9 +826,21 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
   }
   pdl_wait();
   pdl_trigger();
+#ifdef NVFP4KV_QUANT_TRACE
+  tr[1] = qtrace_now();
+  tcl[0] = clock64();
+#endif
   if (i < p.total_blocks) load_block(a);
   const detail::GlobalScales g = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
                                                                  : detail::scales_from_amax(p.global_scale[0], p.numerator);
+#ifdef NVFP4KV_QUANT_TRACE
+  if (i < p.total_blocks) {
+    QT_CLK(2, __float_as_uint(g.sf_mult));
+    tr[2] = qtrace_now();
+    QT_CLK(1, a.q[0].x ^ a.q[1].w);
+    tr[3] = qtrace_now();
+  }
+#endif
   if constexpr (k46) {
     fill_scale_tables<true>(table, dq_table, g.s_dec);
     if (threadIdx.x == 0) dq_lut_cell[0] = static_cast<uint32_t>(__cvta_generic_to_shared(dq_table)) - kDqMagicOffset;
@@ -801,7 +876,12 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
       next_block(p, a, i1, c);
       load_block(c);
     }
+#ifdef NVFP4KV_QUANT_TRACE
+    process_block<K, kF16>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
+    if (tr[4] == 0) tr[4] = qtrace_now();
+#else
     process_block<K, kF16>(p, a, table, dq_lut, g);
+#endif
     if (i1 >= p.total_blocks) break;
     const uint32_t i2 = i1 + stride;
     if (i2 < p.total_blocks) {
@@ -811,6 +891,11 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
     process_block<K, kF16>(p, c, table, dq_lut, g);
     i = i2;
   }
+#ifdef NVFP4KV_QUANT_TRACE
+  tr[5] = qtrace_now();
+  tcl[9] = clock64();
+  if (tr[4] != 0) qtrace_store(tr, tcl, p.input);
+#endif
 }
 
 std::atomic<int> g_order_override{-1};
@@ -935,6 +1020,21 @@ void set_fast_quantize_block_step_override(int mode) { g_block_step_override.sto
 void set_fast_quantize_block_threads_override(int threads) {
   g_block_threads_override.store(threads, std::memory_order_relaxed);
 }
+
+#ifdef NVFP4KV_QUANT_TRACE
+void quant_trace_reset() {
+  const unsigned zero = 0;
+  (void)cudaMemcpyToSymbol(g_qtrace_n, &zero, sizeof(zero));
+}
+std::vector<unsigned long long> quant_trace_fetch() {
+  unsigned n = 0;
+  (void)cudaMemcpyFromSymbol(&n, g_qtrace_n, sizeof(n));
+  if (n > kQTraceMax) n = kQTraceMax;
+  std::vector<unsigned long long> v(static_cast<std::size_t>(n) * kQTraceWords);
+  if (n > 0) (void)cudaMemcpyFromSymbol(v.data(), g_qtrace, v.size() * sizeof(unsigned long long));
+  return v;
+}
+#endif
 
 int fast_quantize_sm_count() {
   // Cached per process for device 0 .. 15: the attribute query costs host time on every call.

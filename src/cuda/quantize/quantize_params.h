@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/format.h"
 #include "cuda/quantize/fast_div.h"
@@ -182,6 +183,19 @@ void set_fast_quantize_block_step_override(int mode);
 /// only — 4over6 fills its per-CTA tables with 256 threads), 0 (default) the automatic rule
 /// (launch_quantize_fast). Not part of the public API.
 void set_fast_quantize_block_threads_override(int threads);
+
+#ifdef NVFP4KV_QUANT_TRACE
+/// Timeline experiment (built with -DNVFP4KV_QUANT_TRACE only): words per warp record of the plain
+/// nvfp4 block kernel — %globaltimer at entry, after pdl_wait, global scale ready, first block's
+/// words arrived, first block's stores issued, exit; the input address; the SM; then %clock64
+/// after pdl_wait, first block's words arrived, global scale ready, block max, scale byte, encode
+/// multiplier, codes, data store issued, scale store issued, exit.
+constexpr int kQTraceWords = 18;
+/// Clears the record count.
+void quant_trace_reset();
+/// The records written since the last reset (kQTraceWords words each).
+std::vector<unsigned long long> quant_trace_fetch();
+#endif
 
 /// True if the fast kernel handles this launch: bf16/f16 input, 16-byte aligned input rows and
 /// data rows, given or per-tensor scale (or none), indices within 32 bits.
