@@ -608,6 +608,7 @@ struct AbVar {
   int block = -1;  // set_fast_quantize_block_override
   int block_order = -1;  // set_fast_quantize_block_order_override
   int threads = 0;       // set_fast_quantize_block_threads_override
+  int one = -1;          // set_fast_quantize_block_one_override
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -678,6 +679,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_block_override(v.block);
       cuda::set_fast_quantize_block_order_override(v.block_order);
       cuda::set_fast_quantize_block_threads_override(v.threads);
+      cuda::set_fast_quantize_block_one_override(v.one);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
       quant(0, v.r, v.metric, nullptr);
@@ -697,6 +699,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     cuda::set_fast_quantize_block_override(-1);
     cuda::set_fast_quantize_block_order_override(-1);
     cuda::set_fast_quantize_block_threads_override(0);
+    cuda::set_fast_quantize_block_one_override(-1);
     std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
     for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
     std::printf("\n");
@@ -1170,8 +1173,28 @@ void run_order_ab16(Context& ctx) {
                {512, 32768},  {4096, 6144},  {16384, 2048}, {1024, 32768}, {8192, 6144},  {4096, 16384}});
 }
 
+/// v18 A/B: plain nvfp4 on the issue-3 grid shapes up to 4 MiB and some of 6-16 MiB: the block
+/// kernel's one- and two-block paths (kOne) forced and off, twice in reverse order.
+void run_one_ab18(Context& ctx) {
+  const auto var = [](const char* name, int one) {
+    AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
+    v.one = one;
+    return v;
+  };
+  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_loop", 0), var("nv_one", 1), var("nv_one_again", 1),
+                                   var("nv_loop_again", 0)};
+  run_ab_impl(ctx, vars, "quantize_one_ab18", "quantize v18 A/B (plain nvfp4: block kernel loop vs one-block path)",
+              {"M", "K", "MiB", "default", "loop", "one", "one again", "loop again"},
+              {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
+               {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
+               {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
+               {1024, 2048}, {2048, 1024}, {4096, 512},  {256, 12288}, {512, 6144},  {128, 32768}, {512, 8192},
+               {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}});
+}
+
 }  // namespace
 
+NVFP4KV_BENCHMARK("q_v18_ab", "v18 A/B: plain nvfp4 block kernel loop vs one- / two-block paths, grid shapes 0.1-16 MiB", run_one_ab18);
 NVFP4KV_BENCHMARK("q_v17_ab", "v17 A/B: block kernel CTA size for plain nvfp4 (256/128/64/32 threads)", run_threads_ab17);
 NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);
 

@@ -517,6 +517,7 @@ struct KernelKnobGuard {
     cuda::set_fast_quantize_block_step_override(-1);
     cuda::set_fast_quantize_block_order_override(-1);
     cuda::set_fast_quantize_block_threads_override(0);
+    cuda::set_fast_quantize_block_one_override(-1);
   }
 };
 
@@ -593,6 +594,47 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
       }
       cuda::set_fast_quantize_block_threads_override(0);
     }
+  }
+}
+
+// Plain nvfp4's one- and two-block paths of the block kernel (kOne 1 / 2, the launch rule's
+// choice where one wave holds every block) forced and off, over every layout, both 16-bit types,
+// given and per-tensor scales, random, special and tie data, extreme given scales, one block, odd,
+// padded, strided and batched rows, inputs of one and two blocks per thread (4 Mi elements: the
+// two-block path; 1500 x 2064 with a partial second block), both block orders and CTAs of 128
+// and 256 threads.
+TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const KernelKnobGuard guard;
+  for (int one : {1, 0}) {
+    SCOPED_TRACE(testing::Message() << "one-block path " << (one == 1 ? "forced" : "off"));
+    cuda::set_fast_quantize_block_one_override(one);
+    for (SfLayout layout : kLayouts)
+      for (DType dt : {DType::kBF16, DType::kF16})
+        for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+            if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
+            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
+                                    Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}, Shape{0, 1024, 2048},
+                                    Shape{0, 1024, 4096}}) {
+              const Case c{.recipe = Recipe::kNvfp4, .layout = layout, .dtype = dt, .mode = gm, .shape = sh, .fill = f};
+              if (!run_case(c)) break;
+            }
+          }
+    for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
+      for (Fill f : {Fill::kRandom, Fill::kSpecial})
+        run_case(Case{.recipe = Recipe::kNvfp4, .layout = SfLayout::k128x4, .shape = {0, 33, 320}, .fill = f, .given_s_dec = sdec});
+    for (int order : {1, 0})
+      for (int threads : {128, 256}) {
+        cuda::set_fast_quantize_block_order_override(order);
+        cuda::set_fast_quantize_block_threads_override(threads);
+        for (SfLayout layout : {SfLayout::k128x4, SfLayout::k8x4})
+          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+            for (const Shape& sh : {Shape{0, 1500, 2064}, Shape{3, 200, 544, 8, 16, 32}, Shape{0, 129, 160, 32, 16, 0}})
+              run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .mode = gm, .shape = sh});
+      }
+    cuda::set_fast_quantize_block_order_override(-1);
+    cuda::set_fast_quantize_block_threads_override(0);
   }
 }
 

@@ -15,7 +15,8 @@
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
 // one 2-byte (mxfp4: 1-byte) store of scale bytes. nvfp4 and 4over6 below 256 MiB take the
 // block kernel instead (quantize_block_kernel: the same map over 16-element blocks, one
-// per thread and step; see there).
+// per thread and step, or for plain nvfp4 up to 6 MiB one or two blocks per thread without a
+// loop; see there).
 //
 // Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
 // win, so one compare per block routes a block holding either to the reference code), one FMUL,
@@ -611,7 +612,8 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
 // as the unit kernel and the CPU reference (the same encode16_with, the same reference_block for
 // NaN / Inf blocks, the same e4m3x2 conversion of the scale). 4over6 (MSE, MAE) runs the same
 // map with the unit kernel's per-CTA tables, encode16 for one block and a one-buffer loop (3 CTAs
-// of 256 per SM; see kBlockMinCtas46).
+// of 256 per SM; see kBlockMinCtas46). Plain nvfp4 up to 6 MiB, where one wave holds every block
+// at one or two per thread, takes the kernel's loop-free path instead (kOne, quantize v18).
 constexpr int kBlockMinCtas = 4;
 /// launch_quantize_fast gives the block kernel fewer blocks than this (padding included): 2^23
 /// blocks = 256 MiB of 16-bit input, where the tiled layouts switch to the unit kernel's
@@ -621,6 +623,15 @@ constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
 /// The block kernel takes the sector order (FastQuantizeParams::block_order) for plain nvfp4 in
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
+/// Plain nvfp4 takes the block kernel's one-block path (kOne 1) up to this many blocks (4 MiB of
+/// 16-bit input) when they fit one wave (launch_block). H100 A/B against the loop, bench q_v18_ab
+/// (bench/NOTES.md, quantize v18): 0.1 MiB equal, 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6,
+/// 2 MiB 2.3 → 2.2, 4 MiB 3.3 → 3.0-3.1.
+constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
+/// ... and its two-block path (kOne 2) up to this many (6 MiB): 6 MiB 4.4-4.5 → 4.1-4.2 µs, but
+/// 8 MiB (two whole blocks per thread) 4.7 → 5.1, where the loop's overlap of one block's encode
+/// with the next one's loads wins.
+constexpr uint32_t kBlockTwoBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
 struct Blk {
@@ -721,13 +732,14 @@ __device__ __forceinline__ void qtrace_store(const unsigned long long* t, const 
   } while (0)
 #endif
 
-/// One block of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both
-/// candidates through encode16 with the per-CTA tables, as process_unit's kLean path).
+/// The codes (out) and scale byte (returned; 0x00 for padding, whose out is not set) of one block
+/// of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both candidates
+/// through encode16 with the per-CTA tables, as process_unit's kLean path).
 template <QuantKind K, bool kF16>
-__device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
-                                              uint32_t dq_lut, const detail::GlobalScales& g
+__device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* table, uint32_t dq_lut,
+                                                const detail::GlobalScales& g, uint32_t* out
 #ifdef NVFP4KV_QUANT_TRACE
-                                              , unsigned long long* tcl = nullptr
+                                                , const FastQuantizeParams& p, unsigned long long* tcl
 #endif
 ) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
@@ -739,7 +751,6 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
 #ifdef NVFP4KV_QUANT_TRACE
     if (tcl) QT_CLK(3, h);
 #endif
-    uint32_t out[2];
     if (h >= kInfBits) {
       const RefBlock r = reference_block<K, kF16>(d.src, 16, g);
       sf = r.sf;
@@ -770,14 +781,39 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
 #ifdef NVFP4KV_QUANT_TRACE
     if (tcl) QT_CLK(6, out[0] ^ out[1]);
 #endif
-    *reinterpret_cast<uint2*>(p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u) =
-        make_uint2(out[0], out[1]);
-#ifdef NVFP4KV_QUANT_TRACE
-    if (tcl) tcl[7] = clock64();
-#endif
   }
-  // The layout's offset without a layout switch (quantize v17: ~35 → 17 SASS per block).
-  p.scales[d.b * p.scales_batch_bytes + fmt::sf_offset_by_terms(p.sf_terms, d.m, d.col)] = static_cast<uint8_t>(sf);
+  return sf;
+}
+
+/// Where block d's codes go (8 bytes).
+__device__ __forceinline__ uint8_t* block_data_at(const FastQuantizeParams& p, const Blk& d) {
+  return p.data + d.b * p.data_batch_bytes + d.m * p.data_row_bytes + d.col * 8u;
+}
+/// Where block d's scale byte goes: the layout's offset without a layout switch (quantize v17:
+/// ~35 → 17 SASS per block).
+__device__ __forceinline__ uint8_t* block_scale_at(const FastQuantizeParams& p, const Blk& d) {
+  return p.scales + d.b * p.scales_batch_bytes + fmt::sf_offset_by_terms(p.sf_terms, d.m, d.col);
+}
+
+/// One block of the block kernel: block_codes, then its stores.
+template <QuantKind K, bool kF16>
+__device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
+                                              uint32_t dq_lut, const detail::GlobalScales& g
+#ifdef NVFP4KV_QUANT_TRACE
+                                              , unsigned long long* tcl = nullptr
+#endif
+) {
+  uint32_t out[2];
+#ifdef NVFP4KV_QUANT_TRACE
+  const uint32_t sf = block_codes<K, kF16>(d, table, dq_lut, g, out, p, tcl);
+#else
+  const uint32_t sf = block_codes<K, kF16>(d, table, dq_lut, g, out);
+#endif
+  if (d.valid) *reinterpret_cast<uint2*>(block_data_at(p, d)) = make_uint2(out[0], out[1]);
+#ifdef NVFP4KV_QUANT_TRACE
+  if (tcl) tcl[7] = clock64();
+#endif
+  *block_scale_at(p, d) = static_cast<uint8_t>(sf);
 #ifdef NVFP4KV_QUANT_TRACE
   if (tcl) tcl[8] = clock64();
 #endif
@@ -796,8 +832,19 @@ constexpr int block_min_ctas() {
   return K == QuantKind::kNvfp4 ? kBlockMinCtas : kBlockMinCtas46;
 }
 
-template <QuantKind K, bool kF16>
-__global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
+/// kOne > 0 (plain nvfp4, quantize v18): every thread has at most kOne blocks, i and i + stride
+/// (launch_block picks it when one wave holds them all). No loop; the blocks' places and output
+/// addresses are computed before the PDL wait, while the previous call finishes, instead of after
+/// the words arrive (bench q_trace: ~1000 SM cycles of one warp's chain follow the data at
+/// 128 x 512), and all kOne blocks' loads are issued at once after it.
+template <int kOne>
+constexpr int block_one_min_ctas() {
+  return kOne == 1 ? 2 : kBlockMinCtas;
+}
+
+template <QuantKind K, bool kF16, int kOne = 0>
+__global__ void __launch_bounds__(kThreads, kOne > 0 ? block_one_min_ctas<kOne>() : block_min_ctas<K>())
+    quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   static_assert(K == QuantKind::kNvfp4 || k46, "block kernel: nvfp4 and 4over6");
   // 4over6: the unit kernel's per-CTA tables (encode multiplier and dequantized grid per scale
@@ -815,6 +862,48 @@ __global__ void __launch_bounds__(kThreads, block_min_ctas<K>()) quantize_block_
   unsigned long long tcl[10] = {};
 #endif
   Blk a, c;
+  if constexpr (kOne > 0) {
+    static_assert(K == QuantKind::kNvfp4, "one-block path: plain nvfp4");
+    // Blocks i + u · stride, u < kOne: places, output addresses and L2 prefetches before the wait.
+    Blk b[kOne];
+    uint8_t* dst_data[kOne];
+    uint8_t* dst_scale[kOne];
+#pragma unroll
+    for (int u = 0; u < kOne; ++u) {
+      const uint32_t j = i + static_cast<uint32_t>(u) * stride;  // < 2^32: total_blocks < 2^31, stride < 2^30
+      dst_data[u] = dst_scale[u] = nullptr;
+      b[u].valid = false;
+      if (j < p.total_blocks) {
+        block_at(p, j, b[u]);
+        dst_data[u] = block_data_at(p, b[u]);
+        dst_scale[u] = block_scale_at(p, b[u]);
+        if (b[u].valid && p.source != ScaleSource::kAmax) {
+          prefetch_l2(b[u].src);
+          prefetch_l2(b[u].src + 8);
+        }
+      }
+    }
+    pdl_wait();
+    pdl_trigger();
+    if (i >= p.total_blocks) return;
+#pragma unroll
+    for (int u = 0; u < kOne; ++u) load_block(b[u]);
+    const detail::GlobalScales g1 = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
+                                                                    : detail::scales_from_amax(p.global_scale[0], p.numerator);
+#pragma unroll
+    for (int u = 0; u < kOne; ++u) {
+      if (dst_scale[u] == nullptr) break;  // j ≥ total_blocks (so are the later ones)
+      uint32_t out[2];
+#ifdef NVFP4KV_QUANT_TRACE
+      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out, p, nullptr);
+#else
+      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out);
+#endif
+      if (b[u].valid) *reinterpret_cast<uint2*>(dst_data[u]) = make_uint2(out[0], out[1]);
+      *dst_scale[u] = static_cast<uint8_t>(sf);
+    }
+    return;
+  }
   // The first block's place and an L2 prefetch of its bytes before the PDL wait, as in the unit
   // kernel (and, as there, not after the amax pass).
   if (i < p.total_blocks) {
@@ -906,6 +995,7 @@ std::atomic<int> g_block_override{-1};
 std::atomic<int> g_block_step_override{-1};
 std::atomic<int> g_block_order_override{-1};
 std::atomic<int> g_block_threads_override{0};
+std::atomic<int> g_block_one_override{-1};
 
 /// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
 /// the CTAs of the second wave would run their whole share after the first).
@@ -978,6 +1068,35 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
   const int64_t want = (static_cast<int64_t>(p.total_blocks) + threads - 1) / threads;
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads);
   const int64_t grid = want < cap ? want : cap;
+  if constexpr (K == QuantKind::kNvfp4) {
+    // One (or two) blocks per thread in one wave of the kOne kernels (override 1 forces them
+    // wherever they fit, 0 never).
+    const int oo = g_block_one_override.load(std::memory_order_relaxed);
+    const int64_t sms = fast_quantize_sm_count();
+    static int per_sm_one = 0, per_sm_two = 0;
+    if (per_sm_one == 0) {
+      int n1 = 0, n2 = 0;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n1, quantize_block_kernel<K, kF16, 1>, kThreads, 0) != cudaSuccess ||
+          n1 < 1)
+        n1 = 1;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n2, quantize_block_kernel<K, kF16, 2>, kThreads, 0) != cudaSuccess ||
+          n2 < 1)
+        n2 = 1;
+      per_sm_one = n1;
+      per_sm_two = n2;
+    }
+    const int64_t want2 = (static_cast<int64_t>(p.total_blocks) + 2 * threads - 1) / (2 * threads);
+    if (oo != 0 && want <= sms * per_sm_one * (kThreads / threads) && (oo == 1 || p.total_blocks <= kBlockOneBlocksMax)) {
+      (void)launch_pdl(quantize_block_kernel<K, kF16, 1>, dim3(static_cast<unsigned>(want)),
+                       dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), p);
+      return;  // the caller reads the launch status
+    }
+    if (oo != 0 && want2 <= sms * per_sm_two * (kThreads / threads) && (oo == 1 || p.total_blocks <= kBlockTwoBlocksMax)) {
+      (void)launch_pdl(quantize_block_kernel<K, kF16, 2>, dim3(static_cast<unsigned>(want2)),
+                       dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), p);
+      return;
+    }
+  }
   FastQuantizeParams q = p;
   const uint32_t stride = static_cast<uint32_t>(grid * threads);
   q.step_ok = p.batch == 1 && !p.reverse && p.block_order == 0 && g_block_step_override.load(std::memory_order_relaxed) != 0;
@@ -1020,6 +1139,7 @@ void set_fast_quantize_block_step_override(int mode) { g_block_step_override.sto
 void set_fast_quantize_block_threads_override(int threads) {
   g_block_threads_override.store(threads, std::memory_order_relaxed);
 }
+void set_fast_quantize_block_one_override(int mode) { g_block_one_override.store(mode, std::memory_order_relaxed); }
 
 #ifdef NVFP4KV_QUANT_TRACE
 void quant_trace_reset() {

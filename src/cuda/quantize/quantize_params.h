@@ -183,6 +183,10 @@ void set_fast_quantize_block_step_override(int mode);
 /// only — 4over6 fills its per-CTA tables with 256 threads), 0 (default) the automatic rule
 /// (launch_quantize_fast). Not part of the public API.
 void set_fast_quantize_block_threads_override(int threads);
+/// Bench / test knob for plain nvfp4 in the block kernel: 1 takes the one-block path (kOne: one
+/// block per thread, addresses before the PDL wait) wherever the blocks fit its one wave, 0 never,
+/// -1 (default) the launch rule (quantize_fast.cu, kBlockOneBlocksMax). Not part of the public API.
+void set_fast_quantize_block_one_override(int mode);
 
 #ifdef NVFP4KV_QUANT_TRACE
 /// Timeline experiment (built with -DNVFP4KV_QUANT_TRACE only): words per warp record of the plain
