@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <initializer_list>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -521,6 +522,26 @@ struct KernelKnobGuard {
   }
 };
 
+/// Runs `recipe` (with `metric`) over every layout, both 16-bit types, random, special and tie data
+/// and given and per-tensor scales (ties with a given scale only) on shapes of every kind (one
+/// block, odd rows, padded rows and columns, strided rows, batches) plus `extra`; stops a
+/// combination at its first failing shape.
+void sweep_fast(Recipe recipe, ErrorMetric metric, std::initializer_list<Shape> extra = {}) {
+  std::vector<Shape> shapes = {Shape{0, 1, 16},   Shape{0, 3, 48},  Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
+                               Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}};
+  shapes.insert(shapes.end(), extra.begin(), extra.end());
+  for (SfLayout layout : kLayouts)
+    for (DType dt : {DType::kBF16, DType::kF16})
+      for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
+        for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
+          if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
+          for (const Shape& sh : shapes) {
+            const Case c{.recipe = recipe, .layout = layout, .dtype = dt, .mode = gm, .metric = metric, .shape = sh, .fill = f};
+            if (!run_case(c)) break;
+          }
+        }
+}
+
 // nvfp4 and 4over6 from 16-bit inputs run the block kernel (one 16-element block per thread and
 // step) up to the launch rule's size and the unit kernel (two blocks per thread) above it: force
 // each over shapes of every kind (one block, odd rows, padded rows and columns, strided rows, batches,
@@ -532,20 +553,9 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
   for (int mode : {1, 0}) {
     SCOPED_TRACE(testing::Message() << (mode == 1 ? "block kernel" : "unit kernel") << " forced");
     cuda::set_fast_quantize_block_override(mode);
-    for (const Combo& co : {Combo{Recipe::kNvfp4, GlobalScaleMode::kGiven, ErrorMetric::kMse},
-                            Combo{Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven, ErrorMetric::kMse},
-                            Combo{Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven, ErrorMetric::kMae}})
-    for (SfLayout layout : kLayouts)
-      for (DType dt : {DType::kBF16, DType::kF16})
-        for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
-          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
-            if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
-            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
-                                    Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}}) {
-              const Case c{.recipe = co.recipe, .layout = layout, .dtype = dt, .mode = gm, .metric = co.metric, .shape = sh, .fill = f};
-              if (!run_case(c)) break;
-            }
-          }
+    sweep_fast(Recipe::kNvfp4, ErrorMetric::kMse);
+    sweep_fast(Recipe::kNvfp4FourOverSix, ErrorMetric::kMse);
+    sweep_fast(Recipe::kNvfp4FourOverSix, ErrorMetric::kMae);
     for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
       for (Recipe r : {Recipe::kNvfp4, Recipe::kNvfp4FourOverSix})
       for (Fill f : {Fill::kRandom, Fill::kSpecial}) {
@@ -609,18 +619,7 @@ TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
   for (int one : {1, 0}) {
     SCOPED_TRACE(testing::Message() << "one-block path " << (one == 1 ? "forced" : "off"));
     cuda::set_fast_quantize_block_one_override(one);
-    for (SfLayout layout : kLayouts)
-      for (DType dt : {DType::kBF16, DType::kF16})
-        for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
-          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor}) {
-            if (f == Fill::kTies && gm != GlobalScaleMode::kGiven) continue;
-            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 3, 48}, Shape{2, 5, 96, 3, 5, 7}, Shape{0, 129, 160, 32, 16, 0},
-                                    Shape{3, 37, 224, 8, 8, 24}, Shape{0, 257, 1056, 5, 3, 0}, Shape{0, 1024, 2048},
-                                    Shape{0, 1024, 4096}}) {
-              const Case c{.recipe = Recipe::kNvfp4, .layout = layout, .dtype = dt, .mode = gm, .shape = sh, .fill = f};
-              if (!run_case(c)) break;
-            }
-          }
+    sweep_fast(Recipe::kNvfp4, ErrorMetric::kMse, {Shape{0, 1024, 2048}, Shape{0, 1024, 4096}});
     for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
       for (Fill f : {Fill::kRandom, Fill::kSpecial})
         run_case(Case{.recipe = Recipe::kNvfp4, .layout = SfLayout::k128x4, .shape = {0, 33, 320}, .fill = f, .given_s_dec = sdec});
