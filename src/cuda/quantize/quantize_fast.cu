@@ -630,7 +630,8 @@ constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
 constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
 /// ... and its two-block path (kOne 2) up to this many (6 MiB): 6 MiB 4.4-4.5 → 4.1-4.2 µs, but
 /// 8 MiB (two whole blocks per thread) 4.7 → 5.1, where the loop's overlap of one block's encode
-/// with the next one's loads wins.
+/// with the next one's loads wins. The 6 MiB gain is the second block's L2 prefetch before the
+/// wait (with the first block's only: 4.4 µs, and 8 MiB 4.8; bench/NOTES.md, quantize v18).
 constexpr uint32_t kBlockTwoBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
