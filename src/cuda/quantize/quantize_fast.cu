@@ -1042,6 +1042,25 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
   else launch_one<K, kF16, 13>(p, stream);
 }
 
+/// The block kernel's loop-free path with kN blocks per thread, if `rule` holds and one wave of it
+/// holds every block; returns whether it launched (the caller reads the launch status).
+template <QuantKind K, bool kF16, int kN>
+bool launch_block_one(const FastQuantizeParams& p, int threads, bool rule, Stream stream) {
+  static int per_sm = 0;
+  if (per_sm == 0) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<K, kF16, kN>, kThreads, 0) != cudaSuccess ||
+        n < 1)
+      n = 1;
+    per_sm = n;
+  }
+  const int64_t want = (static_cast<int64_t>(p.total_blocks) + int64_t(kN) * threads - 1) / (int64_t(kN) * threads);
+  if (!rule || want > static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads)) return false;
+  (void)launch_pdl(quantize_block_kernel<K, kF16, kN>, dim3(static_cast<unsigned>(want)), dim3(static_cast<unsigned>(threads)),
+                   0, reinterpret_cast<cudaStream_t>(stream), p);
+  return true;
+}
+
 /// The block kernel on a persistent grid of at most one wave (see launch_one).
 template <QuantKind K, bool kF16>
 void launch_block(const FastQuantizeParams& p, Stream stream) {
@@ -1073,29 +1092,9 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
     // One (or two) blocks per thread in one wave of the kOne kernels (override 1 forces them
     // wherever they fit, 0 never).
     const int oo = g_block_one_override.load(std::memory_order_relaxed);
-    const int64_t sms = fast_quantize_sm_count();
-    static int per_sm_one = 0, per_sm_two = 0;
-    if (per_sm_one == 0) {
-      int n1 = 0, n2 = 0;
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n1, quantize_block_kernel<K, kF16, 1>, kThreads, 0) != cudaSuccess ||
-          n1 < 1)
-        n1 = 1;
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n2, quantize_block_kernel<K, kF16, 2>, kThreads, 0) != cudaSuccess ||
-          n2 < 1)
-        n2 = 1;
-      per_sm_one = n1;
-      per_sm_two = n2;
-    }
-    const int64_t want2 = (static_cast<int64_t>(p.total_blocks) + 2 * threads - 1) / (2 * threads);
-    if (oo != 0 && want <= sms * per_sm_one * (kThreads / threads) && (oo == 1 || p.total_blocks <= kBlockOneBlocksMax)) {
-      (void)launch_pdl(quantize_block_kernel<K, kF16, 1>, dim3(static_cast<unsigned>(want)),
-                       dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), p);
-      return;  // the caller reads the launch status
-    }
-    if (oo != 0 && want2 <= sms * per_sm_two * (kThreads / threads) && (oo == 1 || p.total_blocks <= kBlockTwoBlocksMax)) {
-      (void)launch_pdl(quantize_block_kernel<K, kF16, 2>, dim3(static_cast<unsigned>(want2)),
-                       dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), p);
-      return;
+    if (oo != 0) {
+      if (launch_block_one<K, kF16, 1>(p, threads, oo == 1 || p.total_blocks <= kBlockOneBlocksMax, stream)) return;
+      if (launch_block_one<K, kF16, 2>(p, threads, oo == 1 || p.total_blocks <= kBlockTwoBlocksMax, stream)) return;
     }
   }
   FastQuantizeParams q = p;
