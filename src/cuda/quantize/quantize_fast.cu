@@ -998,19 +998,15 @@ std::atomic<int> g_block_order_override{-1};
 std::atomic<int> g_block_threads_override{0};
 std::atomic<int> g_block_one_override{-1};
 
-/// Resident CTAs per SM of kernel `fn`, cached (the persistent grid must not exceed one wave, or
-/// the CTAs of the second wave would run their whole share after the first).
-template <QuantKind K, bool kF16, int kDq>
+/// Resident CTAs of kThreads per SM of kernel `Fn` (at least 1), queried once per kernel: a
+/// persistent grid must not exceed one wave, or the CTAs of the second wave would run their whole
+/// share after the first.
+template <auto Fn>
 int resident_ctas() {
-  static int cached = 0;
-  if (cached == 0) {
+  static const int cached = [] {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_fast_kernel<K, kF16, kDq>, kThreads, 0) != cudaSuccess ||
-        n < 1) {
-      n = 1;
-    }
-    cached = n;
-  }
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Fn, kThreads, 0) == cudaSuccess && n >= 1 ? n : 1;
+  }();
   return cached;
 }
 
@@ -1018,7 +1014,7 @@ template <QuantKind K, bool kF16, int kDq>
 void launch_one(const FastQuantizeParams& p, Stream stream) {
   const int64_t units = p.total_units;
   const int64_t want = (units + kThreads - 1) / kThreads;
-  const int per_sm = resident_ctas<K, kF16, kDq>();
+  const int per_sm = resident_ctas<quantize_fast_kernel<K, kF16, kDq>>();
   const int cap_ovr = g_ctas_override.load(std::memory_order_relaxed);
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * (cap_ovr > 0 && cap_ovr < per_sm ? cap_ovr : per_sm);
   int64_t grid = want < cap ? want : cap;
@@ -1046,14 +1042,7 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
 /// holds every block; returns whether it launched (the caller reads the launch status).
 template <QuantKind K, bool kF16, int kN>
 bool launch_block_one(const FastQuantizeParams& p, int threads, bool rule, Stream stream) {
-  static int per_sm = 0;
-  if (per_sm == 0) {
-    int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<K, kF16, kN>, kThreads, 0) != cudaSuccess ||
-        n < 1)
-      n = 1;
-    per_sm = n;
-  }
+  const int per_sm = resident_ctas<quantize_block_kernel<K, kF16, kN>>();
   const int64_t want = (static_cast<int64_t>(p.total_blocks) + int64_t(kN) * threads - 1) / (int64_t(kN) * threads);
   if (!rule || want > static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads)) return false;
   (void)launch_pdl(quantize_block_kernel<K, kF16, kN>, dim3(static_cast<unsigned>(want)), dim3(static_cast<unsigned>(threads)),
@@ -1064,14 +1053,7 @@ bool launch_block_one(const FastQuantizeParams& p, int threads, bool rule, Strea
 /// The block kernel on a persistent grid of at most one wave (see launch_one).
 template <QuantKind K, bool kF16>
 void launch_block(const FastQuantizeParams& p, Stream stream) {
-  static int per_sm = 0;
-  if (per_sm == 0) {
-    int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, quantize_block_kernel<K, kF16>, kThreads, 0) != cudaSuccess ||
-        n < 1)
-      n = 1;
-    per_sm = n;
-  }
+  const int per_sm = resident_ctas<quantize_block_kernel<K, kF16>>();
   // CTA size: kThreads, or 128 for plain nvfp4 when CTAs of kThreads would leave SMs without
   // work (≤ 1 MiB of 16-bit input on an H100): twice the SMs then share the blocks, one warp per
   // scheduler (quantize v17 A/B, bench q_v17_ab: 128 x 512 - 512 x 512 −2 … −4 %; 1 MiB and up
