@@ -1192,8 +1192,31 @@ void run_one_ab18(Context& ctx) {
                {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}});
 }
 
+/// v20 A/B (plain nvfp4): the library's rule against the one-block path at 32 registers (8 CTAs of
+/// 256 per SM) over as many waves as the call needs, and the persistent loop, grid shapes
+/// 0.1-64 MiB (QAB_SHAPES picks some).
+void run_waves_ab20(Context& ctx) {
+  const auto var = [](const char* name, int one) {
+    AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
+    v.one = one;
+    return v;
+  };
+  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_waves", 2), var("nv_waves_again", 2),
+                                   var("nv_default_again", -1), var("nv_loop", 0)};
+  run_ab_impl(ctx, vars, "quantize_waves_ab20",
+              "quantize v20 A/B (plain nvfp4: the launch rule vs the 32-register one-block path in waves vs the loop)",
+              {"M", "K", "MiB", "default", "waves", "waves again", "default again", "loop"},
+              {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
+               {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
+               {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
+               {1024, 2048}, {2048, 1024}, {4096, 512},  {256, 12288}, {512, 6144},  {128, 32768}, {512, 8192},
+               {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}, {4096, 4096}, {4096, 8192}});
+}
+
 }  // namespace
 
+NVFP4KV_BENCHMARK("q_v20_ab", "v20 A/B: plain nvfp4 launch rule vs the 32-register one-block path in waves vs the loop, 0.1-64 MiB",
+                  run_waves_ab20);
 NVFP4KV_BENCHMARK("q_v18_ab", "v18 A/B: plain nvfp4 block kernel loop vs one- / two-block paths, grid shapes 0.1-16 MiB", run_one_ab18);
 NVFP4KV_BENCHMARK("q_v17_ab", "v17 A/B: block kernel CTA size for plain nvfp4 (256/128/64/32 threads)", run_threads_ab17);
 NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);

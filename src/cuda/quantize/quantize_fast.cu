@@ -613,7 +613,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas<K, kF16, kDq>()) quantize_f
 // NaN / Inf blocks, the same e4m3x2 conversion of the scale). 4over6 (MSE, MAE) runs the same
 // map with the unit kernel's per-CTA tables, encode16 for one block and a one-buffer loop (3 CTAs
 // of 256 per SM; see kBlockMinCtas46). Plain nvfp4 up to 6 MiB, where one wave holds every block
-// at one or two per thread, takes the kernel's loop-free path instead (kOne, quantize v18).
+// at one per thread, takes the kernel's loop-free path instead (kOne, quantize v18 and v20).
 constexpr int kBlockMinCtas = 4;
 /// launch_quantize_fast gives the block kernel fewer blocks than this (padding included): 2^23
 /// blocks = 256 MiB of 16-bit input, where the tiled layouts switch to the unit kernel's
@@ -623,16 +623,18 @@ constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
 /// The block kernel takes the sector order (FastQuantizeParams::block_order) for plain nvfp4 in
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
-/// Plain nvfp4 takes the block kernel's one-block path (kOne 1) up to this many blocks (4 MiB of
-/// 16-bit input) when they fit one wave (launch_block). H100 A/B against the loop, bench q_v18_ab
-/// (bench/NOTES.md, quantize v18): 0.1 MiB equal, 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6,
-/// 2 MiB 2.3 → 2.2, 4 MiB 3.3 → 3.0-3.1.
-constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
-/// ... and its two-block path (kOne 2) up to this many (6 MiB): 6 MiB 4.4-4.5 → 4.1-4.2 µs, but
-/// 8 MiB (two whole blocks per thread) 4.7 → 5.1, where the loop's overlap of one block's encode
-/// with the next one's loads wins. The 6 MiB gain is the second block's L2 prefetch before the
-/// wait (with the first block's only: 4.4 µs, and 8 MiB 4.8; bench/NOTES.md, quantize v18).
-constexpr uint32_t kBlockTwoBlocksMax = 3u << 16;
+/// Plain nvfp4 takes the block kernel's one-block path (kOne 1, quantize v18) at ≤ 128 registers
+/// up to this many blocks (1 MiB of 16-bit input), where one wave holds them (launch_block).
+/// H100 A/B against the loop, bench q_v18_ab (bench/NOTES.md, quantize v18): 0.1 MiB equal,
+/// 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6.
+constexpr uint32_t kBlockOneBlocksMax = 1u << 15;
+/// ... and the same path at ≤ 32 registers (8 CTAs of 256 per SM, launch_block_waves; one wave
+/// up to 8 MiB on an H100) above that, up to this many blocks (6 MiB). Bench q_v20_ab (bench/
+/// NOTES.md, quantize v20), µs against v18's rule (the one-block path at 56 registers up to 4 MiB,
+/// two blocks per thread at 4 CTAs per SM up to 6 MiB): 2 MiB 2.2 → 2.1, 4 MiB 3.1 → 3.0, 6 MiB
+/// 4.1 → 4.0; at 0.5-1 MiB the 56-register build stays 2 % faster, and from 8 MiB the loop wins
+/// (8 MiB 4.7 against 5.0-5.1: its encode overlaps the next block's loads).
+constexpr uint32_t kBlockWavesBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
 struct Blk {
@@ -834,18 +836,17 @@ constexpr int block_min_ctas() {
 }
 
 /// kOne > 0 (plain nvfp4, quantize v18): every thread has at most kOne blocks, i and i + stride
-/// (launch_block picks it when one wave holds them all). No loop; the blocks' places and output
-/// addresses are computed before the PDL wait, while the previous call finishes, instead of after
-/// the words arrive (bench q_trace: ~1000 SM cycles of one warp's chain follow the data at
-/// 128 x 512), and all kOne blocks' loads are issued at once after it.
-template <int kOne>
-constexpr int block_one_min_ctas() {
-  return kOne == 1 ? 2 : kBlockMinCtas;
-}
+/// (launch_block picks it when one wave holds them all; only kOne 1 is launched since v20). No
+/// loop; the blocks' places and output addresses are computed before the PDL wait, while the
+/// previous call finishes, instead of after the words arrive (bench q_trace: ~1000 SM cycles of
+/// one warp's chain follow the data at 128 x 512), and all kOne blocks' loads are issued at once
+/// after it. kMin, the CTAs per SM of the launch bounds: 2 (56 registers; up to 1 MiB) or
+/// kBlockWavesMinCtas (32 registers, no spills; launch_block_waves).
+constexpr int kBlockOneMinCtas = 2;
+constexpr int kBlockWavesMinCtas = 8;
 
-template <QuantKind K, bool kF16, int kOne = 0>
-__global__ void __launch_bounds__(kThreads, kOne > 0 ? block_one_min_ctas<kOne>() : block_min_ctas<K>())
-    quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
+template <QuantKind K, bool kF16, int kOne = 0, int kMin = (kOne > 0 ? kBlockOneMinCtas : block_min_ctas<K>())>
+__global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   static_assert(K == QuantKind::kNvfp4 || k46, "block kernel: nvfp4 and 4over6");
   // 4over6: the unit kernel's per-CTA tables (encode multiplier and dequantized grid per scale
@@ -1038,16 +1039,25 @@ void launch_46(const FastQuantizeParams& p, Stream stream) {
   else launch_one<K, kF16, 13>(p, stream);
 }
 
-/// The block kernel's loop-free path with kN blocks per thread, if `rule` holds and one wave of it
+/// The block kernel's loop-free path (one block per thread, ≤ 128 registers) if one wave of it
 /// holds every block; returns whether it launched (the caller reads the launch status).
-template <QuantKind K, bool kF16, int kN>
-bool launch_block_one(const FastQuantizeParams& p, int threads, bool rule, Stream stream) {
-  const int per_sm = resident_ctas<quantize_block_kernel<K, kF16, kN>>();
-  const int64_t want = (static_cast<int64_t>(p.total_blocks) + int64_t(kN) * threads - 1) / (int64_t(kN) * threads);
-  if (!rule || want > static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads)) return false;
-  (void)launch_pdl(quantize_block_kernel<K, kF16, kN>, dim3(static_cast<unsigned>(want)), dim3(static_cast<unsigned>(threads)),
+template <QuantKind K, bool kF16>
+bool launch_block_one(const FastQuantizeParams& p, int threads, Stream stream) {
+  const int per_sm = resident_ctas<quantize_block_kernel<K, kF16, 1>>();
+  const int64_t want = (static_cast<int64_t>(p.total_blocks) + threads - 1) / threads;
+  if (want > static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads)) return false;
+  (void)launch_pdl(quantize_block_kernel<K, kF16, 1>, dim3(static_cast<unsigned>(want)), dim3(static_cast<unsigned>(threads)),
                    0, reinterpret_cast<cudaStream_t>(stream), p);
   return true;
+}
+
+/// The one-block path at ≤ 32 registers (8 CTAs of 256 per SM) over as many waves as its blocks
+/// need (the launch rule gives it ≤ 6 MiB, one wave; the bench and tests force it at any size).
+template <QuantKind K, bool kF16>
+void launch_block_waves(const FastQuantizeParams& p, int threads, Stream stream) {
+  const int64_t grid = (static_cast<int64_t>(p.total_blocks) + threads - 1) / threads;
+  (void)launch_pdl(quantize_block_kernel<K, kF16, 1, kBlockWavesMinCtas>, dim3(static_cast<unsigned>(grid)),
+                   dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), p);
 }
 
 /// The block kernel on a persistent grid of at most one wave (see launch_one).
@@ -1071,13 +1081,16 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
   const int64_t cap = static_cast<int64_t>(fast_quantize_sm_count()) * per_sm * (kThreads / threads);
   const int64_t grid = want < cap ? want : cap;
   if constexpr (K == QuantKind::kNvfp4) {
-    // One (or two) blocks per thread in one wave of the kOne kernels (override 1 forces them
-    // wherever they fit, 0 never).
+    // One block per thread: the one-block path at ≤ 128 registers in one wave, or at ≤ 32 in
+    // waves (override 1 forces the first wherever one wave holds the blocks, 2 the second at
+    // any size, 0 neither).
     const int oo = g_block_one_override.load(std::memory_order_relaxed);
-    if (oo != 0) {
-      if (launch_block_one<K, kF16, 1>(p, threads, oo == 1 || p.total_blocks <= kBlockOneBlocksMax, stream)) return;
-      if (launch_block_one<K, kF16, 2>(p, threads, oo == 1 || p.total_blocks <= kBlockTwoBlocksMax, stream)) return;
+    if (oo == 2 || (oo == -1 && p.total_blocks > kBlockOneBlocksMax && p.total_blocks <= kBlockWavesBlocksMax)) {
+      launch_block_waves<K, kF16>(p, threads, stream);
+      return;
     }
+    if ((oo == 1 || (oo == -1 && p.total_blocks <= kBlockOneBlocksMax)) && launch_block_one<K, kF16>(p, threads, stream))
+      return;
   }
   FastQuantizeParams q = p;
   const uint32_t stride = static_cast<uint32_t>(grid * threads);

@@ -183,10 +183,11 @@ void set_fast_quantize_block_step_override(int mode);
 /// only — 4over6 fills its per-CTA tables with 256 threads), 0 (default) the automatic rule
 /// (launch_quantize_fast). Not part of the public API.
 void set_fast_quantize_block_threads_override(int threads);
-/// Bench / test knob for plain nvfp4 in the block kernel: 1 takes the loop-free path (kOne: one
-/// or two blocks per thread, places and addresses before the PDL wait) with the fewest blocks per
-/// thread whose one wave holds every block, 0 never, -1 (default) the launch rule
-/// (quantize_fast.cu, kBlockOneBlocksMax / kBlockTwoBlocksMax). Not part of the public API.
+/// Bench / test knob for plain nvfp4 in the block kernel: 1 takes the loop-free one-block path
+/// (one block per thread, places and addresses before the PDL wait; ≤ 128 registers) wherever one
+/// wave of it holds every block, 2 the same path at ≤ 32 registers (8 CTAs of 256 per SM) over as
+/// many waves as needed, 0 neither (the loop), -1 (default) the launch rule (quantize_fast.cu,
+/// kBlockOneBlocksMax / kBlockWavesBlocksMax). Not part of the public API.
 void set_fast_quantize_block_one_override(int mode);
 
 #ifdef NVFP4KV_QUANT_TRACE
