@@ -611,8 +611,8 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
 // at ≤ 32 registers in as many waves as needed (knob 2), and the loop (knob 0), each forced, over
 // every layout, both 16-bit types, given and per-tensor scales, random, special and tie data,
 // extreme given scales, one block, odd, padded, strided and batched rows, inputs of 2-4 Mi
-// elements (1500 x 2064 with a partial last wave), 16 Mi elements (several waves of 8 CTAs per SM
-// for knob 2), both block orders and CTAs of 128 and 256 threads.
+// elements (1500 x 2064 with a partial last wave), 9 Mi elements (knob 2: more than two waves of
+// 8 CTAs of 256 per SM on an H100), both block orders and CTAs of 128 and 256 threads.
 TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   const KernelKnobGuard guard;
@@ -620,11 +620,10 @@ TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
     SCOPED_TRACE(testing::Message() << "block_one_override " << one);
     cuda::set_fast_quantize_block_one_override(one);
     sweep_fast(Recipe::kNvfp4, ErrorMetric::kMse, {Shape{0, 1024, 2048}, Shape{0, 1024, 4096}});
-    if (one >= 2)
+    if (one == 2)
       for (SfLayout layout : kLayouts)
-        for (DType dt : {DType::kBF16, DType::kF16})
-          for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
-            run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .dtype = dt, .mode = gm, .shape = {0, 4096, 4096}});
+        for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+          run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .mode = gm, .shape = {0, 2048, 4608}});
     for (float sdec : {3.0e-39f, 1.0e30f, 1.0e-30f, 3.0e38f})
       for (Fill f : {Fill::kRandom, Fill::kSpecial})
         run_case(Case{.recipe = Recipe::kNvfp4, .layout = SfLayout::k128x4, .shape = {0, 33, 320}, .fill = f, .given_s_dec = sdec});
