@@ -641,6 +641,23 @@ TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
   }
 }
 
+// The block kernel's plain-nvfp4 paths (one-block path at ≤ 128 and at ≤ 32 registers, the loop),
+// each forced on small inputs of every kind over every layout, both scale modes and random and
+// special data: small enough for gpu_check's compute-sanitizer pass (filter *Small*).
+TEST(CudaQuantize, SmallBlockKernelPathsForced) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const KernelKnobGuard guard;
+  for (int one : {1, 2, 0}) {
+    SCOPED_TRACE(testing::Message() << "block_one_override " << one);
+    cuda::set_fast_quantize_block_one_override(one);
+    for (SfLayout layout : kLayouts)
+      for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+        for (Fill f : {Fill::kRandom, Fill::kSpecial})
+          for (const Shape& sh : {Shape{0, 1, 16}, Shape{3, 37, 224, 8, 8, 24}, Shape{0, 129, 160, 32, 16, 0}, Shape{0, 300, 1056}})
+            run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .mode = gm, .shape = sh, .fill = f});
+  }
+}
+
 // The 4over6 variants of the fast kernel (kDq 7, v11's loop at 3 CTAs/SM, and kDq 13, the
 // default: see quantize_fast.cu), each forced over every 4over6 combo with random, special and
 // tie data, extreme and ordinary given scales, inputs at the E2M1 decision boundaries of each

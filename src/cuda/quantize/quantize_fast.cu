@@ -624,16 +624,17 @@ constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
 /// Plain nvfp4 takes the block kernel's one-block path (kOne 1, quantize v18) at ≤ 128 registers
-/// up to this many blocks (1 MiB of 16-bit input), where one wave holds them (launch_block).
+/// up to this many blocks (4 MiB of 16-bit input), where one wave holds them (launch_block).
 /// H100 A/B against the loop, bench q_v18_ab (bench/NOTES.md, quantize v18): 0.1 MiB equal,
-/// 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6.
-constexpr uint32_t kBlockOneBlocksMax = 1u << 15;
+/// 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6, 2 MiB 2.3 → 2.2, 4 MiB 3.3 → 3.0-3.1.
+constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
 /// ... and the same path at ≤ 32 registers (8 CTAs of 256 per SM, launch_block_waves; one wave
-/// up to 8 MiB on an H100) above that, up to this many blocks (6 MiB). Bench q_v20_ab (bench/
-/// NOTES.md, quantize v20), µs against v18's rule (the one-block path at 56 registers up to 4 MiB,
-/// two blocks per thread at 4 CTAs per SM up to 6 MiB): 2 MiB 2.2 → 2.1, 4 MiB 3.1 → 3.0, 6 MiB
-/// 4.1 → 4.0; at 0.5-1 MiB the 56-register build stays 2 % faster, and from 8 MiB the loop wins
-/// (8 MiB 4.7 against 5.0-5.1: its encode overlaps the next block's loads).
+/// up to 8 MiB on an H100) above that, up to this many blocks (6 MiB), where v18 took two blocks
+/// per thread at 4 CTAs per SM: 6 MiB 4.18-4.19 → 4.05-4.09 µs in three benches of the H100
+/// (bench/NOTES.md, quantize v20). At 1-4 MiB the 32-register build gained 3 % in bench q_v20_ab
+/// but lost 3-6 % at 3-4 MiB in the grid and q_floor benches of the same build (the 56-register
+/// one, at most 4 CTAs per SM, held its time in all three), and from 8 MiB the loop wins (8 MiB
+/// 4.7 against 5.0-5.1 µs).
 constexpr uint32_t kBlockWavesBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
@@ -840,7 +841,7 @@ constexpr int block_min_ctas() {
 /// loop; the blocks' places and output addresses are computed before the PDL wait, while the
 /// previous call finishes, instead of after the words arrive (bench q_trace: ~1000 SM cycles of
 /// one warp's chain follow the data at 128 x 512), and all kOne blocks' loads are issued at once
-/// after it. kMin, the CTAs per SM of the launch bounds: 2 (56 registers; up to 1 MiB) or
+/// after it. kMin, the CTAs per SM of the launch bounds: 2 (56 registers; up to 4 MiB) or
 /// kBlockWavesMinCtas (32 registers, no spills; launch_block_waves).
 constexpr int kBlockOneMinCtas = 2;
 constexpr int kBlockWavesMinCtas = 8;
