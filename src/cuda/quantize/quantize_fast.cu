@@ -958,30 +958,30 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       load_block(a);
       i = i1;
     }
-    return;
-  }
-  // nvfp4: two buffers, so that the next block's loads are in flight while this one is encoded
-  // without a register copy of a pending load (the unit kernel's loop).
-  while (i < p.total_blocks) {
-    const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
-    if (i1 < p.total_blocks) {
-      next_block(p, a, i1, c);
-      load_block(c);
-    }
+  } else {
+    // nvfp4: two buffers, so that the next block's loads are in flight while this one is encoded
+    // without a register copy of a pending load (the unit kernel's loop).
+    while (i < p.total_blocks) {
+      const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
+      if (i1 < p.total_blocks) {
+        next_block(p, a, i1, c);
+        load_block(c);
+      }
 #ifdef NVFP4KV_QUANT_TRACE
-    process_block<K, kF16>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
-    if (tr[4] == 0) tr[4] = qtrace_now();
+      process_block<K, kF16>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
+      if (tr[4] == 0) tr[4] = qtrace_now();
 #else
-    process_block<K, kF16>(p, a, table, dq_lut, g);
+      process_block<K, kF16>(p, a, table, dq_lut, g);
 #endif
-    if (i1 >= p.total_blocks) break;
-    const uint32_t i2 = i1 + stride;
-    if (i2 < p.total_blocks) {
-      next_block(p, c, i2, a);
-      load_block(a);
+      if (i1 >= p.total_blocks) break;
+      const uint32_t i2 = i1 + stride;
+      if (i2 < p.total_blocks) {
+        next_block(p, c, i2, a);
+        load_block(a);
+      }
+      process_block<K, kF16>(p, c, table, dq_lut, g);
+      i = i2;
     }
-    process_block<K, kF16>(p, c, table, dq_lut, g);
-    i = i2;
   }
 #ifdef NVFP4KV_QUANT_TRACE
   tr[5] = qtrace_now();
