@@ -896,7 +896,10 @@ void run_floor(Context& ctx) {
         quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, Recipe::kNvfp4, ErrorMetric::kMse, SfLayout::k128x4,
                        gs_dev, st);
       };
+      // QFLOOR_ONE=<mode>: the nvfp4 call with set_fast_quantize_block_one_override(mode) (quantize v20).
+      if (const char* e = std::getenv("QFLOOR_ONE")) cuda::set_fast_quantize_block_one_override(std::atoi(e));
       const double us_nv = timer.graph_us(nv_call);
+      cuda::set_fast_quantize_block_one_override(-1);
       const double us_cp = same_bytes_copy_us(timer, bufs, q_bytes / 2);
       const double pc = 100.0 / ctx.copy_tbps;
       const auto pct = [&](double us) { return static_cast<double>(q_bytes) / (us * 1e-6) / 1e12 * pc; };
@@ -1201,11 +1204,11 @@ void run_waves_ab20(Context& ctx) {
     v.one = one;
     return v;
   };
-  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_waves", 2), var("nv_waves_again", 2),
+  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_waves", 2), var("nv_one56", 1), var("nv_waves_again", 2),
                                    var("nv_default_again", -1), var("nv_loop", 0)};
   run_ab_impl(ctx, vars, "quantize_waves_ab20",
               "quantize v20 A/B (plain nvfp4: the launch rule vs the 32-register one-block path in waves vs the loop)",
-              {"M", "K", "MiB", "default", "waves", "waves again", "default again", "loop"},
+              {"M", "K", "MiB", "default", "waves", "one56", "waves again", "default again", "loop"},
               {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
                {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
                {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
