@@ -1176,44 +1176,42 @@ void run_order_ab16(Context& ctx) {
                {512, 32768},  {4096, 6144},  {16384, 2048}, {1024, 32768}, {8192, 6144},  {4096, 16384}});
 }
 
-/// v18 A/B: plain nvfp4 on the issue-3 grid shapes up to 4 MiB and some of 6-16 MiB: the block
-/// kernel's one- and two-block paths (kOne) forced and off, twice in reverse order.
+/// A plain-nvfp4 A/B variant with set_fast_quantize_block_one_override(one) (v18, v20).
+AbVar one_var(const char* name, int one) {
+  AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
+  v.one = one;
+  return v;
+}
+
+/// The issue-3 grid shapes up to 4 MiB and some of 6-16 MiB (v18 and v20 A/B).
+std::vector<std::pair<int64_t, int64_t>> small_grid_shapes() {
+  return {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
+          {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
+          {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
+          {1024, 2048}, {2048, 1024}, {4096, 512},  {256, 12288}, {512, 6144},  {128, 32768}, {512, 8192},
+          {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}};
+}
+
+/// v18 A/B: plain nvfp4 on small_grid_shapes(): the block kernel's one- and two-block paths (kOne)
+/// forced and off, twice in reverse order (since v20 the knob's 1 is the one-block path only).
 void run_one_ab18(Context& ctx) {
-  const auto var = [](const char* name, int one) {
-    AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
-    v.one = one;
-    return v;
-  };
-  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_loop", 0), var("nv_one", 1), var("nv_one_again", 1),
-                                   var("nv_loop_again", 0)};
+  const std::vector<AbVar> vars = {one_var("nv_default", -1), one_var("nv_loop", 0), one_var("nv_one", 1),
+                                   one_var("nv_one_again", 1), one_var("nv_loop_again", 0)};
   run_ab_impl(ctx, vars, "quantize_one_ab18", "quantize v18 A/B (plain nvfp4: block kernel loop vs one-block path)",
-              {"M", "K", "MiB", "default", "loop", "one", "one again", "loop again"},
-              {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
-               {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
-               {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
-               {1024, 2048}, {2048, 1024}, {4096, 512},  {256, 12288}, {512, 6144},  {128, 32768}, {512, 8192},
-               {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}});
+              {"M", "K", "MiB", "default", "loop", "one", "one again", "loop again"}, small_grid_shapes());
 }
 
 /// v20 A/B (plain nvfp4): the library's rule against the one-block path at 32 registers (8 CTAs of
-/// 256 per SM) over as many waves as the call needs, and the persistent loop, grid shapes
-/// 0.1-64 MiB (QAB_SHAPES picks some).
+/// 256 per SM) over as many waves as the call needs, at 56 registers, and the persistent loop, on
+/// small_grid_shapes() plus 32 and 64 MiB (QAB_SHAPES picks some).
 void run_waves_ab20(Context& ctx) {
-  const auto var = [](const char* name, int one) {
-    AbVar v{name, Recipe::kNvfp4, -1, -1, -1};
-    v.one = one;
-    return v;
-  };
-  const std::vector<AbVar> vars = {var("nv_default", -1), var("nv_waves", 2), var("nv_one56", 1), var("nv_waves_again", 2),
-                                   var("nv_default_again", -1), var("nv_loop", 0)};
+  const std::vector<AbVar> vars = {one_var("nv_default", -1),      one_var("nv_waves", 2),  one_var("nv_one56", 1),
+                                   one_var("nv_waves_again", 2),   one_var("nv_default_again", -1), one_var("nv_loop", 0)};
+  std::vector<std::pair<int64_t, int64_t>> shapes = small_grid_shapes();
+  shapes.insert(shapes.end(), {{4096, 4096}, {4096, 8192}});
   run_ab_impl(ctx, vars, "quantize_waves_ab20",
               "quantize v20 A/B (plain nvfp4: the launch rule vs the 32-register one-block path in waves vs the loop)",
-              {"M", "K", "MiB", "default", "waves", "one56", "waves again", "default again", "loop"},
-              {{128, 512},   {128, 1024},  {256, 512},   {128, 2048},  {256, 1024},  {512, 512},   {128, 4096},
-               {256, 2048},  {512, 1024},  {1024, 512},  {128, 6144},  {128, 8192},  {256, 4096},  {512, 2048},
-               {1024, 1024}, {2048, 512},  {128, 12288}, {256, 6144},  {128, 16384}, {256, 8192},  {512, 4096},
-               {1024, 2048}, {2048, 1024}, {4096, 512},  {256, 12288}, {512, 6144},  {128, 32768}, {512, 8192},
-               {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}, {4096, 4096}, {4096, 8192}});
+              {"M", "K", "MiB", "default", "waves", "one56", "waves again", "default again", "loop"}, shapes);
 }
 
 }  // namespace
