@@ -1218,7 +1218,7 @@ void run_waves_ab20(Context& ctx) {
 
 NVFP4KV_BENCHMARK("q_v20_ab", "v20 A/B: plain nvfp4 launch rule vs the 32-register one-block path in waves vs the loop, 0.1-64 MiB",
                   run_waves_ab20);
-NVFP4KV_BENCHMARK("q_v18_ab", "v18 A/B: plain nvfp4 block kernel loop vs one- / two-block paths, grid shapes 0.1-16 MiB", run_one_ab18);
+NVFP4KV_BENCHMARK("q_v18_ab", "v18 A/B: plain nvfp4 block kernel loop vs the one-block path (56 registers), grid shapes 0.1-16 MiB", run_one_ab18);
 NVFP4KV_BENCHMARK("q_v17_ab", "v17 A/B: block kernel CTA size for plain nvfp4 (256/128/64/32 threads)", run_threads_ab17);
 NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (nvfp4, 4over6; 128x4)", run_order_ab16);
 
