@@ -1192,8 +1192,8 @@ std::vector<std::pair<int64_t, int64_t>> small_grid_shapes() {
           {2048, 2048}, {8192, 512},  {512, 12288}, {1024, 8192}};
 }
 
-/// v18 A/B: plain nvfp4 on small_grid_shapes(): the block kernel's one- and two-block paths (kOne)
-/// forced and off, twice in reverse order (since v20 the knob's 1 is the one-block path only).
+/// v18 A/B: plain nvfp4 on small_grid_shapes(): the block kernel's one-block path (56 registers;
+/// v18 also had a two-block path, removed in v20) forced and off, twice in reverse order.
 void run_one_ab18(Context& ctx) {
   const std::vector<AbVar> vars = {one_var("nv_default", -1), one_var("nv_loop", 0), one_var("nv_one", 1),
                                    one_var("nv_one_again", 1), one_var("nv_loop_again", 0)};
