@@ -322,7 +322,9 @@ TEST(DecodeRef, SplitBoundCoversEveryOccupancy) {
                 ASSERT_LE(s, bound) << batch << " " << heads << " " << qo << " " << page << " " << pages << " "
                                     << resident << " hpc " << hpc;
                 const int64_t per_split = ((pages * page + s - 1) / s + 15) / 16 * 16;
-                if (s < 1024) EXPECT_LE(per_split / page + 2, cuda::kDecodeMaxSplitPages);
+                if (s < 1024) {
+                  EXPECT_LE(per_split / page + 2, cuda::kDecodeMaxSplitPages);
+                }
                 EXPECT_LE(cuda::decode_split_pages(pages, page, s), pages + 1);
               }
             EXPECT_EQ(cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 5, 132),
