@@ -631,10 +631,10 @@ constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
 /// ... and the same path at ≤ 32 registers (8 CTAs of 256 per SM, launch_block_waves; one wave
 /// up to 8 MiB on an H100) above that, up to this many blocks (6 MiB), where v18 took two blocks
 /// per thread at 4 CTAs per SM: 6 MiB 4.18-4.19 → 4.05-4.09 µs in three benches of the H100
-/// (bench/NOTES.md, quantize v20). At 1-4 MiB the 32-register build gained 3 % in bench q_v20_ab
-/// but lost 3-6 % at 3-4 MiB in the grid and q_floor benches of the same build (the 56-register
-/// one, at most 4 CTAs per SM, held its time in all three), and from 8 MiB the loop wins (8 MiB
-/// 4.7 against 5.0-5.1 µs).
+/// (bench/NOTES.md, quantize v20). At 1-4 MiB the 32-register build is 4 % faster in a process
+/// that has run nothing else, but 5-12 % slower at 3-4 MiB in one that ran the decode benches
+/// first (gpu_check's sequence; cause open), where the 56-register build holds its time; from
+/// 8 MiB the loop wins (8 MiB 4.7 against 5.0-5.1 µs).
 constexpr uint32_t kBlockWavesBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
