@@ -1,7 +1,7 @@
 // nvfp4kv benchmarks — harness: measures copy bandwidth, runs the selected benchmarks, prints
 // their tables and writes every row to a JSON file.
 //
-//   nvfp4kv_bench [--filter SUBSTR[,SUBSTR...]] [--json FILE] [--quick] [--runs N] [--list]
+//   nvfp4kv_bench [--filter SUBSTR|=NAME[,...]] [--json FILE] [--quick] [--runs N] [--list]
 #include <algorithm>
 #include <chrono>
 #include <cstdarg>
@@ -10,6 +10,7 @@
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "harness.h"
 #include "cuda/common/l2_flush.h"
@@ -156,7 +157,7 @@ int main(int argc, char** argv) {
     } else if (a == "--list") {
       list = true;
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: nvfp4kv_bench [--filter SUBSTR[,..]] [--json FILE] [--quick] [--runs N>=20] [--list]\n");
+      std::printf("usage: nvfp4kv_bench [--filter SUBSTR|=NAME[,..]] [--json FILE] [--quick] [--runs N>=20] [--list]\n");
       return 0;
     } else {
       std::fprintf(stderr, "bench: unknown argument %s\n", a.c_str());
@@ -186,11 +187,23 @@ int main(int argc, char** argv) {
   std::printf("nvfp4kv_bench on %s (%d SMs, %d MiB L2), %s\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20, date);
   std::printf("device-to-device copy (1 GiB, read+write counted): %.3f TB/s\n", ctx.copy_tbps);
+  // The selected benchmarks, in the order of the filter terms (each term's matches in registration
+  // order; a benchmark runs once): the order matters, since a benchmark can leave state in the
+  // process that slows later ones (bench/NOTES.md, quantize v21: the decode read floors).
+  auto matches = [](const std::string& f, const char* name) {
+    return !f.empty() && f[0] == '=' ? f.compare(1, std::string::npos, name) == 0 : std::string(name).find(f) != std::string::npos;
+  };
+  std::vector<const Benchmark*> selected;
+  if (filters.empty()) {
+    for (const auto& b : benches) selected.push_back(&b);
+  } else {
+    for (const auto& f : filters)
+      for (const auto& b : benches)
+        if (matches(f, b.name) && std::find(selected.begin(), selected.end(), &b) == selected.end()) selected.push_back(&b);
+  }
   int ran = 0;
-  for (const auto& b : benches) {
-    bool sel = filters.empty();
-    for (const auto& f : filters) sel = sel || std::string(b.name).find(f) != std::string::npos;
-    if (!sel) continue;
+  for (const Benchmark* bp : selected) {
+    const Benchmark& b = *bp;
     std::printf("\n=== %s: %s ===\n", b.name, b.description);
     std::fflush(stdout);
     b.run(ctx);

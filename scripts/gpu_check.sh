@@ -5,7 +5,7 @@
 # (default ./out): build.log tests.log sanitizer.log bench.log bench.json peers.json demo.log
 # summary.txt.
 #
-#   scripts/gpu_check.sh [--bench-filter SUBSTR[,..]] [--no-bench] [--no-sanitizer] [--no-tests]
+#   scripts/gpu_check.sh [--bench-filter SUBSTR|=NAME[,..]] [--no-bench] [--no-sanitizer] [--no-tests]
 #                        [--quick] [--tests REGEX] [--prebuilt DIR]
 #
 # --prebuilt DIR: use test_cuda, nvfp4kv_bench and nvfp4kv already built for sm_90a in DIR (for
@@ -121,7 +121,7 @@ if [ $do_bench -eq 1 ] && [ -x "$BIN/nvfp4kv_bench" ]; then
   for py in bench/*.py; do
     [ -f "$py" ] || continue
     name=$(basename "$py" .py)
-    if [ -z "$bench_filter" ] || echo "$name" | grep -qE "$(echo "$bench_filter" | tr ',' '|')"; then
+    if [ -z "$bench_filter" ] || echo "$name" | grep -qE "$(echo "$bench_filter" | tr ',' '|' | tr -d '=')"; then
       PYTHONUNBUFFERED=1 python3 "$py" $quick --json "$OUT/peer_$name.json" 2>&1 | tee -a "$OUT/bench.log" | tail -30
       [ -f "$OUT/peer_$name.json" ] && { cat "$OUT/peer_$name.json" >>"$OUT/peers.json"; rm -f "$OUT/peer_$name.json"; }
       note "peer $name" "rc=${PIPESTATUS[0]}"

@@ -624,17 +624,19 @@ constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
 /// Plain nvfp4 takes the block kernel's one-block path (kOne 1, quantize v18) at ≤ 128 registers
-/// up to this many blocks (4 MiB of 16-bit input), where one wave holds them (launch_block).
+/// up to this many blocks (3 MiB of 16-bit input), where one wave holds them (launch_block).
 /// H100 A/B against the loop, bench q_v18_ab (bench/NOTES.md, quantize v18): 0.1 MiB equal,
 /// 0.5 MiB 1.5 → 1.4 µs, 1 MiB 1.7 → 1.5-1.6, 2 MiB 2.3 → 2.2, 4 MiB 3.3 → 3.0-3.1.
-constexpr uint32_t kBlockOneBlocksMax = 1u << 17;
+constexpr uint32_t kBlockOneBlocksMax = 3u << 15;
 /// ... and the same path at ≤ 32 registers (8 CTAs of 256 per SM, launch_block_waves; one wave
 /// up to 8 MiB on an H100) above that, up to this many blocks (6 MiB), where v18 took two blocks
 /// per thread at 4 CTAs per SM: 6 MiB 4.18-4.19 → 4.05-4.09 µs in three benches of the H100
-/// (bench/NOTES.md, quantize v20). At 1-4 MiB the 32-register build is 4 % faster in a process
-/// that has run nothing else, but 5-12 % slower at 3-4 MiB in one that ran the decode benches
-/// first (gpu_check's sequence; cause open), where the 56-register build holds its time; from
-/// 8 MiB the loop wins (8 MiB 4.7 against 5.0-5.1 µs).
+/// (bench/NOTES.md, quantize v20). At 4 MiB the 32-register build is 4 % faster (3.1 → 3.0 µs at
+/// five of the six grid shapes), at 0.5-1 MiB 2 % slower, at 2-3 MiB within 0.5 % (bench
+/// q_v20_ab after the decode and KV benches, quantize v21). Session 16 saw it 5-12 % slower at
+/// 3-4 MiB after the decode read-floor benches, diagnostic kernels that leave the process slower
+/// for small calls (bench/NOTES.md, quantize v21); gpu_check now runs them last. From 8 MiB the
+/// loop wins (8 MiB 4.7 against 5.0-5.1 µs).
 constexpr uint32_t kBlockWavesBlocksMax = 3u << 16;
 
 /// One block a thread works on: where it lies (padding blocks too) and its two 16-byte words.
@@ -841,7 +843,7 @@ constexpr int block_min_ctas() {
 /// loop; the blocks' places and output addresses are computed before the PDL wait, while the
 /// previous call finishes, instead of after the words arrive (bench q_trace: ~1000 SM cycles of
 /// one warp's chain follow the data at 128 x 512), and all kOne blocks' loads are issued at once
-/// after it. kMin, the CTAs per SM of the launch bounds: 2 (56 registers; up to 4 MiB) or
+/// after it. kMin, the CTAs per SM of the launch bounds: 2 (56 registers; up to 3 MiB) or
 /// kBlockWavesMinCtas (32 registers, no spills; launch_block_waves).
 constexpr int kBlockOneMinCtas = 2;
 constexpr int kBlockWavesMinCtas = 8;
