@@ -71,6 +71,7 @@ struct Buffers {
   void* in = nullptr;
   void* data = nullptr;
   void* sf = nullptr;
+  void* owner = nullptr;  // make_buffer_sets_in_one: the one allocation (set 0 only), else null
 };
 
 /// `rot` rotated buffer sets for an M × K bf16 input: each set's input filled with fresh seeded
@@ -89,11 +90,38 @@ std::vector<Buffers> make_buffer_sets(int rot, int64_t M, int64_t K, std::size_t
   return bufs;
 }
 
+/// make_buffer_sets with every set carved from one allocation: set i at i · stride, stride the
+/// set's bytes (input, data, scales, each 256-byte aligned) rounded up to `align` (q_ctx).
+std::vector<Buffers> make_buffer_sets_in_one(int rot, int64_t M, int64_t K, std::size_t in_bytes, std::size_t data_bytes,
+                                             std::size_t sf_bytes, std::size_t align, std::mt19937_64& rng) {
+  auto up = [](std::size_t x, std::size_t a) { return (x + a - 1) / a * a; };
+  const std::size_t o_data = up(in_bytes, 256), o_sf = o_data + up(data_bytes, 256);
+  const std::size_t stride = up(o_sf + sf_bytes, align);
+  uint8_t* base = nullptr;
+  BENCH_CUDA(cudaMalloc(&base, stride * static_cast<std::size_t>(rot)));
+  std::vector<Buffers> bufs(static_cast<std::size_t>(rot));
+  for (int i = 0; i < rot; ++i) {
+    Buffers& b = bufs[static_cast<std::size_t>(i)];
+    b.in = base + stride * i;
+    b.data = base + stride * i + o_data;
+    b.sf = base + stride * i + o_sf;
+    fill_bf16<<<1024, 256>>>(static_cast<uint16_t*>(b.in), M * K, rng());
+    BENCH_CUDA(cudaGetLastError());
+  }
+  bufs[0].owner = base;
+  BENCH_CUDA(cudaDeviceSynchronize());
+  return bufs;
+}
+
 void free_buffer_sets(std::vector<Buffers>& bufs) {
-  for (auto& b : bufs) {
-    BENCH_CUDA(cudaFree(b.in));
-    BENCH_CUDA(cudaFree(b.data));
-    BENCH_CUDA(cudaFree(b.sf));
+  if (!bufs.empty() && bufs[0].owner != nullptr) {
+    BENCH_CUDA(cudaFree(bufs[0].owner));
+  } else {
+    for (auto& b : bufs) {
+      BENCH_CUDA(cudaFree(b.in));
+      BENCH_CUDA(cudaFree(b.data));
+      BENCH_CUDA(cudaFree(b.sf));
+    }
   }
   bufs.clear();
 }
@@ -299,6 +327,8 @@ Grid issue3_grid(bool quick) {
           {512, 1024, 2048, 4096, 6144, 8192, 12288, 16384, 32768}};
 }
 
+std::vector<std::pair<int64_t, int64_t>> ab_shapes(const std::vector<std::pair<int64_t, int64_t>>& shapes);
+
 void run(Context& ctx) {
   const Grid shape_grid = issue3_grid(ctx.quick);
   const std::vector<int64_t>& Ms = shape_grid.Ms;
@@ -315,8 +345,16 @@ void run(Context& ctx) {
   std::vector<std::vector<std::string>> table;
   std::vector<double> pct_given, pct_pt, pct_46, pct_mx, pct_dq, ratio_46_big, pct_given_big, pct_pt_big;
   std::vector<double> sb_given, sb_given_big, pt2_big, pt2;  // % of same-bytes copy; per-tensor, both passes counted
+  // Diagnosis knobs: QAB_SHAPES restricts the grid to the listed shapes; QGRID_NV_FIRST=1 times
+  // nvfp4 (given scale) first for each shape instead of last (bench/NOTES.md, quantize v21).
+  std::vector<std::pair<int64_t, int64_t>> all_shapes;
+  for (int64_t M : Ms)
+    for (int64_t K : Ks) all_shapes.emplace_back(M, K);
+  const std::vector<std::pair<int64_t, int64_t>> picked = ab_shapes(all_shapes);
+  const bool nv_first = std::getenv("QGRID_NV_FIRST") != nullptr;
   for (int64_t M : Ms) {
     for (int64_t K : Ks) {
+      if (std::find(picked.begin(), picked.end(), std::make_pair(M, K)) == picked.end()) continue;
       const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2);
       const std::size_t data_bytes = static_cast<std::size_t>(M * K / 2);
       const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
@@ -354,6 +392,9 @@ void run(Context& ctx) {
       auto tbps = [](std::size_t bytes, double us) { return static_cast<double>(bytes) / (us * 1e-6) / 1e12; };
       const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
 
+      double us_given = 0.0;
+      if (nv_first)
+        us_given = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
       // 4over6 (given scale).
       quant(0, Recipe::kNvfp4FourOverSix, GlobalScaleMode::kGiven);
       BENCH_CUDA(cudaDeviceSynchronize());
@@ -382,7 +423,8 @@ void run(Context& ctx) {
       check_rows(bufs[0], M, K, Recipe::kNvfp4, s_dec_pt, rows, "nvfp4 per-tensor");
       const double us_pt = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kPerTensor, st); });
       // nvfp4, given scale (last, so the buffers hold its output for the dequantize check).
-      const double us_given = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
+      if (!nv_first)
+        us_given = timer.graph_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
       // The same call timed alone between two events (host API time and launch latency included).
       const double us_call = timer.call_us([&](int i, cudaStream_t st) { quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven, st); });
       for (int i = 0; i < rot; ++i) quant(i, Recipe::kNvfp4, GlobalScaleMode::kGiven);
@@ -953,6 +995,49 @@ __global__ void __launch_bounds__(256) mix_ws_kernel(const uint4* __restrict__ i
   }
 }
 
+/// q_ctx (session 17, diagnosis): what moves the nvfp4 call's time between processes at small
+/// sizes. Per shape (QAB_SHAPES): nvfp4 (given scale, 128x4) timed three times on rotated buffer
+/// sets allocated three ways — one cudaMalloc per buffer (the benches' way), all sets packed in
+/// one allocation, all sets in one allocation at 2 MiB-aligned offsets — and, on the separate
+/// sets, around other kernels (does the kernel before change it?).
+void run_ctx(Context& ctx) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      ab_shapes({{128, 512}, {128, 1024}, {128, 2048}, {1024, 512}, {256, 4096}, {1024, 2048}});
+  const AbSetup env;
+  std::mt19937_64 rng(20261125);
+  std::vector<std::vector<std::string>> table;
+  for (const auto& [M, K] : shapes) {
+    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
+    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
+    const int rot = ctx.rotation_count(in_bytes + data_bytes + sf_bytes);
+    std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.2f", in_bytes / 1048576.0),
+                                    fmt("%d", rot)};
+    for (int mode = 0; mode < 3; ++mode) {
+      std::vector<Buffers> bufs =
+          mode == 0 ? make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng)
+                    : make_buffer_sets_in_one(rot, M, K, in_bytes, data_bytes, sf_bytes, mode == 1 ? 256 : (2u << 20), rng);
+      Timer timer{ctx, env.stream, rot};
+      std::string cell;
+      for (int t = 0; t < 3; ++t) {
+        const double us = timer.graph_us([&](int i, cudaStream_t st) {
+          quantize_given(bufs[static_cast<std::size_t>(i % rot)], M, K, Recipe::kNvfp4, ErrorMetric::kMse,
+                         SfLayout::k128x4, env.gs_dev, st);
+        });
+        cell += fmt(t ? " %.2f" : "%.2f", us);
+        ctx.add_row({{"bench", "quantize_ctx"}, {"m", M}, {"k", K}, {"alloc", mode}, {"try", t}, {"us", us}});
+      }
+      row.push_back(cell);
+      free_buffer_sets(bufs);
+    }
+    std::printf("progress M=%lld K=%lld: %s | %s | %s\n", (long long)M, (long long)K, row[4].c_str(), row[5].c_str(),
+                row[6].c_str());
+    std::fflush(stdout);
+    table.push_back(row);
+  }
+  print_table("nvfp4 (given scale, 128x4) us per call, three timings, on rotated sets allocated three ways",
+              {"M", "K", "MiB", "sets", "one cudaMalloc per buffer", "packed in one allocation", "2 MiB-aligned in one"}, table);
+}
+
 void run_mix(Context& ctx) {
   const std::vector<std::pair<int64_t, int64_t>> shapes =
       ab_shapes({{4096, 8192}, {16384, 8192}, {65536, 4096}, {32768, 16384}});
@@ -1477,6 +1562,7 @@ NVFP4KV_BENCHMARK("q_v16_ab", "v16 A/B: block kernel sector order vs row-major (
 #ifdef NVFP4KV_QUANT_TRACE
 NVFP4KV_BENCHMARK("q_trace", "timeline of back-to-back nvfp4 and floor calls (trace build only)", run_trace);
 #endif
+NVFP4KV_BENCHMARK("q_ctx", "nvfp4 timed around other kernels on the same buffers (diagnosis of order effects)", run_ctx);
 NVFP4KV_BENCHMARK("q_mix", "read/write mix of the large nvfp4 calls' traffic: reads only, writes only, cache hints (diagnosis)", run_mix);
 NVFP4KV_BENCHMARK("q_floor", "issue-3 grid floor: a kernel moving the nvfp4 call's bytes vs nvfp4 and a copy",
                   run_floor);
