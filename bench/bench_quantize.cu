@@ -126,6 +126,24 @@ void free_buffer_sets(std::vector<Buffers>& bufs) {
   bufs.clear();
 }
 
+/// One shape's byte counts (bf16 input, nvfp4 codes, 128x4 scales; q_bytes their sum) and its
+/// rotated buffer sets (make_buffer_sets), freed with it.
+struct ShapeSets {
+  std::size_t in_bytes, data_bytes, sf_bytes, q_bytes;
+  int rot;
+  std::vector<Buffers> bufs;
+  ShapeSets(const Context& ctx, int64_t M, int64_t K, std::mt19937_64& rng)
+      : in_bytes(static_cast<std::size_t>(M * K * 2)),
+        data_bytes(static_cast<std::size_t>(M * K / 2)),
+        sf_bytes(static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes())),
+        q_bytes(in_bytes + data_bytes + sf_bytes),
+        rot(ctx.rotation_count(q_bytes)),
+        bufs(make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng)) {}
+  ShapeSets(const ShapeSets&) = delete;
+  ShapeSets& operator=(const ShapeSets&) = delete;
+  ~ShapeSets() { free_buffer_sets(bufs); }
+};
+
 /// One quantize call on the GPU: buffer set `b` (M × K bf16) → recipe `r` in layout `lay` with
 /// the given decode scale `gs_dev` (ignored by recipes without a global scale), on `stream`.
 void quantize_given(const Buffers& b, int64_t M, int64_t K, Recipe r, ErrorMetric metric, SfLayout lay, float* gs_dev,
@@ -700,11 +718,11 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
   std::mt19937_64 rng(20261123);
   std::vector<std::vector<std::string>> table;
   for (const auto& [M, K] : shapes) {
-    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
-    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
-    const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
-    const int rot = ctx.rotation_count(q_bytes);
-    std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
+    ShapeSets sets(ctx, M, K, rng);
+    const std::size_t in_bytes = sets.in_bytes, data_bytes = sets.data_bytes, sf_bytes = sets.sf_bytes;
+    const std::size_t q_bytes = sets.q_bytes;
+    const int rot = sets.rot;
+    std::vector<Buffers>& bufs = sets.bufs;
     Timer timer{ctx, stream, rot};
     std::vector<int64_t> rows = {0, 1, 33, 97, M / 2 + 1, M - 1};
     for (int i = 0; i < 3; ++i) rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(M)));
@@ -747,7 +765,6 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     std::printf("\n");
     std::fflush(stdout);
     table.push_back(row);
-    free_buffer_sets(bufs);
   }
   print_table(fmt("%s, bf16 -> 128x4, given scale: us per call (graph replays); nvfp4 (%% of copy %.3f TB/s), "
                   "4over6 (time / nv_default)",
@@ -923,6 +940,23 @@ __global__ void __launch_bounds__(256) mix_kernel(const uint4* __restrict__ in, 
   if (kWhat == 1 && acc == 0x9E3779B9u) sink[0] = acc;  // keeps the loads; (almost) never taken
 }
 
+/// mix_kernel's signature (any instantiation).
+using MixKern = void (*)(const uint4*, uint2*, uint8_t*, uint32_t, uint32_t*, uint32_t);
+
+/// Graph-timed µs per call of `k` over the rotated sets, `ctas` CTAs of 256 per SM (fewer when
+/// the blocks need fewer).
+double time_mix_kernel(Timer& timer, const std::vector<Buffers>& bufs, MixKern k, int ctas, int sms, uint32_t blocks,
+                       uint32_t* sink, uint32_t col_shift) {
+  const int64_t want = (static_cast<int64_t>(blocks) + 255) / 256;
+  const int64_t cap = static_cast<int64_t>(sms) * ctas;
+  const dim3 grid(static_cast<unsigned>(want < cap ? want : cap));
+  return timer.graph_us([&](int i, cudaStream_t st) {
+    const Buffers& b = bufs[static_cast<std::size_t>(i) % bufs.size()];
+    BENCH_CUDA(cuda::launch_pdl(k, grid, dim3(256), 0, st, static_cast<const uint4*>(b.in), static_cast<uint2*>(b.data),
+                                static_cast<uint8_t*>(b.sf), blocks, sink, col_shift));
+  });
+}
+
 /// The same traffic with each thread on two adjacent blocks per step: 64 contiguous bytes read,
 /// one 16-byte data store and one 2-byte scale store.
 __global__ void __launch_bounds__(256) mix_pair_kernel(const uint4* __restrict__ in, uint4* __restrict__ data,
@@ -1048,10 +1082,9 @@ void run_mix(Context& ctx) {
   BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   uint32_t* sink = nullptr;
   BENCH_CUDA(cudaMalloc(&sink, 4));
-  using Kern = void (*)(const uint4*, uint2*, uint8_t*, uint32_t, uint32_t*, uint32_t);
   struct Var {
     const char* name;
-    Kern k;
+    MixKern k;
     int ctas;
     int what;  // bytes counted: 0 read + write, 1 read, 2 write, 3 read + data
   };
@@ -1071,11 +1104,10 @@ void run_mix(Context& ctx) {
   headers.insert(headers.end(), {"ws 4x(2 rows)", "ws 4x(4 rows)", "pair 8x1", "nvfp4", "nvfp4 linear", "nvfp4 8x4", "same-bytes copy", "ro+wo model"});
   std::vector<std::vector<std::string>> table;
   for (const auto& [M, K] : shapes) {
-    const std::size_t in_bytes = static_cast<std::size_t>(M * K * 2), data_bytes = static_cast<std::size_t>(M * K / 2);
-    const std::size_t sf_bytes = static_cast<std::size_t>(scale_shape(Recipe::kNvfp4, SfLayout::k128x4, M, K).bytes());
-    const std::size_t q_bytes = in_bytes + data_bytes + sf_bytes;
-    const int rot = ctx.rotation_count(q_bytes);
-    std::vector<Buffers> bufs = make_buffer_sets(rot, M, K, in_bytes, data_bytes, sf_bytes, rng);
+    ShapeSets sets(ctx, M, K, rng);
+    const std::size_t in_bytes = sets.in_bytes, data_bytes = sets.data_bytes, q_bytes = sets.q_bytes;
+    const int rot = sets.rot;
+    std::vector<Buffers>& bufs = sets.bufs;
     Timer timer{ctx, env.stream, rot};
     const uint32_t blocks = static_cast<uint32_t>(M * K / 16);
     uint32_t col_shift = 0;
@@ -1085,14 +1117,7 @@ void run_mix(Context& ctx) {
     std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.0f", in_bytes / 1048576.0)};
     double us_ro = 0, us_wo = 0;
     for (const Var& v : vars) {
-      const int64_t want = (static_cast<int64_t>(blocks) + 255) / 256;
-      const int64_t cap = static_cast<int64_t>(sms) * v.ctas;
-      const dim3 grid(static_cast<unsigned>(want < cap ? want : cap));
-      const double us = timer.graph_us([&](int i, cudaStream_t st) {
-        const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
-        BENCH_CUDA(cuda::launch_pdl(v.k, grid, dim3(256), 0, st, static_cast<const uint4*>(b.in), static_cast<uint2*>(b.data),
-                                    static_cast<uint8_t*>(b.sf), blocks, sink, col_shift));
-      });
+      const double us = time_mix_kernel(timer, bufs, v.k, v.ctas, sms, blocks, sink, col_shift);
       const double bytes = v.what == 0 ? double(in_bytes + data_bytes + blocks)
                            : v.what == 1 ? double(in_bytes)
                            : v.what == 2 ? double(data_bytes + blocks)
@@ -1153,7 +1178,6 @@ void run_mix(Context& ctx) {
     std::printf("\n");
     std::fflush(stdout);
     table.push_back(row);
-    free_buffer_sets(bufs);
   }
   BENCH_CUDA(cudaFree(sink));
   print_table(fmt("read/write mix of the nvfp4 call's traffic: us per call (graph replays) and %% of copy %.3f TB/s "
@@ -1189,7 +1213,7 @@ void run_floor(Context& ctx) {
   struct FloorVar {
     const char* name;
     int ctas;
-    void (*k)(const uint4*, uint2*, uint8_t*, uint32_t, uint32_t*, uint32_t);
+    MixKern k;
   };
   // CTAs of 256 per SM × blocks in flight per thread; ".nc": ld.global.nc loads (as the quantize
   // kernels), faster from 64 MiB (q_mix: 97-99 % of copy against 93-94 % with ld.global.cs).
@@ -1217,14 +1241,7 @@ void run_floor(Context& ctx) {
       std::string best_name;
       std::vector<std::string> row = {fmt("%lld", (long long)M), fmt("%lld", (long long)K), fmt("%.1f", in_bytes / 1048576.0)};
       for (const FloorVar& v : fvars) {
-        const int64_t want = (static_cast<int64_t>(blocks) + 255) / 256;
-        const int64_t cap = static_cast<int64_t>(sms) * v.ctas;
-        const dim3 grid(static_cast<unsigned>(want < cap ? want : cap));
-        const double us = timer.graph_us([&](int i, cudaStream_t st) {
-          const Buffers& b = bufs[static_cast<std::size_t>(i % rot)];
-          BENCH_CUDA(cuda::launch_pdl(v.k, grid, dim3(256), 0, st, static_cast<const uint4*>(b.in),
-                                      static_cast<uint2*>(b.data), static_cast<uint8_t*>(b.sf), blocks, sink, 0u));
-        });
+        const double us = time_mix_kernel(timer, bufs, v.k, v.ctas, sms, blocks, sink, 0u);
         if (us < best) best = us, best_name = v.name;
         if (each) std::printf("floor M=%lld K=%lld launch shape %s: %.2f us\n", (long long)M, (long long)K, v.name, us);
       }
