@@ -33,6 +33,18 @@ __device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
   return r;
 }
 
+/// Per-half max of |a| and |b| (bf16x2 when kBf16, else f16x2; sm_90 HMNMX2 with |.| and .NaN):
+/// each half's magnitude bits are the larger magnitude, a NaN in either gives a NaN (the canonical
+/// one); the sign bits are the xor of the inputs' (callers mask them). Subnormals are compared as
+/// they are (no flush: `max` of f16x2 / bf16x2 without .ftz).
+template <bool kBf16>
+__device__ __forceinline__ uint32_t max_abs_16x2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  if constexpr (kBf16) asm("max.NaN.xorsign.abs.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("max.NaN.xorsign.abs.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
 /// Packs 8 E2M1 codes into one word (byte j = c[2j] | c[2j+1] << 4, SPEC.md §1): magnitudes from
 /// the low bytes of mc[0..7] (kvfmt::e2m1_code_magic results: low byte = code 0..7), signs from
 /// the 16-bit input words w[0..3] (element 2k in the low half of w[k]; sign bits 15 and 31).

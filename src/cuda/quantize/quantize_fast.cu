@@ -56,6 +56,18 @@ __device__ __forceinline__ float hi_elem(uint32_t w) {
   else return __uint_as_float(w & 0xFFFF0000u);
 }
 
+/// Block max |x| as 16-bit pattern of 8 words by the fp16/bf16 max with |.| (quantize v21, the
+/// block kernel): the same pattern as block_max_bits for NaN-free blocks (for magnitudes the float
+/// order is the order of the bit patterns), a NaN pattern (≥ the Inf pattern) when the block holds
+/// a NaN — both then take reference_block. 10 instructions instead of 17.
+template <bool kF16>
+__device__ __forceinline__ uint32_t block_max_bits_abs(const uint32_t* w) {
+  const uint32_t a = max_abs_16x2<!kF16>(max_abs_16x2<!kF16>(w[0], w[1]), max_abs_16x2<!kF16>(w[2], w[3]));
+  const uint32_t b = max_abs_16x2<!kF16>(max_abs_16x2<!kF16>(w[4], w[5]), max_abs_16x2<!kF16>(w[6], w[7]));
+  const uint32_t m = max_abs_16x2<!kF16>(a, b);
+  return max_abs_16x2<!kF16>(m, m >> 16) & 0x7FFFu;
+}
+
 /// Block max |x| as 16-bit pattern (NaN/Inf patterns win) of 8 words.
 __device__ __forceinline__ uint32_t block_max_bits(const uint32_t* w) {
   uint32_t m = max_u16x2(w[0] & 0x7FFF7FFFu, w[1] & 0x7FFF7FFFu);
@@ -695,10 +707,19 @@ __device__ __forceinline__ void next_block(const FastQuantizeParams& p, const Bl
   else block_at(p, i_next, n);
 }
 
+/// The block's two 16-byte words. A padding block's are zero (kZero) or left unset: block_codes
+/// reads them only for valid blocks, and plain nvfp4 skips the fill (quantize v21; 4over6 keeps
+/// it: without it its loop spilled 4 bytes at 80 registers).
+template <bool kZero>
 __device__ __forceinline__ void load_block(Blk& d) {
   const uint4* src = reinterpret_cast<const uint4*>(d.src);
-  d.q[0] = d.valid ? __ldg(src) : make_uint4(0u, 0u, 0u, 0u);
-  d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
+  if constexpr (kZero) {
+    d.q[0] = d.valid ? __ldg(src) : make_uint4(0u, 0u, 0u, 0u);
+    d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
+  } else if (d.valid) {
+    d.q[0] = __ldg(src);
+    d.q[1] = __ldg(src + 1);
+  }
 }
 
 // Timeline experiment (bench/NOTES.md, quantize v18), built with -DNVFP4KV_QUANT_TRACE only: lane
@@ -753,7 +774,8 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
   if (d.valid) {
     const uint32_t w[8] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w};
     constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
-    const uint32_t h = block_max_bits(w);
+    // 4over6 keeps the integer max: with the float one its loop spilled 4 bytes at 80 registers.
+    const uint32_t h = k46 ? block_max_bits(w) : block_max_bits_abs<kF16>(w);
 #ifdef NVFP4KV_QUANT_TRACE
     if (tcl) QT_CLK(3, h);
 #endif
@@ -892,7 +914,7 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
     pdl_trigger();
     if (i >= p.total_blocks) return;
 #pragma unroll
-    for (int u = 0; u < kOne; ++u) load_block(b[u]);
+    for (int u = 0; u < kOne; ++u) load_block<false>(b[u]);
     const detail::GlobalScales g1 = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
                                                                     : detail::scales_from_amax(p.global_scale[0], p.numerator);
 #pragma unroll
@@ -924,7 +946,7 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
   tr[1] = qtrace_now();
   tcl[0] = clock64();
 #endif
-  if (i < p.total_blocks) load_block(a);
+  if (i < p.total_blocks) load_block<k46>(a);
   const detail::GlobalScales g = p.source == ScaleSource::kGiven ? detail::scales_from_decode(p.global_scale[0])
                                                                  : detail::scales_from_amax(p.global_scale[0], p.numerator);
 #ifdef NVFP4KV_QUANT_TRACE
@@ -957,7 +979,7 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       process_block<K, kF16>(p, a, table, dq_lut, g);
       if (!more) break;
       a = c;
-      load_block(a);
+      load_block<true>(a);
       i = i1;
     }
   } else {
@@ -967,7 +989,7 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
       if (i1 < p.total_blocks) {
         next_block(p, a, i1, c);
-        load_block(c);
+        load_block<false>(c);
       }
 #ifdef NVFP4KV_QUANT_TRACE
       process_block<K, kF16>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
@@ -979,7 +1001,7 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       const uint32_t i2 = i1 + stride;
       if (i2 < p.total_blocks) {
         next_block(p, c, i2, a);
-        load_block(a);
+        load_block<false>(a);
       }
       process_block<K, kF16>(p, c, table, dq_lut, g);
       i = i2;
