@@ -792,12 +792,19 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
       sf = encode16<K, kF16>(w, v, sfb, table, dq_lut, d.src, out);
     } else {
       const float v = bits_to_float16<kF16>(h);
-      sf = kvfmt::e4m3x2(__fmul_rn(v, g.sf_mult), 0.0f) & 0xFFu;
+      // v · sf_mult is never NaN under the API's preconditions (v finite ≥ 0; sf_mult finite: 1 / S_dec
+      // finite, or the computed S_enc capped at FLT_MAX), and a NaN from FMUL is the canonical
+      // positive one, which the conversion maps to 0x7F as the reference does: no NaN fix-up
+      // (quantize v21c; kvfmt::e4m3x2 spends three instructions on it).
+      sf = kvfmt::e4m3x2_not_nan(__fmul_rn(v, g.sf_mult), 0.0f) & 0xFFu;
       // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
 #ifdef NVFP4KV_QUANT_TRACE
       if (tcl) QT_CLK(4, sf);
 #endif
-      const float enc = fmt::nvfp4_element_encode(1.0f, e4m3_to_float_hw(sf), g.s_dec);
+      // fmt::nvfp4_element_encode for a nonzero max: min_f(rn(1 / rn(sf · S_dec)), FLT_MAX). min_f
+      // ignores a NaN operand and otherwise takes the smaller, as fminf (FMNMX) does, and with
+      // FLT_MAX as one operand the ±0 order cannot differ: one instruction instead of four.
+      const float enc = fminf(fmt::frcp_rn(fmt::fmul_rn(e4m3_to_float_hw(sf), g.s_dec)), fmt::kFltMax);
 #ifdef NVFP4KV_QUANT_TRACE
       if (tcl) QT_CLK(5, __float_as_uint(enc));
 #endif
