@@ -33,15 +33,18 @@ __device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
   return r;
 }
 
-/// Per-half max of |a| and |b| (bf16x2 when kBf16, else f16x2; sm_90 HMNMX2 with |.| and .NaN):
-/// each half's magnitude bits are the larger magnitude, a NaN in either gives a NaN (the canonical
-/// one); the sign bits are the xor of the inputs' (callers mask them). Subnormals are compared as
-/// they are (no flush: `max` of f16x2 / bf16x2 without .ftz).
-template <bool kBf16>
-__device__ __forceinline__ uint32_t max_abs_16x2(uint32_t a, uint32_t b) {
+/// Per-half max of packed bf16x2 (kBf16) or f16x2 values (sm_90 HMNMX2; subnormals compared as
+/// they are: no .ftz). kAbsNaN (the quantize block max): max.NaN.xorsign.abs — each half's
+/// magnitude bits are the larger magnitude, a NaN in either gives a NaN (the canonical one), the
+/// sign bits are the xor of the inputs' (callers mask them). Otherwise (the amax reduction) the
+/// IEEE maxNum: a NaN operand is ignored, as fmt::max_f ignores it.
+template <bool kBf16, bool kAbsNaN>
+__device__ __forceinline__ uint32_t max_16x2(uint32_t a, uint32_t b) {
   uint32_t r;
-  if constexpr (kBf16) asm("max.NaN.xorsign.abs.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  else asm("max.NaN.xorsign.abs.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  if constexpr (kAbsNaN && kBf16) asm("max.NaN.xorsign.abs.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else if constexpr (kAbsNaN) asm("max.NaN.xorsign.abs.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else if constexpr (kBf16) asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
 

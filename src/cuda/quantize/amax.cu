@@ -71,13 +71,10 @@ __global__ void __launch_bounds__(kThreads) tensor_amax_kernel(const __grid_cons
 /// Fast path for bf16/f16 inputs with 16-byte aligned rows: a persistent grid-stride loop over
 /// 32-element units (four 16-byte loads), unrolled by two so that the next unit's loads are in
 /// flight while the current one is reduced; |x| by masking, packed bf16x2/f16x2 max (IEEE maxNum:
-/// a NaN operand is ignored, as fmt::max_f ignores it), 2 instructions per 2 elements.
+/// a NaN operand is ignored, as fmt::max_f ignores it; max_16x2), 2 instructions per 2 elements.
 template <bool kF16>
 __device__ __forceinline__ uint32_t max2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  if constexpr (kF16) asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  else asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
+  return max_16x2<!kF16, false>(a, b);
 }
 
 __device__ __forceinline__ void amax_load(const FastQuantizeParams& p, uint32_t u, uint4 (&q)[4]) {

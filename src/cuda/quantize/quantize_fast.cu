@@ -62,10 +62,10 @@ __device__ __forceinline__ float hi_elem(uint32_t w) {
 /// a NaN — both then take reference_block. 10 instructions instead of 17.
 template <bool kF16>
 __device__ __forceinline__ uint32_t block_max_bits_abs(const uint32_t* w) {
-  const uint32_t a = max_abs_16x2<!kF16>(max_abs_16x2<!kF16>(w[0], w[1]), max_abs_16x2<!kF16>(w[2], w[3]));
-  const uint32_t b = max_abs_16x2<!kF16>(max_abs_16x2<!kF16>(w[4], w[5]), max_abs_16x2<!kF16>(w[6], w[7]));
-  const uint32_t m = max_abs_16x2<!kF16>(a, b);
-  return max_abs_16x2<!kF16>(m, m >> 16) & 0x7FFFu;
+  const uint32_t a = max_16x2<!kF16, true>(max_16x2<!kF16, true>(w[0], w[1]), max_16x2<!kF16, true>(w[2], w[3]));
+  const uint32_t b = max_16x2<!kF16, true>(max_16x2<!kF16, true>(w[4], w[5]), max_16x2<!kF16, true>(w[6], w[7]));
+  const uint32_t m = max_16x2<!kF16, true>(a, b);
+  return max_16x2<!kF16, true>(m, m >> 16) & 0x7FFFu;
 }
 
 /// Block max |x| as 16-bit pattern (NaN/Inf patterns win) of 8 words.
