@@ -15,8 +15,8 @@
 // Per unit: one 16-byte store of 16 code bytes (a warp writes 512 contiguous bytes of a row),
 // one 2-byte (mxfp4: 1-byte) store of scale bytes. nvfp4 and 4over6 below 256 MiB take the
 // block kernel instead (quantize_block_kernel: the same map over 16-element blocks, one
-// per thread and step, or for plain nvfp4 up to 6 MiB one or two blocks per thread without a
-// loop; see there).
+// per thread and step, or for plain nvfp4 up to 6 MiB one block per thread without a loop;
+// see there).
 //
 // Per element (nvfp4): one unpack, half a packed max (u16x2 max of |x| bit patterns: NaN and Inf
 // win, so one compare per block routes a block holding either to the reference code), one FMUL,
@@ -56,7 +56,7 @@ __device__ __forceinline__ float hi_elem(uint32_t w) {
   else return __uint_as_float(w & 0xFFFF0000u);
 }
 
-/// Block max |x| as 16-bit pattern of 8 words by the fp16/bf16 max with |.| (quantize v21, the
+/// Block max |x| as 16-bit pattern of 8 words by the fp16/bf16 max with |.| (quantize v21b, the
 /// block kernel): the same pattern as block_max_bits for NaN-free blocks (for magnitudes the float
 /// order is the order of the bit patterns), a NaN pattern (≥ the Inf pattern) when the block holds
 /// a NaN — both then take reference_block. 10 instructions instead of 17.
@@ -708,7 +708,7 @@ __device__ __forceinline__ void next_block(const FastQuantizeParams& p, const Bl
 }
 
 /// The block's two 16-byte words. A padding block's are zero (kZero) or left unset: block_codes
-/// reads them only for valid blocks, and plain nvfp4 skips the fill (quantize v21; 4over6 keeps
+/// reads them only for valid blocks, and plain nvfp4 skips the fill (quantize v21b; 4over6 keeps
 /// it: without it its loop spilled 4 bytes at 80 registers).
 template <bool kZero>
 __device__ __forceinline__ void load_block(Blk& d) {
