@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -522,6 +523,17 @@ struct KernelKnobGuard {
   }
 };
 
+/// Runs `body` once per plain-nvfp4 block-kernel path, that path forced: the one-block path at
+/// ≤ 128 registers (knob 1), at ≤ 32 registers over waves (2), and the loop (0).
+void for_each_block_path(const std::function<void(int)>& body) {
+  const KernelKnobGuard guard;
+  for (int one : {1, 2, 0}) {
+    SCOPED_TRACE(testing::Message() << "block_one_override " << one);
+    cuda::set_fast_quantize_block_one_override(one);
+    body(one);
+  }
+}
+
 /// Runs `recipe` (with `metric`) over every layout, both 16-bit types, random, special and tie data
 /// and given and per-tensor scales (ties with a given scale only) on shapes of every kind (one
 /// block, odd rows, padded rows and columns, strided rows, batches) plus `extra`; stops a
@@ -615,10 +627,7 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
 // 8 CTAs of 256 per SM on an H100), both block orders and CTAs of 128 and 256 threads.
 TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  const KernelKnobGuard guard;
-  for (int one : {1, 2, 0}) {
-    SCOPED_TRACE(testing::Message() << "block_one_override " << one);
-    cuda::set_fast_quantize_block_one_override(one);
+  for_each_block_path([](int one) {
     sweep_fast(Recipe::kNvfp4, ErrorMetric::kMse, {Shape{0, 1024, 2048}, Shape{0, 1024, 4096}});
     if (one == 2)
       for (SfLayout layout : kLayouts)
@@ -638,7 +647,7 @@ TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
       }
     cuda::set_fast_quantize_block_order_override(-1);
     cuda::set_fast_quantize_block_threads_override(0);
-  }
+  });
 }
 
 // The block kernel's plain-nvfp4 paths (one-block path at ≤ 128 and at ≤ 32 registers, the loop),
@@ -646,16 +655,13 @@ TEST(CudaQuantize, BlockKernelOneBlockPathMatchesReference) {
 // special data: small enough for gpu_check's compute-sanitizer pass (filter *Small*).
 TEST(CudaQuantize, SmallBlockKernelPathsForced) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  const KernelKnobGuard guard;
-  for (int one : {1, 2, 0}) {
-    SCOPED_TRACE(testing::Message() << "block_one_override " << one);
-    cuda::set_fast_quantize_block_one_override(one);
+  for_each_block_path([](int) {
     for (SfLayout layout : kLayouts)
       for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
         for (Fill f : {Fill::kRandom, Fill::kSpecial})
           for (const Shape& sh : {Shape{0, 1, 16}, Shape{3, 37, 224, 8, 8, 24}, Shape{0, 129, 160, 32, 16, 0}, Shape{0, 300, 1056}})
             run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .mode = gm, .shape = sh, .fill = f});
-  }
+  });
 }
 
 // The 4over6 variants of the fast kernel (kDq 7, v11's loop at 3 CTAs/SM, and kDq 13, the
