@@ -669,6 +669,7 @@ struct AbVar {
   int block_order = -1;  // set_fast_quantize_block_order_override
   int threads = 0;       // set_fast_quantize_block_threads_override
   int one = -1;          // set_fast_quantize_block_one_override
+  int lean = -1;         // set_fast_quantize_lean_override
 };
 
 void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string& bench_name, const std::string& title,
@@ -740,6 +741,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
       cuda::set_fast_quantize_block_order_override(v.block_order);
       cuda::set_fast_quantize_block_threads_override(v.threads);
       cuda::set_fast_quantize_block_one_override(v.one);
+      cuda::set_fast_quantize_lean_override(v.lean);
       BENCH_CUDA(cudaMemset(bufs[0].sf, 0xA5, sf_bytes));
       BENCH_CUDA(cudaMemset(bufs[0].data, 0xA5, data_bytes));
       quant(0, v.r, v.metric, nullptr);
@@ -760,6 +762,7 @@ void run_ab_impl(Context& ctx, const std::vector<AbVar>& vars, const std::string
     cuda::set_fast_quantize_block_order_override(-1);
     cuda::set_fast_quantize_block_threads_override(0);
     cuda::set_fast_quantize_block_one_override(-1);
+    cuda::set_fast_quantize_lean_override(-1);
     std::printf("progress M=%lld K=%lld:", (long long)M, (long long)K);
     for (std::size_t i = 3; i < row.size(); ++i) std::printf(" %s |", row[i].c_str());
     std::printf("\n");
@@ -1568,8 +1571,24 @@ void run_waves_ab20(Context& ctx) {
               {"M", "K", "MiB", "default", "waves", "one56", "waves again", "default again", "loop"}, shapes);
 }
 
+/// v22 A/B (plain nvfp4): the library's rule with and without the block kernel's lean path
+/// (set_fast_quantize_lean_override 0), alternated twice, on small_grid_shapes() plus 24-128 MiB
+/// (QAB_SHAPES picks some).
+void run_lean_ab22(Context& ctx) {
+  AbVar off = one_var("nv_nolean", -1);
+  off.lean = 0;
+  AbVar off2 = off;
+  off2.name = "nv_nolean_again";
+  const std::vector<AbVar> vars = {one_var("nv_default", -1), off, one_var("nv_default_again", -1), off2};
+  std::vector<std::pair<int64_t, int64_t>> shapes = small_grid_shapes();
+  shapes.insert(shapes.end(), {{2048, 6144}, {4096, 4096}, {1024, 16384}, {16384, 2048}, {4096, 8192}, {8192, 8192}});
+  run_ab_impl(ctx, vars, "quantize_lean_ab22", "quantize v22 A/B (plain nvfp4: the launch rule with and without the lean path)",
+              {"M", "K", "MiB", "default", "no lean", "default again", "no lean again"}, shapes);
+}
+
 }  // namespace
 
+NVFP4KV_BENCHMARK("q_v22_ab", "v22 A/B: plain nvfp4 with and without the block kernel's lean path, 0.1-128 MiB", run_lean_ab22);
 NVFP4KV_BENCHMARK("q_v20_ab", "v20 A/B: plain nvfp4 launch rule vs the 32-register one-block path in waves vs the loop, 0.1-64 MiB",
                   run_waves_ab20);
 NVFP4KV_BENCHMARK("q_v18_ab", "v18 A/B: plain nvfp4 block kernel loop vs the one-block path (56 registers), grid shapes 0.1-16 MiB", run_one_ab18);

@@ -520,6 +520,7 @@ struct KernelKnobGuard {
     cuda::set_fast_quantize_block_order_override(-1);
     cuda::set_fast_quantize_block_threads_override(0);
     cuda::set_fast_quantize_block_one_override(-1);
+    cuda::set_fast_quantize_lean_override(-1);
   }
 };
 
@@ -617,6 +618,28 @@ TEST(CudaQuantize, BlockAndUnitKernelsForcedMatchReference) {
       cuda::set_fast_quantize_block_threads_override(0);
     }
   }
+}
+
+// The block kernel's lean path (batch 1 without padding: no validity tests, 32-bit address
+// products, the reciprocal without range check where 2^-117 ≤ S_dec ≤ 2^117) is what the
+// unpadded shapes of the other tests take; here the same block paths run with it off, on unpadded
+// shapes (so that only the knob differs), and with it on around the decode-scale bounds.
+TEST(CudaQuantize, BlockKernelLeanPathOnAndOff) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  for_each_block_path([](int) {
+    for (int lean : {0, -1}) {
+      SCOPED_TRACE(testing::Message() << "lean_override " << lean);
+      cuda::set_fast_quantize_lean_override(lean);
+      for (SfLayout layout : kLayouts)
+        for (DType dt : {DType::kBF16, DType::kF16})
+          for (Fill f : {Fill::kRandom, Fill::kSpecial, Fill::kTies})
+            for (const Shape& sh : {Shape{0, 1, 16}, Shape{0, 128, 512}, Shape{0, 1024, 2048}})
+              run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .dtype = dt, .shape = sh, .fill = f});
+      for (float sdec : {0x1p-117f, 0x1.fffffep-118f, 0x1p117f, 0x1.000002p117f, 1.0e-37f, 3.0e36f})
+        for (Fill f : {Fill::kRandom, Fill::kSpecial})
+          run_case(Case{.recipe = Recipe::kNvfp4, .layout = SfLayout::k128x4, .shape = {0, 256, 512}, .fill = f, .given_s_dec = sdec});
+    }
+  });
 }
 
 // Plain nvfp4's one-block path of the block kernel at ≤ 128 registers in one wave (knob 1) and

@@ -18,6 +18,7 @@
 #include "common/kv_format.h"
 #include "cuda/quantize/e2m1_rounding.h"
 #include "cuda/quantize/fast_div.h"
+#include "cuda/common/bits.cuh"
 
 namespace nvfp4kv {
 namespace {
@@ -229,6 +230,39 @@ TEST(CudaQuantizeRounding, HelpersMatchReferenceOnGpuAllFloats) {
   cudaFree(bad);
   EXPECT_EQ(got, none) << "first failing bit pattern 0x" << std::hex << got << " (CPU mask "
                        << check_pattern(static_cast<uint32_t>(got)) << ")";
+}
+
+/// frcp_rn_normal (the plain-nvfp4 block path's reciprocal where the decode scale keeps every
+/// sf · S_dec in range) against __frcp_rn for every float of both signs with biased exponent
+/// 1..252, and its NaN for ±0 (which the kernel's fminf(·, FLT_MAX) turns into FLT_MAX, as the
+/// reference's min_f(1 / 0, FLT_MAX)).
+__global__ void check_rcp_normal(unsigned long long* first_bad) {
+  const uint64_t lo = 0x00800000u, n = 0x7E800000u - 0x00800000u;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < 2 * n;
+       i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t u = static_cast<uint32_t>(lo + (i >> 1)) | (static_cast<uint32_t>(i & 1u) << 31);
+    const float x = __uint_as_float(u);
+    if (__float_as_uint(cuda::frcp_rn_normal(x)) != __float_as_uint(__frcp_rn(x))) atomicMin(first_bad, static_cast<unsigned long long>(u));
+  }
+  if (blockIdx.x == 0 && threadIdx.x < 2) {
+    const float z = threadIdx.x == 0 ? 0.0f : -0.0f;
+    const float r = cuda::frcp_rn_normal(z);
+    if (r == r || fminf(r, 3.402823466e38f) != 3.402823466e38f) atomicMin(first_bad, static_cast<unsigned long long>(__float_as_uint(z)));
+  }
+}
+
+TEST(CudaBits, RcpNormalMatchesFrcpRn) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  unsigned long long* bad = nullptr;
+  ASSERT_EQ(cudaMalloc(&bad, sizeof *bad), cudaSuccess);
+  const unsigned long long none = ~0ull;
+  ASSERT_EQ(cudaMemcpy(bad, &none, sizeof none, cudaMemcpyHostToDevice), cudaSuccess);
+  check_rcp_normal<<<132 * 16, 256>>>(bad);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  unsigned long long got = 0;
+  ASSERT_EQ(cudaMemcpy(&got, bad, sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(bad);
+  EXPECT_EQ(got, none) << "first differing input 0x" << std::hex << got;
 }
 
 }  // namespace

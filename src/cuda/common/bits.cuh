@@ -25,6 +25,20 @@ __device__ __forceinline__ float e4m3_to_float_hw(uint32_t byte) {
   return __half2float(__half(h));
 }
 
+/// rn(1 / x) for 2^-126 ≤ |x| < 2^126 (biased exponent 1..252), and NaN for x = ±0: __frcp_rn's
+/// fast path (MUFU.RCP, then one Newton step by two FMAs) without its range check and slow path,
+/// which __frcp_rn takes for the other exponents. The step's negation -(x·r - 1) is folded into
+/// the second FMA; __frcp_rn computes it by FADD.FTZ, the same value because x·r - 1 is never a
+/// denormal there. Equal to __frcp_rn bit for bit on the whole range: the GPU test
+/// CudaBits.RcpNormalMatchesFrcpRn checks every float of it.
+__device__ __forceinline__ float frcp_rn_normal(float x) {
+  float r, e, y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  asm("fma.rn.f32 %0, %1, %2, 0fBF800000;" : "=f"(e) : "f"(x), "f"(r));
+  asm("fma.rn.f32 %0, %1, %2, %1;" : "=f"(y) : "f"(r), "f"(-e));
+  return y;
+}
+
 /// Per-half unsigned max (sm_90): on |x| bit patterns of bf16/f16 this is the float max with
 /// NaN (and Inf) winning, which is how the fast paths detect blocks needing the reference rules.
 __device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {

@@ -701,19 +701,61 @@ __device__ __forceinline__ void block_step(const FastQuantizeParams& p, const Bl
   n.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + m * p.in_row_bytes + col * 32u);
 }
 
+/// Quantize v22, "lean" calls (FastQuantizeParams::lean: batch 1, no padding rows or columns,
+/// row strides below 2^32): every block is valid, and a block's input, code and scale addresses
+/// are one 64-bit base plus 32 × 32-bit products (IMAD.WIDE.U32), without the batch terms and the
+/// 64-bit stride products.
+__device__ __forceinline__ const uint16_t* lean_src(const FastQuantizeParams& p, uint32_t m, uint32_t col) {
+  const uint8_t* row = static_cast<const uint8_t*>(p.input) + static_cast<uint64_t>(m) * static_cast<uint32_t>(p.in_row_bytes);
+  return reinterpret_cast<const uint16_t*>(row + static_cast<uint64_t>(col) * 32u);
+}
+__device__ __forceinline__ uint8_t* lean_data_at(const FastQuantizeParams& p, const Blk& d) {
+  return p.data + static_cast<uint64_t>(d.m) * static_cast<uint32_t>(p.data_row_bytes) + static_cast<uint64_t>(d.col) * 8u;
+}
+__device__ __forceinline__ uint8_t* lean_scale_at(const FastQuantizeParams& p, const Blk& d) {
+  return p.scales + fmt::sf_offset_by_terms(p.sf_terms, d.m, d.col);
+}
+/// A lean call's decode scale keeps sf · S_dec of every nonzero scale byte sf (2^-9 … 448) at
+/// 2^-126 … < 2^126, so that the encode multiplier's reciprocal takes frcp_rn_normal: 2^-117 ≤
+/// S_dec ≤ 2^117 (false for NaN).
+__device__ __forceinline__ bool lean_scale(float s_dec) { return s_dec >= 0x1p-117f && s_dec <= 0x1p117f; }
+
+/// block_step for lean calls: no validity test, lean_src.
+__device__ __forceinline__ void block_step_lean(const FastQuantizeParams& p, const Blk& d, Blk& n) {
+  uint32_t col = d.col + p.step_cols;
+  uint32_t m = d.m + p.step_rows;
+  if (col >= p.cols_grid) {
+    col -= p.cols_grid;
+    ++m;
+  }
+  n.b = 0;
+  n.m = m;
+  n.col = col;
+  n.valid = true;
+  n.src = lean_src(p, m, col);
+}
+
 /// The thread's next block (index i_next = index of d + gridDim.x · blockDim.x) into n.
+template <bool kLean = false>
 __device__ __forceinline__ void next_block(const FastQuantizeParams& p, const Blk& d, uint32_t i_next, Blk& n) {
-  if (p.step_ok) block_step(p, d, n);
-  else block_at(p, i_next, n);
+  if (p.step_ok) {
+    if constexpr (kLean) block_step_lean(p, d, n);
+    else block_step(p, d, n);
+  } else {
+    block_at(p, i_next, n);
+  }
 }
 
 /// The block's two 16-byte words. A padding block's are zero (kZero) or left unset: block_codes
 /// reads them only for valid blocks, and plain nvfp4 skips the fill (quantize v21b; 4over6 keeps
 /// it: without it its loop spilled 4 bytes at 80 registers).
-template <bool kZero>
+template <bool kZero, bool kLean = false>
 __device__ __forceinline__ void load_block(Blk& d) {
   const uint4* src = reinterpret_cast<const uint4*>(d.src);
-  if constexpr (kZero) {
+  if constexpr (kLean) {
+    d.q[0] = __ldg(src);
+    d.q[1] = __ldg(src + 1);
+  } else if constexpr (kZero) {
     d.q[0] = d.valid ? __ldg(src) : make_uint4(0u, 0u, 0u, 0u);
     d.q[1] = d.valid ? __ldg(src + 1) : make_uint4(0u, 0u, 0u, 0u);
   } else if (d.valid) {
@@ -762,7 +804,7 @@ __device__ __forceinline__ void qtrace_store(const unsigned long long* t, const 
 /// The codes (out) and scale byte (returned; 0x00 for padding, whose out is not set) of one block
 /// of the block kernel: nvfp4 (the encode multiplier computed here) or 4over6 (both candidates
 /// through encode16 with the per-CTA tables, as process_unit's kLean path).
-template <QuantKind K, bool kF16>
+template <QuantKind K, bool kF16, bool kLean = false>
 __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* table, uint32_t dq_lut,
                                                 const detail::GlobalScales& g, uint32_t* out
 #ifdef NVFP4KV_QUANT_TRACE
@@ -771,7 +813,7 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
 ) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   uint32_t sf = 0;  // padding: 0x00
-  if (d.valid) {
+  if (kLean || d.valid) {
     const uint32_t w[8] = {d.q[0].x, d.q[0].y, d.q[0].z, d.q[0].w, d.q[1].x, d.q[1].y, d.q[1].z, d.q[1].w};
     constexpr uint32_t kInfBits = kF16 ? 0x7C00u : 0x7F80u;
     // 4over6 keeps the integer max: its loop sits at its 80-register cap (quantize v21b measured the
@@ -805,7 +847,10 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
       // fmt::nvfp4_element_encode for a nonzero max: min_f(rn(1 / rn(sf · S_dec)), FLT_MAX). min_f
       // ignores a NaN operand and otherwise takes the smaller, as fminf (FMNMX) does, and with
       // FLT_MAX as one operand the ±0 order cannot differ: one instruction instead of four.
-      const float enc = fminf(fmt::frcp_rn(fmt::fmul_rn(e4m3_to_float_hw(sf), g.s_dec)), fmt::kFltMax);
+      // kLean (quantize v22): S_dec keeps every sf · S_dec of a nonzero byte in frcp_rn_normal's range
+      // (lean_scale), and sf = 0 gives NaN there, which the fminf turns into FLT_MAX as well.
+      const float s = fmt::fmul_rn(e4m3_to_float_hw(sf), g.s_dec);
+      const float enc = fminf(kLean ? frcp_rn_normal(s) : fmt::frcp_rn(s), fmt::kFltMax);
 #ifdef NVFP4KV_QUANT_TRACE
       if (tcl) QT_CLK(5, __float_as_uint(enc));
 #endif
@@ -832,7 +877,7 @@ __device__ __forceinline__ uint8_t* block_scale_at(const FastQuantizeParams& p, 
 }
 
 /// One block of the block kernel: block_codes, then its stores.
-template <QuantKind K, bool kF16>
+template <QuantKind K, bool kF16, bool kLean = false>
 __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
                                               uint32_t dq_lut, const detail::GlobalScales& g
 #ifdef NVFP4KV_QUANT_TRACE
@@ -841,10 +886,15 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
 ) {
   uint32_t out[2];
 #ifdef NVFP4KV_QUANT_TRACE
-  const uint32_t sf = block_codes<K, kF16>(d, table, dq_lut, g, out, p, tcl);
+  const uint32_t sf = block_codes<K, kF16, kLean>(d, table, dq_lut, g, out, p, tcl);
 #else
-  const uint32_t sf = block_codes<K, kF16>(d, table, dq_lut, g, out);
+  const uint32_t sf = block_codes<K, kF16, kLean>(d, table, dq_lut, g, out);
 #endif
+  if constexpr (kLean) {
+    *reinterpret_cast<uint2*>(lean_data_at(p, d)) = make_uint2(out[0], out[1]);
+    *lean_scale_at(p, d) = static_cast<uint8_t>(sf);
+    return;
+  }
   if (d.valid) *reinterpret_cast<uint2*>(block_data_at(p, d)) = make_uint2(out[0], out[1]);
 #ifdef NVFP4KV_QUANT_TRACE
   if (tcl) tcl[7] = clock64();
@@ -866,6 +916,55 @@ constexpr int kBlockMinCtas46 = 3;
 template <QuantKind K>
 constexpr int block_min_ctas() {
   return K == QuantKind::kNvfp4 ? kBlockMinCtas : kBlockMinCtas46;
+}
+
+/// The one-block path's block after its words arrived: codes, scale byte, stores (addresses
+/// computed before the PDL wait).
+template <QuantKind K, bool kF16, bool kLean>
+__device__ __forceinline__ void one_block_finish(const FastQuantizeParams& p, const Blk& d, uint8_t* dst_data,
+                                                 uint8_t* dst_scale, const detail::GlobalScales& g) {
+  uint32_t out[2];
+#ifdef NVFP4KV_QUANT_TRACE
+  const uint32_t sf = block_codes<K, kF16, kLean>(d, nullptr, 0u, g, out, p, nullptr);
+#else
+  (void)p;
+  const uint32_t sf = block_codes<K, kF16, kLean>(d, nullptr, 0u, g, out);
+#endif
+  if (kLean || d.valid) *reinterpret_cast<uint2*>(dst_data) = make_uint2(out[0], out[1]);
+  *dst_scale = static_cast<uint8_t>(sf);
+}
+
+/// The block kernel's loop for plain nvfp4 from block i (its place and words in a): two buffers,
+/// so that the next block's loads are in flight while this one is encoded without a register copy
+/// of a pending load (the unit kernel's loop).
+template <QuantKind K, bool kF16, bool kLean>
+__device__ __forceinline__ void nvfp4_block_loop(const FastQuantizeParams& p, Blk& a, Blk& c, uint32_t i, uint32_t stride,
+                                                 const ScaleEntry* table, uint32_t dq_lut, const detail::GlobalScales& g
+#ifdef NVFP4KV_QUANT_TRACE
+                                                 , unsigned long long* tr, unsigned long long* tcl
+#endif
+) {
+  while (i < p.total_blocks) {
+    const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
+    if (i1 < p.total_blocks) {
+      next_block<kLean>(p, a, i1, c);
+      load_block<false, kLean>(c);
+    }
+#ifdef NVFP4KV_QUANT_TRACE
+    process_block<K, kF16, kLean>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
+    if (tr[4] == 0) tr[4] = qtrace_now();
+#else
+    process_block<K, kF16, kLean>(p, a, table, dq_lut, g);
+#endif
+    if (i1 >= p.total_blocks) break;
+    const uint32_t i2 = i1 + stride;
+    if (i2 < p.total_blocks) {
+      next_block<kLean>(p, c, i2, a);
+      load_block<false, kLean>(a);
+    }
+    process_block<K, kF16, kLean>(p, c, table, dq_lut, g);
+    i = i2;
+  }
 }
 
 /// kOne > 0 (plain nvfp4, quantize v18): every thread has at most kOne blocks, i and i + stride
@@ -928,14 +1027,10 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
 #pragma unroll
     for (int u = 0; u < kOne; ++u) {
       if (dst_scale[u] == nullptr) break;  // j ≥ total_blocks (so are the later ones)
-      uint32_t out[2];
-#ifdef NVFP4KV_QUANT_TRACE
-      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out, p, nullptr);
-#else
-      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out);
-#endif
-      if (b[u].valid) *reinterpret_cast<uint2*>(dst_data[u]) = make_uint2(out[0], out[1]);
-      *dst_scale[u] = static_cast<uint8_t>(sf);
+      // Lean calls take the block path without validity test and range check (quantize v22; the
+      // test is uniform over the grid).
+      if (kMin != kBlockWavesMinCtas && p.lean && lean_scale(g1.s_dec)) one_block_finish<K, kF16, true>(p, b[u], dst_data[u], dst_scale[u], g1);
+      else one_block_finish<K, kF16, false>(p, b[u], dst_data[u], dst_scale[u], g1);
     }
     return;
   }
@@ -991,29 +1086,15 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       i = i1;
     }
   } else {
-    // nvfp4: two buffers, so that the next block's loads are in flight while this one is encoded
-    // without a register copy of a pending load (the unit kernel's loop).
-    while (i < p.total_blocks) {
-      const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
-      if (i1 < p.total_blocks) {
-        next_block(p, a, i1, c);
-        load_block<false>(c);
-      }
+    // Lean calls whose decode scale fits frcp_rn_normal take the loop without validity tests and
+    // range checks (quantize v22); the test is uniform over the grid.
 #ifdef NVFP4KV_QUANT_TRACE
-      process_block<K, kF16>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
-      if (tr[4] == 0) tr[4] = qtrace_now();
+    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true>(p, a, c, i, stride, table, dq_lut, g, tr, tcl);
+    else nvfp4_block_loop<K, kF16, false>(p, a, c, i, stride, table, dq_lut, g, tr, tcl);
 #else
-      process_block<K, kF16>(p, a, table, dq_lut, g);
+    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true>(p, a, c, i, stride, table, dq_lut, g);
+    else nvfp4_block_loop<K, kF16, false>(p, a, c, i, stride, table, dq_lut, g);
 #endif
-      if (i1 >= p.total_blocks) break;
-      const uint32_t i2 = i1 + stride;
-      if (i2 < p.total_blocks) {
-        next_block(p, c, i2, a);
-        load_block<false>(a);
-      }
-      process_block<K, kF16>(p, c, table, dq_lut, g);
-      i = i2;
-    }
   }
 #ifdef NVFP4KV_QUANT_TRACE
   tr[5] = qtrace_now();
@@ -1031,6 +1112,7 @@ std::atomic<int> g_block_step_override{-1};
 std::atomic<int> g_block_order_override{-1};
 std::atomic<int> g_block_threads_override{0};
 std::atomic<int> g_block_one_override{-1};
+std::atomic<int> g_lean_override{-1};
 
 /// Resident CTAs of kThreads per SM of kernel `Fn` (at least 1), queried once per kernel: a
 /// persistent grid must not exceed one wave, or the CTAs of the second wave would run their whole
@@ -1168,6 +1250,7 @@ void set_fast_quantize_block_threads_override(int threads) {
   g_block_threads_override.store(threads, std::memory_order_relaxed);
 }
 void set_fast_quantize_block_one_override(int mode) { g_block_one_override.store(mode, std::memory_order_relaxed); }
+void set_fast_quantize_lean_override(int mode) { g_lean_override.store(mode, std::memory_order_relaxed); }
 
 #ifdef NVFP4KV_QUANT_TRACE
 void quant_trace_reset() {
@@ -1267,6 +1350,10 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
   p.sf_terms = fmt::sf_offset_terms(q.layout, q.kv);
+  // Lean calls (quantize v22; the block kernel's plain-nvfp4 paths): batch 1, every block valid,
+  // row strides below 2^32.
+  p.lean = g_lean_override.load(std::memory_order_relaxed) != 0 && q.batch == 1 && q.rows == q.rows_grid &&
+           q.cols_grid * 16 == q.k && p.in_row_bytes < (int64_t(1) << 32) && p.data_row_bytes < (int64_t(1) << 32);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
   const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));

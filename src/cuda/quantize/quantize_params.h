@@ -151,6 +151,11 @@ struct FastQuantizeParams {
   /// Block kernel (quantize v17): fmt::sf_offset_terms(layout, kv), so that the kernel finds a
   /// block's scale byte by fmt::sf_offset_by_terms, without a layout switch.
   fmt::SfOffsetTerms sf_terms;
+  /// Quantize v22: batch 1, no padding rows or block columns, input and data row strides below
+  /// 2^32 bytes. The block kernel's plain-nvfp4 paths then skip the validity tests, compute
+  /// addresses from 32-bit products, and (where the decode scale allows) take the reciprocal
+  /// without its range check.
+  bool lean = false;
 };
 
 /// Bench / test knob: -1 (default) picks the unit order automatically (warp-sector order for
@@ -189,6 +194,9 @@ void set_fast_quantize_block_threads_override(int threads);
 /// many waves as needed, 0 neither (the loop), -1 (default) the launch rule (quantize_fast.cu,
 /// kBlockOneBlocksMax / kBlockWavesBlocksMax). Not part of the public API.
 void set_fast_quantize_block_one_override(int mode);
+/// Bench / test knob: 0 keeps the block kernel off its lean path (FastQuantizeParams::lean,
+/// quantize v22) for every call; -1 (default) takes it where it applies.
+void set_fast_quantize_lean_override(int mode);
 
 #ifdef NVFP4KV_QUANT_TRACE
 /// Timeline experiment (built with -DNVFP4KV_QUANT_TRACE only): words per warp record of the plain
