@@ -25,6 +25,14 @@ __device__ __forceinline__ float e4m3_to_float_hw(uint32_t byte) {
   return __half2float(__half(h));
 }
 
+/// The low byte of an E4M3 pair (cvt.rn.satfinite.e4m3x2's 16-bit result) → float by the hardware
+/// conversion, without masking the high byte off (e4m3_to_float_hw masks): exact as that one.
+__device__ __forceinline__ float e4m3_lo_to_float_hw(uint32_t pair) {
+  uint32_t h2;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<unsigned short>(pair)));
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(h2 & 0xFFFFu)));
+}
+
 /// rn(1 / x) for 2^-126 ≤ |x| < 2^126 (biased exponent 1..252), and NaN for x = ±0: __frcp_rn's
 /// fast path (MUFU.RCP, then one Newton step by two FMAs) without its range check and slow path,
 /// which __frcp_rn takes for the other exponents. The step's negation -(x·r - 1) is folded into

@@ -839,7 +839,8 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
       // finite, or the computed S_enc capped at FLT_MAX), and a NaN from FMUL is the canonical
       // positive one, which the conversion maps to 0x7F as the reference does: no NaN fix-up
       // (quantize v21c; kvfmt::e4m3x2 spends three instructions on it).
-      sf = kvfmt::e4m3x2_not_nan(__fmul_rn(v, g.sf_mult), 0.0f) & 0xFFu;
+      // The pair's high byte is e4m3(+0) = 0x00, so the pair is the scale byte (no mask; quantize v22).
+      sf = kvfmt::e4m3x2_not_nan(__fmul_rn(v, g.sf_mult), 0.0f);
       // The unit kernel's table entry for this byte (table[0] = FLT_MAX: see the file comment).
 #ifdef NVFP4KV_QUANT_TRACE
       if (tcl) QT_CLK(4, sf);
@@ -849,7 +850,7 @@ __device__ __forceinline__ uint32_t block_codes(const Blk& d, const ScaleEntry* 
       // FLT_MAX as one operand the ±0 order cannot differ: one instruction instead of four.
       // kLean (quantize v22): S_dec keeps every sf · S_dec of a nonzero byte in frcp_rn_normal's range
       // (lean_scale), and sf = 0 gives NaN there, which the fminf turns into FLT_MAX as well.
-      const float s = fmt::fmul_rn(e4m3_to_float_hw(sf), g.s_dec);
+      const float s = fmt::fmul_rn(e4m3_lo_to_float_hw(sf), g.s_dec);
       const float enc = fminf(kLean ? frcp_rn_normal(s) : fmt::frcp_rn(s), fmt::kFltMax);
 #ifdef NVFP4KV_QUANT_TRACE
       if (tcl) QT_CLK(5, __float_as_uint(enc));
@@ -1029,7 +1030,9 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       if (dst_scale[u] == nullptr) break;  // j ≥ total_blocks (so are the later ones)
       // Lean calls take the block path without validity test and range check (quantize v22; the
       // test is uniform over the grid).
-      if (kMin != kBlockWavesMinCtas && p.lean && lean_scale(g1.s_dec)) one_block_finish<K, kF16, true>(p, b[u], dst_data[u], dst_scale[u], g1);
+      // The 32-register build for f16 input spilled 8 bytes with both paths, so it keeps one.
+      constexpr bool kHasLean = kMin != kBlockWavesMinCtas || !kF16;
+      if (kHasLean && p.lean && lean_scale(g1.s_dec)) one_block_finish<K, kF16, true>(p, b[u], dst_data[u], dst_scale[u], g1);
       else one_block_finish<K, kF16, false>(p, b[u], dst_data[u], dst_scale[u], g1);
     }
     return;
@@ -1352,7 +1355,10 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   p.sf_terms = fmt::sf_offset_terms(q.layout, q.kv);
   // Lean calls (quantize v22; the block kernel's plain-nvfp4 paths): batch 1, every block valid,
   // row strides below 2^32.
-  p.lean = g_lean_override.load(std::memory_order_relaxed) != 0 && q.batch == 1 && q.rows == q.rows_grid &&
+  // From 2^14 blocks (0.5 MiB of 16-bit input): below it the lean path measured 0.3-0.9 % slower
+  // (bench q_v22_ab, bench/NOTES.md quantize v22).
+  const int lo = g_lean_override.load(std::memory_order_relaxed);
+  p.lean = lo != 0 && (lo == 1 || q.batch * q.rows_grid * q.cols_grid >= (int64_t(1) << 14)) && q.batch == 1 && q.rows == q.rows_grid &&
            q.cols_grid * 16 == q.k && p.in_row_bytes < (int64_t(1) << 32) && p.data_row_bytes < (int64_t(1) << 32);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
