@@ -632,6 +632,16 @@ constexpr int kBlockMinCtas = 4;
 /// warp-sector order anyway (bench q_block_ab, H100: the block kernel faster at every size
 /// measured from 0.1 to 128 MiB, e.g. 4 MiB 5.1 → 3.4 µs, 64 MiB 32.8 → 31.3 µs).
 constexpr uint32_t kBlockKernelBlocksBelow = 1u << 23;
+/// ... except plain nvfp4, which takes it (in row-major order) up to this many blocks inclusive:
+/// at 256 MiB of 16-bit input the lean block loop beat the unit kernel's warp-sector order by
+/// 3-4 % for rows of 8K-32K elements (123.7 → 118.6-119.8 µs) and tied at 1K; from 512 MiB it lost
+/// 1-40 % (row-major scale sectors leave L2 before they are complete; bench q_v22_big_ab,
+/// bench/NOTES.md quantize v22).
+constexpr uint32_t kBlockKernelNvfp4BlocksMax = 1u << 23;
+/// ... and 4over6 up to this many (1 GiB): its block loop (one buffer, 3 CTAs per SM) beat the
+/// unit kernel's warp-sector order by 5-7 % at 256-512 MiB (MSE, 179 → 167 µs at 256 MiB) and
+/// 3-6 % at 1 GiB, and lost 6-35 % from 1.5 GiB (q_v22_big_ab).
+constexpr uint32_t kBlockKernel46BlocksMax = 1u << 25;
 /// The block kernel takes the sector order (FastQuantizeParams::block_order) for plain nvfp4 in
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
@@ -1030,8 +1040,9 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       if (dst_scale[u] == nullptr) break;  // j ≥ total_blocks (so are the later ones)
       // Lean calls take the block path without validity test and range check (quantize v22; the
       // test is uniform over the grid).
-      // The 32-register build for f16 input spilled 8 bytes with both paths, so it keeps one.
-      constexpr bool kHasLean = kMin != kBlockWavesMinCtas || !kF16;
+      // Not in the 32-register build: for f16 input it spilled 8 bytes with both paths, and for
+      // bf16 the lean path made the 6 MiB grid shapes 13 % slower (record run of quantize v22).
+      constexpr bool kHasLean = kMin != kBlockWavesMinCtas;
       if (kHasLean && p.lean && lean_scale(g1.s_dec)) one_block_finish<K, kF16, true>(p, b[u], dst_data[u], dst_scale[u], g1);
       else one_block_finish<K, kF16, false>(p, b[u], dst_data[u], dst_scale[u], g1);
     }
@@ -1337,7 +1348,15 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   // and was not measured in the warp-sector order, so it stays row-major unless forced.
   const int ov = g_order_override.load(std::memory_order_relaxed);
   const double in_bytes = static_cast<double>(q.batch) * static_cast<double>(q.rows) * static_cast<double>(q.k) * 2.0;
-  const bool big = !mx32 && in_bytes >= 268435456.0;
+  const int64_t padded_blocks = q.batch * q.rows_grid * q.cols_grid;
+  // Plain nvfp4 up to kBlockKernelNvfp4BlocksMax blocks and 4over6 up to kBlockKernel46BlocksMax
+  // take the block kernel in row-major order instead (quantize v22).
+  const bool k46 = kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
+  const bool nv_block_rule =
+      g_block_override.load(std::memory_order_relaxed) != 0 &&
+      ((kind == QuantKind::kNvfp4 && padded_blocks <= int64_t(kBlockKernelNvfp4BlocksMax)) ||
+       (k46 && padded_blocks <= int64_t(kBlockKernel46BlocksMax)));
+  const bool big = !mx32 && in_bytes >= 268435456.0 && !nv_block_rule;
   if ((ov >= 1 || (ov < 0 && big)) && (q.layout == 1 || q.layout == 2) && p.units_per_row % 32 == 0) {
     const bool warp_sector = ov == 2 || ov < 0;  // override 1: the v6 sector order (A/B)
     p.order = (q.layout == 1 ? 1u : 2u) + (warp_sector ? 2u : 0u);
@@ -1355,14 +1374,15 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   p.sf_terms = fmt::sf_offset_terms(q.layout, q.kv);
   // Lean calls (quantize v22; the block kernel's plain-nvfp4 paths): batch 1, every block valid,
   // row strides below 2^32.
-  // From 2^14 blocks (0.5 MiB of 16-bit input): below it the lean path measured 0.3-0.9 % slower
-  // (bench q_v22_ab, bench/NOTES.md quantize v22).
+  // From 2^15 blocks (1 MiB of 16-bit input): below it the lean path measured 0.3-0.9 % slower
+  // in q_v22_ab up to 0.25 MiB, and 2 % slower at 0.5 MiB in the grid bench (bench/NOTES.md,
+  // quantize v22).
   const int lo = g_lean_override.load(std::memory_order_relaxed);
-  p.lean = lo != 0 && (lo == 1 || q.batch * q.rows_grid * q.cols_grid >= (int64_t(1) << 14)) && q.batch == 1 && q.rows == q.rows_grid &&
+  p.lean = lo != 0 && (lo == 1 || q.batch * q.rows_grid * q.cols_grid >= (int64_t(1) << 15)) && q.batch == 1 && q.rows == q.rows_grid &&
            q.cols_grid * 16 == q.k && p.in_row_bytes < (int64_t(1) << 32) && p.data_row_bytes < (int64_t(1) << 32);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;
-  const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && p.total_blocks < kBlockKernelBlocksBelow));
+  const bool block = nv_kind && p.order == 0 && (bo == 1 || (bo < 0 && (p.total_blocks < kBlockKernelBlocksBelow || nv_block_rule)));
   // Block kernel, plain nvfp4 in the tiled layouts up to kSectorOrderBlocksMax blocks: sector order
   // (quantize v16), so that each warp's scale-byte stores fill one whole 32-byte sector; in
   // row-major order a sector's 32 bytes come from 8 rows 1-97 apart, i.e. from different warps and

@@ -196,7 +196,7 @@ void set_fast_quantize_block_threads_override(int threads);
 void set_fast_quantize_block_one_override(int mode);
 /// Bench / test knob: 0 keeps the block kernel off its lean path (FastQuantizeParams::lean,
 /// quantize v22) for every call; 1 takes it wherever it applies; -1 (default) takes it where it
-/// applies from 2^14 blocks (0.5 MiB of 16-bit input).
+/// applies from 2^15 blocks (1 MiB of 16-bit input).
 void set_fast_quantize_lean_override(int mode);
 
 #ifdef NVFP4KV_QUANT_TRACE
