@@ -1586,24 +1586,21 @@ void run_lean_ab22(Context& ctx) {
               {"M", "K", "MiB", "default", "no lean", "default again", "no lean again"}, shapes);
 }
 
-/// v22 A/B (plain nvfp4) at 256 MiB - 8 GiB: the library's rule (the unit kernel in warp-sector
-/// order) against the block kernel in row-major order (lean where it applies), alternated
-/// (QAB_SHAPES picks some).
+/// v22 A/B (plain nvfp4) at 256 MiB - 8 GiB: the library's rule against the block kernel in
+/// row-major order (lean), alternated, and 4over6 (MSE) by the rule and in the unit kernel's
+/// warp-sector order (QAB_SHAPES picks some).
 void run_big_ab22(Context& ctx) {
   AbVar blk{"nv_block_rowmajor", Recipe::kNvfp4, 0, -1, -1};
   blk.block = 1;
   AbVar blk2 = blk;
   blk2.name = "nv_block_rowmajor_again";
   AbVar o6{"o6_default", Recipe::kNvfp4FourOverSix, -1, -1, -1};
-  AbVar o6b{"o6_block_rowmajor", Recipe::kNvfp4FourOverSix, 0, -1, -1};
-  o6b.block = 1;
   AbVar o6u{"o6_unit_warpsector", Recipe::kNvfp4FourOverSix, 2, -1, -1};
   o6u.block = 0;
-  const std::vector<AbVar> vars = {one_var("nv_default", -1), blk, one_var("nv_default_again", -1), blk2, o6, o6b, o6u};
+  const std::vector<AbVar> vars = {one_var("nv_default", -1), blk, one_var("nv_default_again", -1), blk2, o6, o6u};
   run_ab_impl(ctx, vars, "quantize_big_ab22",
-              "quantize v22 A/B (>= 256 MiB: unit kernel warp-sector vs block kernel row-major; 4over6 MSE as time / nv_default)",
-              {"M", "K", "MiB", "default", "block rowmajor", "default again", "block rowmajor again", "4o6 default", "4o6 block",
-               "4o6 unit ws"},
+              "quantize v22 A/B (>= 256 MiB: the rule vs the block kernel row-major; 4over6 MSE as time / nv_default)",
+              {"M", "K", "MiB", "default", "block rowmajor", "default again", "block rowmajor again", "4o6 default", "4o6 unit ws"},
               {{4096, 32768}, {8192, 16384}, {16384, 8192}, {32768, 4096}, {65536, 2048}, {131072, 1024}, {8192, 32768},
                {65536, 4096}, {32768, 16384}, {131072, 4096}, {65536, 12288}, {131072, 16384}, {131072, 32768}});
 }

@@ -931,17 +931,17 @@ constexpr int block_min_ctas() {
 
 /// The one-block path's block after its words arrived: codes, scale byte, stores (addresses
 /// computed before the PDL wait).
-template <QuantKind K, bool kF16, bool kLean>
+template <QuantKind K, bool kF16>
 __device__ __forceinline__ void one_block_finish(const FastQuantizeParams& p, const Blk& d, uint8_t* dst_data,
                                                  uint8_t* dst_scale, const detail::GlobalScales& g) {
   uint32_t out[2];
 #ifdef NVFP4KV_QUANT_TRACE
-  const uint32_t sf = block_codes<K, kF16, kLean>(d, nullptr, 0u, g, out, p, nullptr);
+  const uint32_t sf = block_codes<K, kF16>(d, nullptr, 0u, g, out, p, nullptr);
 #else
   (void)p;
-  const uint32_t sf = block_codes<K, kF16, kLean>(d, nullptr, 0u, g, out);
+  const uint32_t sf = block_codes<K, kF16>(d, nullptr, 0u, g, out);
 #endif
-  if (kLean || d.valid) *reinterpret_cast<uint2*>(dst_data) = make_uint2(out[0], out[1]);
+  if (d.valid) *reinterpret_cast<uint2*>(dst_data) = make_uint2(out[0], out[1]);
   *dst_scale = static_cast<uint8_t>(sf);
 }
 
@@ -1038,13 +1038,10 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
 #pragma unroll
     for (int u = 0; u < kOne; ++u) {
       if (dst_scale[u] == nullptr) break;  // j ≥ total_blocks (so are the later ones)
-      // Lean calls take the block path without validity test and range check (quantize v22; the
-      // test is uniform over the grid).
-      // Not in the 32-register build: for f16 input it spilled 8 bytes with both paths, and for
-      // bf16 the lean path made the 6 MiB grid shapes 13 % slower (record run of quantize v22).
-      constexpr bool kHasLean = kMin != kBlockWavesMinCtas;
-      if (kHasLean && p.lean && lean_scale(g1.s_dec)) one_block_finish<K, kF16, true>(p, b[u], dst_data[u], dst_scale[u], g1);
-      else one_block_finish<K, kF16, false>(p, b[u], dst_data[u], dst_scale[u], g1);
+      // No lean path here (quantize v22): in the record runs it gained at most 0.5 % at 1-3 MiB, made
+      // the 0.5 MiB shapes 2-5 % slower (a second copy of the block path in the kernel), spilled
+      // 8 bytes in the 32-register f16 build and made the 32-register bf16 build 13 % slower at 6 MiB.
+      one_block_finish<K, kF16>(p, b[u], dst_data[u], dst_scale[u], g1);
     }
     return;
   }
