@@ -642,6 +642,20 @@ TEST(CudaQuantize, BlockKernelLeanPathOnAndOff) {
   });
 }
 
+// Lean calls of ≥ 2^20 blocks (32 MiB of 16-bit input) take a second build of the block kernel
+// whose lean loop stores the scale bytes with an L2 evict_last policy: every layout, both 16-bit
+// types, given and per-tensor scales (the per-tensor pass walks the blocks in reverse, by
+// division), a row of 528 block columns (the grid stride carries into the row).
+TEST(CudaQuantize, LeanLoopEvictLastBuildMatchesReference) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  for (SfLayout layout : kLayouts)
+    for (DType dt : {DType::kBF16, DType::kF16})
+      for (GlobalScaleMode gm : {GlobalScaleMode::kGiven, GlobalScaleMode::kPerTensor})
+        for (const Shape& sh : {Shape{0, 4096, 4096}, Shape{0, 2048, 8448}})
+          run_case(Case{.recipe = Recipe::kNvfp4, .layout = layout, .dtype = dt, .mode = gm, .shape = sh});
+  run_case(Case{.recipe = Recipe::kNvfp4, .layout = SfLayout::k128x4, .shape = {0, 4096, 4096}, .fill = Fill::kSpecial});
+}
+
 // Plain nvfp4's one-block path of the block kernel at ≤ 128 registers in one wave (knob 1) and
 // at ≤ 32 registers in as many waves as needed (knob 2), and the loop (knob 0), each forced, over
 // every layout, both 16-bit types, given and per-tensor scales, random, special and tie data,

@@ -642,6 +642,11 @@ constexpr uint32_t kBlockKernelNvfp4BlocksMax = 1u << 23;
 /// unit kernel's warp-sector order by 5-7 % at 256-512 MiB (MSE, 179 → 167 µs at 256 MiB) and
 /// 3-6 % at 1 GiB, and lost 6-35 % from 1.5 GiB (q_v22_big_ab).
 constexpr uint32_t kBlockKernel46BlocksMax = 1u << 25;
+/// Plain nvfp4's lean loop stores its scale bytes with an L2 evict_last policy from this many
+/// blocks (32 MiB of 16-bit input; a second build of the block kernel): bench q_v22_ab, the two
+/// builds alternated twice: 32 MiB −1.6 %, 64 MiB −2.2 %, 128 MiB −2.5 %, 256 MiB −2.4 … −3.5 %,
+/// but 8-16 MiB +1.2 … +2 % (bench/NOTES.md, quantize v22).
+constexpr uint32_t kSfEvictLastBlocksMin = 1u << 20;
 /// The block kernel takes the sector order (FastQuantizeParams::block_order) for plain nvfp4 in
 /// the tiled layouts up to this many blocks (2^18: 8 MiB of 16-bit input; launch_quantize_fast).
 constexpr uint32_t kSectorOrderBlocksMax = 1u << 18;
@@ -729,6 +734,16 @@ __device__ __forceinline__ uint8_t* lean_scale_at(const FastQuantizeParams& p, c
 /// 2^-126 … < 2^126, so that the encode multiplier's reciprocal takes frcp_rn_normal: 2^-117 ≤
 /// S_dec ≤ 2^117 (false for NaN).
 __device__ __forceinline__ bool lean_scale(float s_dec) { return s_dec >= 0x1p-117f && s_dec <= 0x1p117f; }
+
+/// L2 evict_last policy for the lean loop's scale-byte stores.
+__device__ __forceinline__ uint64_t l2_evict_last_policy() {
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
+  return pol;
+}
+__device__ __forceinline__ void st_u8_hint(uint8_t* p, uint32_t v, uint64_t pol) {
+  asm volatile("st.global.L2::cache_hint.u8 [%0], %1, %2;" ::"l"(p), "r"(v), "l"(pol) : "memory");
+}
 
 /// block_step for lean calls: no validity test, lean_src.
 __device__ __forceinline__ void block_step_lean(const FastQuantizeParams& p, const Blk& d, Blk& n) {
@@ -888,9 +903,9 @@ __device__ __forceinline__ uint8_t* block_scale_at(const FastQuantizeParams& p, 
 }
 
 /// One block of the block kernel: block_codes, then its stores.
-template <QuantKind K, bool kF16, bool kLean = false>
+template <QuantKind K, bool kF16, bool kLean = false, bool kSfEvictLast = false>
 __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const Blk& d, const ScaleEntry* table,
-                                              uint32_t dq_lut, const detail::GlobalScales& g
+                                              uint32_t dq_lut, const detail::GlobalScales& g, uint64_t pol_sf = 0
 #ifdef NVFP4KV_QUANT_TRACE
                                               , unsigned long long* tcl = nullptr
 #endif
@@ -903,7 +918,8 @@ __device__ __forceinline__ void process_block(const FastQuantizeParams& p, const
 #endif
   if constexpr (kLean) {
     *reinterpret_cast<uint2*>(lean_data_at(p, d)) = make_uint2(out[0], out[1]);
-    *lean_scale_at(p, d) = static_cast<uint8_t>(sf);
+    if constexpr (kSfEvictLast) st_u8_hint(lean_scale_at(p, d), sf, pol_sf);
+    else *lean_scale_at(p, d) = static_cast<uint8_t>(sf);
     return;
   }
   if (d.valid) *reinterpret_cast<uint2*>(block_data_at(p, d)) = make_uint2(out[0], out[1]);
@@ -948,13 +964,16 @@ __device__ __forceinline__ void one_block_finish(const FastQuantizeParams& p, co
 /// The block kernel's loop for plain nvfp4 from block i (its place and words in a): two buffers,
 /// so that the next block's loads are in flight while this one is encoded without a register copy
 /// of a pending load (the unit kernel's loop).
-template <QuantKind K, bool kF16, bool kLean>
+template <QuantKind K, bool kF16, bool kLean, bool kSfEvictLast = false>
 __device__ __forceinline__ void nvfp4_block_loop(const FastQuantizeParams& p, Blk& a, Blk& c, uint32_t i, uint32_t stride,
                                                  const ScaleEntry* table, uint32_t dq_lut, const detail::GlobalScales& g
 #ifdef NVFP4KV_QUANT_TRACE
                                                  , unsigned long long* tr, unsigned long long* tcl
 #endif
 ) {
+  // kSfEvictLast (lean calls from kSfEvictLastBlocksMin blocks): the scale-byte stores with an L2
+  // evict_last policy.
+  const uint64_t pol_sf = kLean && kSfEvictLast ? l2_evict_last_policy() : 0;
   while (i < p.total_blocks) {
     const uint32_t i1 = i + stride;  // total_blocks < 2^31 and stride < 2^31: no wrap
     if (i1 < p.total_blocks) {
@@ -962,10 +981,10 @@ __device__ __forceinline__ void nvfp4_block_loop(const FastQuantizeParams& p, Bl
       load_block<false, kLean>(c);
     }
 #ifdef NVFP4KV_QUANT_TRACE
-    process_block<K, kF16, kLean>(p, a, table, dq_lut, g, tr[4] == 0 ? tcl : nullptr);
+    process_block<K, kF16, kLean, kSfEvictLast>(p, a, table, dq_lut, g, pol_sf, tr[4] == 0 ? tcl : nullptr);
     if (tr[4] == 0) tr[4] = qtrace_now();
 #else
-    process_block<K, kF16, kLean>(p, a, table, dq_lut, g);
+    process_block<K, kF16, kLean, kSfEvictLast>(p, a, table, dq_lut, g, pol_sf);
 #endif
     if (i1 >= p.total_blocks) break;
     const uint32_t i2 = i1 + stride;
@@ -973,7 +992,7 @@ __device__ __forceinline__ void nvfp4_block_loop(const FastQuantizeParams& p, Bl
       next_block<kLean>(p, c, i2, a);
       load_block<false, kLean>(a);
     }
-    process_block<K, kF16, kLean>(p, c, table, dq_lut, g);
+    process_block<K, kF16, kLean, kSfEvictLast>(p, c, table, dq_lut, g, pol_sf);
     i = i2;
   }
 }
@@ -988,7 +1007,8 @@ __device__ __forceinline__ void nvfp4_block_loop(const FastQuantizeParams& p, Bl
 constexpr int kBlockOneMinCtas = 2;
 constexpr int kBlockWavesMinCtas = 8;
 
-template <QuantKind K, bool kF16, int kOne = 0, int kMin = (kOne > 0 ? kBlockOneMinCtas : block_min_ctas<K>())>
+template <QuantKind K, bool kF16, int kOne = 0, int kMin = (kOne > 0 ? kBlockOneMinCtas : block_min_ctas<K>()),
+          bool kSfEvictLast = false>
 __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __grid_constant__ FastQuantizeParams p) {
   constexpr bool k46 = K == QuantKind::kFourOverSixMse || K == QuantKind::kFourOverSixMae;
   static_assert(K == QuantKind::kNvfp4 || k46, "block kernel: nvfp4 and 4over6");
@@ -1100,10 +1120,10 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
     // Lean calls whose decode scale fits frcp_rn_normal take the loop without validity tests and
     // range checks (quantize v22); the test is uniform over the grid.
 #ifdef NVFP4KV_QUANT_TRACE
-    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true>(p, a, c, i, stride, table, dq_lut, g, tr, tcl);
+    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true, kSfEvictLast>(p, a, c, i, stride, table, dq_lut, g, tr, tcl);
     else nvfp4_block_loop<K, kF16, false>(p, a, c, i, stride, table, dq_lut, g, tr, tcl);
 #else
-    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true>(p, a, c, i, stride, table, dq_lut, g);
+    if (p.lean && lean_scale(g.s_dec)) nvfp4_block_loop<K, kF16, true, kSfEvictLast>(p, a, c, i, stride, table, dq_lut, g);
     else nvfp4_block_loop<K, kF16, false>(p, a, c, i, stride, table, dq_lut, g);
 #endif
   }
@@ -1223,6 +1243,13 @@ void launch_block(const FastQuantizeParams& p, Stream stream) {
   q.step_ok = p.batch == 1 && !p.reverse && p.block_order == 0 && g_block_step_override.load(std::memory_order_relaxed) != 0;
   q.step_rows = stride / p.cols_grid;
   q.step_cols = stride % p.cols_grid;
+  if constexpr (K == QuantKind::kNvfp4) {
+    if (p.lean && p.total_blocks >= kSfEvictLastBlocksMin) {
+      (void)launch_pdl(quantize_block_kernel<K, kF16, 0, block_min_ctas<K>(), true>, dim3(static_cast<unsigned>(grid)),
+                       dim3(static_cast<unsigned>(threads)), 0, reinterpret_cast<cudaStream_t>(stream), q);
+      return;
+    }
+  }
   (void)launch_pdl(quantize_block_kernel<K, kF16>, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(threads)), 0,
                    reinterpret_cast<cudaStream_t>(stream), q);  // the caller reads the launch status
 }
