@@ -217,19 +217,36 @@ __global__ void check_all_patterns(uint64_t start, uint64_t count, unsigned long
   }
 }
 
+/// Runs `launch(first_bad)` on a device cell set to ~0 and returns the cell: the smallest input a
+/// checking kernel flagged (atomicMin), ~0 if none; a CUDA error is a test failure (returns 0).
+template <typename Launch>
+unsigned long long first_bad_on_gpu(Launch launch) {
+  unsigned long long* bad = nullptr;
+  const unsigned long long none = ~0ull;
+  unsigned long long got = 0;
+  if (cudaMalloc(&bad, sizeof *bad) != cudaSuccess) {
+    ADD_FAILURE() << "cudaMalloc failed";
+    return 0;
+  }
+  if (cudaMemcpy(bad, &none, sizeof none, cudaMemcpyHostToDevice) == cudaSuccess) {
+    launch(bad);
+    if (cudaGetLastError() != cudaSuccess || cudaMemcpy(&got, bad, sizeof got, cudaMemcpyDeviceToHost) != cudaSuccess) {
+      ADD_FAILURE() << "kernel launch or copy failed";
+      got = 0;
+    }
+  } else {
+    ADD_FAILURE() << "cudaMemcpy failed";
+  }
+  cudaFree(bad);
+  return got;
+}
+
 TEST(CudaQuantizeRounding, HelpersMatchReferenceOnGpuAllFloats) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  unsigned long long* bad = nullptr;
-  ASSERT_EQ(cudaMalloc(&bad, sizeof *bad), cudaSuccess);
-  const unsigned long long none = ~0ull;
-  ASSERT_EQ(cudaMemcpy(bad, &none, sizeof none, cudaMemcpyHostToDevice), cudaSuccess);
-  check_all_patterns<<<132 * 16, 256>>>(0, 1ull << 32, bad);
-  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  unsigned long long got = 0;
-  ASSERT_EQ(cudaMemcpy(&got, bad, sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
-  cudaFree(bad);
-  EXPECT_EQ(got, none) << "first failing bit pattern 0x" << std::hex << got << " (CPU mask "
-                       << check_pattern(static_cast<uint32_t>(got)) << ")";
+  const unsigned long long got =
+      first_bad_on_gpu([](unsigned long long* bad) { check_all_patterns<<<132 * 16, 256>>>(0, 1ull << 32, bad); });
+  EXPECT_EQ(got, ~0ull) << "first failing bit pattern 0x" << std::hex << got << " (CPU mask "
+                        << check_pattern(static_cast<uint32_t>(got)) << ")";
 }
 
 /// frcp_rn_normal (the plain-nvfp4 block path's reciprocal where the decode scale keeps every
@@ -253,16 +270,8 @@ __global__ void check_rcp_normal(unsigned long long* first_bad) {
 
 TEST(CudaBits, RcpNormalMatchesFrcpRn) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  unsigned long long* bad = nullptr;
-  ASSERT_EQ(cudaMalloc(&bad, sizeof *bad), cudaSuccess);
-  const unsigned long long none = ~0ull;
-  ASSERT_EQ(cudaMemcpy(bad, &none, sizeof none, cudaMemcpyHostToDevice), cudaSuccess);
-  check_rcp_normal<<<132 * 16, 256>>>(bad);
-  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  unsigned long long got = 0;
-  ASSERT_EQ(cudaMemcpy(&got, bad, sizeof got, cudaMemcpyDeviceToHost), cudaSuccess);
-  cudaFree(bad);
-  EXPECT_EQ(got, none) << "first differing input 0x" << std::hex << got;
+  const unsigned long long got = first_bad_on_gpu([](unsigned long long* bad) { check_rcp_normal<<<132 * 16, 256>>>(bad); });
+  EXPECT_EQ(got, ~0ull) << "first differing input 0x" << std::hex << got;
 }
 
 }  // namespace

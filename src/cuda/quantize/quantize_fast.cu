@@ -698,24 +698,6 @@ __device__ __forceinline__ void block_at(const FastQuantizeParams& p, uint32_t i
                                             d.m * p.in_row_bytes + d.col * 32u);
 }
 
-/// block_at(p, i + stride) from d = block_at(p, i) when p.step_ok (batch 1, forward order): the
-/// row and column advance by (stride / cols_grid, stride % cols_grid), with one carry from the
-/// column into the row. The row may pass rows_grid only when i + stride ≥ total_blocks, where
-/// the caller does not use the result.
-__device__ __forceinline__ void block_step(const FastQuantizeParams& p, const Blk& d, Blk& n) {
-  uint32_t col = d.col + p.step_cols;
-  uint32_t m = d.m + p.step_rows;
-  if (col >= p.cols_grid) {
-    col -= p.cols_grid;
-    ++m;
-  }
-  n.b = 0;
-  n.m = m;
-  n.col = col;
-  n.valid = m < p.rows && col * 16u < p.k;
-  n.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + m * p.in_row_bytes + col * 32u);
-}
-
 /// Quantize v22, "lean" calls (FastQuantizeParams::lean: batch 1, no padding rows or columns,
 /// row strides below 2^32): every block is valid, and a block's input, code and scale addresses
 /// are one 64-bit base plus 32 × 32-bit products (IMAD.WIDE.U32), without the batch terms and the
@@ -745,8 +727,12 @@ __device__ __forceinline__ void st_u8_hint(uint8_t* p, uint32_t v, uint64_t pol)
   asm volatile("st.global.L2::cache_hint.u8 [%0], %1, %2;" ::"l"(p), "r"(v), "l"(pol) : "memory");
 }
 
-/// block_step for lean calls: no validity test, lean_src.
-__device__ __forceinline__ void block_step_lean(const FastQuantizeParams& p, const Blk& d, Blk& n) {
+/// block_at(p, i + stride) from d = block_at(p, i) when p.step_ok (batch 1, forward order): the
+/// row and column advance by (stride / cols_grid, stride % cols_grid), with one carry from the
+/// column into the row. The row may pass rows_grid only when i + stride ≥ total_blocks, where
+/// the caller does not use the result. kLean: no validity test, lean_src.
+template <bool kLean>
+__device__ __forceinline__ void block_step(const FastQuantizeParams& p, const Blk& d, Blk& n) {
   uint32_t col = d.col + p.step_cols;
   uint32_t m = d.m + p.step_rows;
   if (col >= p.cols_grid) {
@@ -756,16 +742,20 @@ __device__ __forceinline__ void block_step_lean(const FastQuantizeParams& p, con
   n.b = 0;
   n.m = m;
   n.col = col;
-  n.valid = true;
-  n.src = lean_src(p, m, col);
+  if constexpr (kLean) {
+    n.valid = true;
+    n.src = lean_src(p, m, col);
+  } else {
+    n.valid = m < p.rows && col * 16u < p.k;
+    n.src = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.input) + m * p.in_row_bytes + col * 32u);
+  }
 }
 
 /// The thread's next block (index i_next = index of d + gridDim.x · blockDim.x) into n.
 template <bool kLean = false>
 __device__ __forceinline__ void next_block(const FastQuantizeParams& p, const Blk& d, uint32_t i_next, Blk& n) {
   if (p.step_ok) {
-    if constexpr (kLean) block_step_lean(p, d, n);
-    else block_step(p, d, n);
+    block_step<kLean>(p, d, n);
   } else {
     block_at(p, i_next, n);
   }
