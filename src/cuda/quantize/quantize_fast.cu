@@ -1386,13 +1386,9 @@ Status launch_quantize_fast(const QuantizeParams& q, QuantInput in, QuantKind ki
   p.total_blocks = static_cast<uint32_t>(q.batch * q.rows_grid * q.cols_grid);
   p.blocks_div = make_fast_div(p.cols_grid);
   p.sf_terms = fmt::sf_offset_terms(q.layout, q.kv);
-  // Lean calls (quantize v22; the block kernel's plain-nvfp4 paths): batch 1, every block valid,
-  // row strides below 2^32.
-  // From 2^15 blocks (1 MiB of 16-bit input): below it the lean path measured 0.3-0.9 % slower
-  // in q_v22_ab up to 0.25 MiB, and 2 % slower at 0.5 MiB in the grid bench (bench/NOTES.md,
-  // quantize v22).
-  const int lo = g_lean_override.load(std::memory_order_relaxed);
-  p.lean = lo != 0 && (lo == 1 || q.batch * q.rows_grid * q.cols_grid >= (int64_t(1) << 15)) && q.batch == 1 && q.rows == q.rows_grid &&
+  // Lean calls (quantize v22; the plain-nvfp4 loop of the block kernel, which the launch rule
+  // takes above 6 MiB): batch 1, every block valid, row strides below 2^32.
+  p.lean = g_lean_override.load(std::memory_order_relaxed) != 0 && q.batch == 1 && q.rows == q.rows_grid &&
            q.cols_grid * 16 == q.k && p.in_row_bytes < (int64_t(1) << 32) && p.data_row_bytes < (int64_t(1) << 32);
   const int bo = g_block_override.load(std::memory_order_relaxed);
   const bool nv_kind = kind == QuantKind::kNvfp4 || kind == QuantKind::kFourOverSixMse || kind == QuantKind::kFourOverSixMae;

@@ -194,9 +194,8 @@ void set_fast_quantize_block_threads_override(int threads);
 /// many waves as needed, 0 neither (the loop), -1 (default) the launch rule (quantize_fast.cu,
 /// kBlockOneBlocksMax / kBlockWavesBlocksMax). Not part of the public API.
 void set_fast_quantize_block_one_override(int mode);
-/// Bench / test knob: 0 keeps the block kernel off its lean path (FastQuantizeParams::lean,
-/// quantize v22) for every call; 1 takes it wherever it applies; -1 (default) takes it where it
-/// applies from 2^15 blocks (1 MiB of 16-bit input).
+/// Bench / test knob: 0 keeps the block kernel's loop off its lean path (FastQuantizeParams::lean,
+/// quantize v22) for every call; any other value (default -1) takes it wherever it applies.
 void set_fast_quantize_lean_override(int mode);
 
 #ifdef NVFP4KV_QUANT_TRACE
