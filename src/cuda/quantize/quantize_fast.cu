@@ -935,22 +935,6 @@ constexpr int block_min_ctas() {
   return K == QuantKind::kNvfp4 ? kBlockMinCtas : kBlockMinCtas46;
 }
 
-/// The one-block path's block after its words arrived: codes, scale byte, stores (addresses
-/// computed before the PDL wait).
-template <QuantKind K, bool kF16>
-__device__ __forceinline__ void one_block_finish(const FastQuantizeParams& p, const Blk& d, uint8_t* dst_data,
-                                                 uint8_t* dst_scale, const detail::GlobalScales& g) {
-  uint32_t out[2];
-#ifdef NVFP4KV_QUANT_TRACE
-  const uint32_t sf = block_codes<K, kF16>(d, nullptr, 0u, g, out, p, nullptr);
-#else
-  (void)p;
-  const uint32_t sf = block_codes<K, kF16>(d, nullptr, 0u, g, out);
-#endif
-  if (d.valid) *reinterpret_cast<uint2*>(dst_data) = make_uint2(out[0], out[1]);
-  *dst_scale = static_cast<uint8_t>(sf);
-}
-
 /// The block kernel's loop for plain nvfp4 from block i (its place and words in a): two buffers,
 /// so that the next block's loads are in flight while this one is encoded without a register copy
 /// of a pending load (the unit kernel's loop).
@@ -1051,7 +1035,14 @@ __global__ void __launch_bounds__(kThreads, kMin) quantize_block_kernel(const __
       // No lean path here (quantize v22): in the record runs it gained at most 0.5 % at 1-3 MiB, made
       // the 0.5 MiB shapes 2-5 % slower (a second copy of the block path in the kernel), spilled
       // 8 bytes in the 32-register f16 build and made the 32-register bf16 build 13 % slower at 6 MiB.
-      one_block_finish<K, kF16>(p, b[u], dst_data[u], dst_scale[u], g1);
+      uint32_t out[2];
+#ifdef NVFP4KV_QUANT_TRACE
+      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out, p, nullptr);
+#else
+      const uint32_t sf = block_codes<K, kF16>(b[u], table, dq_lut, g1, out);
+#endif
+      if (b[u].valid) *reinterpret_cast<uint2*>(dst_data[u]) = make_uint2(out[0], out[1]);
+      *dst_scale[u] = static_cast<uint8_t>(sf);
     }
     return;
   }
