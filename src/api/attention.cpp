@@ -271,15 +271,23 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
   const int64_t max_kv_len = block_tables.shape[1] * c.page_size;
   p->heads_per_cta = cuda::decode_heads_per_cta(p->format, p->head_dim, c.num_kv_heads, q.shape[0], m_tiles,
                                                 max_kv_len, p->narrow != 0);
+  // The paired nvfp4 tile: 8 heads per CTA (NVFP4KV_DECODE_PAIR=0|1 forces it off / on where it can run).
+  if (cuda::decode_use_pair_tile(p->format, p->head_dim, p->group_size, p->qo_len, c.num_kv_heads, q.shape[0],
+                                 p->narrow != 0, env_switch("NVFP4KV_DECODE_PAIR")))
+    p->heads_per_cta = 8;
   {
     const cuda::KvStrides views[4] = {p->k_data_strides, p->v_data_strides, p->k_scale_strides, p->v_scale_strides};
     p->lin_ratio = cuda::decode_lin_ratio(views, kv_format_is_fp4(c.format) ? 4 : 2, c.num_pages, c.page_size);
   }
-  // Experiment knob (bench/NOTES.md): force 1, 2 or 4 heads per CTA on the ring path.
+  // Experiment knob (bench/NOTES.md): force 1, 2 or 4 heads per CTA on the ring path (8: the
+  // paired tile, where decode_use_pair_tile allows it).
   if (const char* e = std::getenv("NVFP4KV_DECODE_HEADS_PER_CTA"); e != nullptr && (c.format != KvFormat::kBF16 &&
                                                                                      c.format != KvFormat::kF16)) {
     const int h = std::atoi(e);
     if ((h == 1 || h == 2 || h == 4) && c.num_kv_heads % h == 0) p->heads_per_cta = h;
+    if (h == 8 && cuda::decode_use_pair_tile(p->format, p->head_dim, p->group_size, p->qo_len, c.num_kv_heads,
+                                             q.shape[0], p->narrow != 0, 1))
+      p->heads_per_cta = 8;
   }
   p->num_splits = device_splits(q.shape[0], q.shape[1], q.shape[2], c.num_kv_heads, block_tables.shape[1],
                                 c.page_size, o.num_splits, p);

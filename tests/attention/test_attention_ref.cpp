@@ -316,7 +316,7 @@ TEST(DecodeRef, SplitBoundCoversEveryOccupancy) {
             const int64_t hq = heads * 4;
             const int bound = cuda::decode_splits_bound(batch, qo, hq, heads, pages, page, 0, 132);
             for (int64_t resident = 1; resident <= 132 * 16; resident = resident * 3 + 1)
-              for (int hpc : {1, 2, 4}) {
+              for (int hpc : {1, 2, 4, 8}) {
                 if (hpc > cuda::decode_max_heads_per_cta(heads)) continue;
                 const int s = cuda::choose_decode_splits(batch, qo, hq, heads, pages, page, 0, resident, hpc);
                 ASSERT_LE(s, bound) << batch << " " << heads << " " << qo << " " << page << " " << pages << " "
@@ -354,6 +354,19 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 8192), 2);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 1024), 1);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768), 2);
+  // The paired nvfp4 tile (8 heads per CTA): ≤ 4 query rows per kv head, 8 | kv heads, from
+  // 128 CTAs per split (decode v18); NVFP4KV_DECODE_PAIR's modes 0 / 1.
+  EXPECT_EQ(cuda::decode_max_heads_per_cta(8), 8);
+  EXPECT_EQ(cuda::decode_max_heads_per_cta(12), 4);
+  EXPECT_TRUE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 128, true));
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 64, true));
+  EXPECT_TRUE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 1, true, /*mode=*/1));
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 128, true, /*mode=*/0));
+  EXPECT_TRUE(cuda::decode_use_pair_tile(kNv, 128, 2, 2, 16, 64, true));   // 4 rows, 128 CTAs
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 2, 8, 128, true));  // 8 rows
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 4, 512, true));  // 4 kv heads
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kFP8, 128, 4, 1, 8, 128, true));
+  EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 128, false));  // wide tile
   // The narrow tile: 4 heads whenever they divide the kv heads (one warp per head, v12).
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 4);

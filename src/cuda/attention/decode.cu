@@ -217,23 +217,34 @@ __device__ __forceinline__ float fast_exp2(float x) {
 #define NVFP4KV_DECODE_FP8_STAGES 2
 #endif
 
-template <typename T, int D, int FMT, bool kNarrowTile = false>
+template <typename T, int D, int FMT, bool kNarrowTile = false, bool kPairTile = false>
 struct Config {
   // Narrow tile (≤ 8 query rows, nvfp4 at hd128): S^T = K·Q^T and O^T = V^T·P^T, see decode_kernel.
   static constexpr bool kNarrow = kNarrowTile;
+  // Paired narrow tile (nvfp4 at hd128, ≤ 4 query rows per kv head): each warp computes two kv
+  // heads, their rows as columns 0-3 and 4-7 of the mma's n = 8, so a CTA of 4 warps covers 8
+  // heads — whole NHD token rows per ring round (see compute_chunk_pair).
+  static constexpr bool kPair = kPairTile;
+  static_assert(!kPair || (kNarrowTile && FMT == kFmtNvfp4 && D == 128), "the paired tile is nvfp4 hd128 narrow");
+  static constexpr int kHeadsPerWarp = kPair ? 2 : 1;
+  static constexpr int kUnits = kWarps * kHeadsPerWarp;         // ring units per stage (see below)
   static constexpr int kWords = D * kBitsPerElem<FMT> / 128;  // raw words per lane per token
   // 16-token subtiles per chunk: at least 16 bytes per lane per token and chunk; nvfp4 at hd128
   // takes 32-token chunks (NVFP4KV_DECODE_NVFP4_KU), which amortise the per-chunk softmax
-  // reductions, waits and Q fragment loads (bench/NOTES.md, v6: 64 × 32K 1246 → 1155 µs).
-  static constexpr int kU = kExpTrick<FMT> && kWords == 4 ? NVFP4KV_DECODE_NVFP4_KU : (kWords >= 4 ? 1 : 4 / kWords);
+  // reductions, waits and Q fragment loads (bench/NOTES.md, v6: 64 × 32K 1246 → 1155 µs). The
+  // paired tile takes 16-token chunks of two heads (the same bytes and softmax work per chunk).
+  static constexpr int kU = kPair ? 1
+                            : kExpTrick<FMT> && kWords == 4 ? NVFP4KV_DECODE_NVFP4_KU
+                                                            : (kWords >= 4 ? 1 : 4 / kWords);
   static constexpr bool kFp4 = FMT == kFmtNvfp4 || FMT == kFmtFp4Block16;
   static constexpr bool kDirect = kBitsPerElem<FMT> == 16 && D <= 128;  // 16-bit caches: no smem ring
   static constexpr int kScaleBytes = kFp4 ? D / 64 : 0;        // per lane per token
   static constexpr int kKSteps = D / 16;
   static constexpr int kPairs = D / 8;                          // dequantized regs per token
   static constexpr int kChunk = 16 * kU;
-  // Ring (compressed caches and hd256): one CTA-wide stage per round = kWarps units, unit w =
-  // the chunk warp w computes next (kChunk tokens of one kv head), stored as the cache rows:
+  // Ring (compressed caches and hd256): one CTA-wide stage per round = kUnits units, unit w =
+  // the chunk warp w computes next (kChunk tokens of one kv head; paired tile: units 2w, 2w + 1
+  // are warp w's two heads), stored as the cache rows:
   // K data [unit][token][kRow], V data likewise, then K and V scales [unit][token][kScaleRow].
   // The whole CTA fills a stage with cp.async: consecutive threads copy consecutive bytes of a
   // token's row run over the CTA's heads (NHD: one contiguous run of heads_per_cta · kRow bytes),
@@ -242,8 +253,8 @@ struct Config {
   static constexpr int kScaleRow = kFp4 ? D / 16 : 0;           // scale bytes per token and head
   static constexpr int kCp = kRow >= 64 ? 16 : 8;               // cp.async width of data (alignment)
   static constexpr int kUnitBytes = kChunk * (2 * kRow + 2 * kScaleRow);
-  static constexpr int kStageBytes = kWarps * kUnitBytes;
-  static constexpr int kScaleOffset = kWarps * kChunk * 2 * kRow;  // scales after K and V data
+  static constexpr int kStageBytes = kUnits * kUnitBytes;
+  static constexpr int kScaleOffset = kUnits * kChunk * 2 * kRow;  // scales after K and V data
   // Stages: keep ~8-12 KB per warp in flight (bytes × latency for HBM) without starving
   // occupancy for the wide formats.
   static constexpr int kStages = kExpTrick<FMT> && kWords == 4 && NVFP4KV_DECODE_NVFP4_STAGES > 0
@@ -259,18 +270,20 @@ struct Config {
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 3 * kWarps * 16 * 4;  // O, m, l, weights
   static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
   // Dynamic shared memory: Q fragments, the split's page ids (runtime count), ring | merge.
-  static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
+  static int smem_bytes(int split_pages) {
+    return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain;
+  }
 };
 
-// Reads back this lane's raw run of (u, slot, k|v) — token 16u + 8s + lane/4 of the warp's unit,
-// quarter lane%4 of the row — from a completed stage.
-template <typename T, int D, int FMT>
-__device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int kv, uint32_t* dst, uint32_t* scale) {
-  using C = Config<T, D, FMT>;
-  const int lane = threadIdx.x & 31, unit = threadIdx.x >> 5;
+// Reads back this lane's raw run of (u, slot, k|v) — token 16u + 8s + lane/4 of ring unit
+// `unit`, quarter lane%4 of the row — from a completed stage of configuration C.
+template <typename C>
+__device__ __forceinline__ void read_run(const uint8_t* stage, int unit, int u, int s, int kv, uint32_t* dst,
+                                         uint32_t* scale) {
+  const int lane = threadIdx.x & 31;
   constexpr int kRunBytes = C::kWords * 4;
   const int row = unit * C::kChunk + 16 * u + 8 * s + (lane >> 2);
-  const uint8_t* src = stage + (kv * kWarps * C::kChunk + row) * C::kRow + (lane & 3) * kRunBytes;
+  const uint8_t* src = stage + (kv * C::kUnits * C::kChunk + row) * C::kRow + (lane & 3) * kRunBytes;
   if constexpr (kRunBytes >= 16) {
 #pragma unroll
     for (int i = 0; i < kRunBytes / 16; ++i) {
@@ -284,7 +297,7 @@ __device__ __forceinline__ void read_run(const uint8_t* stage, int u, int s, int
   if constexpr (C::kFp4) {
     const int sb = (lane & 3) * C::kScaleBytes;
     const uint32_t w = *reinterpret_cast<const uint32_t*>(stage + C::kScaleOffset +
-                                                         (kv * kWarps * C::kChunk + row) * C::kScaleRow + (sb & ~3));
+                                                         (kv * C::kUnits * C::kChunk + row) * C::kScaleRow + (sb & ~3));
     *scale = w >> (8 * (sb & 3));
   } else {
     *scale = 0;
@@ -356,10 +369,10 @@ __device__ __forceinline__ int trace_cta() {
 
 // kDyn: dynamic rounds (p.round_tickets), instantiated for the narrow tile only: a runtime
 // switch in one kernel cost ~20 registers and 5-12 % at every shape (bench/NOTES.md, v10).
-template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false>
+template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false, bool kPair = false>
 __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_kernel(const __grid_constant__ DecodeParams p,
                                                           const FastDiv pdiv, const int split_pages) {
-  using C = Config<T, D, FMT, kNarrow>;
+  using C = Config<T, D, FMT, kNarrow, kPair>;
   static_assert(!kNarrow || ((FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128),
                 "the narrow tile is written for nvfp4 and fp8 at hd128");
   constexpr bool kF16 = std::is_same_v<T, __half>;
@@ -372,8 +385,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   float* merge_l = merge_m + kWarps * 16;                        // [kWarps][16]
 
   // The CTA's heads: hpc consecutive kv heads (ring path; 1 on the direct path). Warp w computes
-  // head hg·hpc + w % hpc and, of the split's chunks, those ≡ w / hpc (mod kWarps / hpc).
-  const int hpc = C::kDirect ? 1 : p.heads_per_cta;
+  // head hg·hpc + w % hpc and, of the split's chunks, those ≡ w / hpc (mod kWarps / hpc). Paired
+  // tile: hpc = 8, warp w computes heads 2w and 2w + 1 of every chunk.
+  const int hpc = C::kDirect ? 1 : (kPair ? 2 * kWarps : p.heads_per_cta);
   const int n_hg = p.num_kv_heads / hpc;
   // Grid (splits, head groups × row tiles, batch); dynamic rounds launch (head groups × row
   // tiles, batch, splits): the split index slowest, so that the CTAs of splits ≥
@@ -385,7 +399,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   const int m_tile = row_y / n_hg;
   const int b = kDyn ? blockIdx.y : blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wh = warp % hpc, tw = warp / hpc, tpw = kWarps / hpc;
+  const int wh = kPair ? 2 * warp : warp % hpc, tw = kPair ? 0 : warp / hpc, tpw = kPair ? 1 : kWarps / hpc;
   const int h = hg * hpc + wh;
   const uint4* q_frag = q_frag_all + wh * C::kKSteps * 32;
   const int G = p.group_size;
@@ -427,11 +441,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // only after round 0's copies are issued (pack_q), so its latency overlaps theirs.
   uint4 q_raw[kNarrow ? D / 32 : 1];
   if constexpr (kNarrow) {
-    const int row = row0 + (lane >> 2);
+    // Paired tile: column n = lane / 4 is row n % 4 of head h + n / 4.
+    const int row = kPair ? (lane >> 2) & 3 : row0 + (lane >> 2);
     if (row < rows) {
       const int t = row / G, g = row % G;
+      const int hq = (kPair ? h + (lane >> 4) : h) * G + g;
       const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.q) + b * p.q_stride[0] +
-                                                        t * p.q_stride[1] + (h * G + g) * p.q_stride[2] +
+                                                        t * p.q_stride[1] + hq * p.q_stride[2] +
                                                         (lane & 3) * (D / 4));
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) q_raw[i] = __ldg(src + i);
@@ -475,7 +491,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // (otherwise its own start, ~10 µs to the first data, would outlast the rounds it takes).
     constexpr int kJoinRounds = 4;
     if (threadIdx.x == 0 && late) {
-      const int round_tokens = (kWarps / hpc) * C::kChunk;
+      const int round_tokens = tpw * C::kChunk;
       const int n_r = (s_end - s_begin + round_tokens - 1) / round_tokens;  // dynamic: the whole visible range
       const int taken = dyn_base + static_cast<int>(reinterpret_cast<volatile uint32_t*>(tick_ctr)[0]);
       first_ticket = !rr_fixed && n_r - taken >= kJoinRounds * p.dyn_first_splits
@@ -551,7 +567,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   int pos_hi[2], pos_lo[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const int row = kNarrow ? row0 + 2 * (lane & 3) + half : row0 + (lane >> 2) + 8 * half;
+    // (Paired tile: column n is row n % 4 of the warp's head n / 4.)
+    const int row = kPair ? (2 * (lane & 3) + half) & 3 : kNarrow ? row0 + 2 * (lane & 3) + half : row0 + (lane >> 2) + 8 * half;
     if (row < rows) {
       const int pos = kv_len - p.qo_len + row / G;
       pos_hi[half] = pos;
@@ -752,29 +769,60 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // Oᵀ m-tile mt = dims 2mt, 2mt + 1 of the run.
   // (A generic lambda: instantiated only by the narrow kernels that call it.)
   auto compute_chunk_narrow = [&](const auto* stage, const uint32_t vmask, int chunk_start) {
+    // Subtile-head it: subtile u = it of the warp's unit, or (paired tile, one subtile) the
+    // warp's head it = unit 2·warp + it.
+    auto sub_unit = [&](int it) { return kPair ? 2 * warp + it : warp; };
+    auto sub_u = [&](int it) { return kPair ? 0 : it; };
 #if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
-    loads_only([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, uu, sl, kv, raw, sc); },
-               vmask ^ static_cast<uint32_t>(chunk_start));
+#pragma unroll
+    for (int it = 0; it < C::kHeadsPerWarp; ++it)
+      loads_only([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc); },
+                 vmask ^ static_cast<uint32_t>(chunk_start));
     return;
 #endif
     float s[C::kU][4];
+    if constexpr (kPair) {
+      // Both heads' K dequantized first, then their products interleaved k-step by k-step (one
+      // accumulator chain per head): with one head after the other, ptxas placed the second
+      // head's shared loads behind the first head's products.
+      uint32_t kf[2][2][C::kPairs];
 #pragma unroll
-    for (int u = 0; u < C::kU; ++u) {
-      uint32_t kf[2][C::kPairs];
-      dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, uu, sl, kv, raw, sc); },
-                        u, kf);
-      // Two accumulator chains (even / odd k-steps): one chain per subtile would leave only
-      // kU dependent mma chains per chunk.
+      for (int it = 0; it < 2; ++it)
+        dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc); },
+                          0, kf[it]);
       float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-      for (int j = 0; j < C::kKSteps; ++j) {
-        const uint32_t a[4] = {kf[0][2 * j], kf[1][2 * j], kf[0][2 * j + 1], kf[1][2 * j + 1]};
-        mma16816(acc[j & 1], a, q_reg[2 * j], q_reg[2 * j + 1], kF16);
-      }
+      for (int j = 0; j < C::kKSteps; ++j)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) s[u][i] = acc[0][i] + acc[1][i];
+        for (int it = 0; it < 2; ++it) {
+          const uint32_t a[4] = {kf[it][0][2 * j], kf[it][1][2 * j], kf[it][0][2 * j + 1], kf[it][1][2 * j + 1]};
+          mma16816(acc[it], a, q_reg[2 * j], q_reg[2 * j + 1], kF16);
+        }
+      // Q's columns 0-3 are head 2·warp's rows and 4-7 head 2·warp + 1's: each product is right
+      // in its own head's columns only. Accumulator columns 2·(lane % 4) + 0/1 are the second
+      // head's where lane % 4 ≥ 2.
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[0][i] = (lane & 2) ? acc[1][i] : acc[0][i];
+    } else {
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u) {
+        uint32_t kf[2][C::kPairs];
+        dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, warp, uu, sl, kv, raw, sc); },
+                          u, kf);
+        // Two accumulator chains (even / odd k-steps): one chain per subtile would leave only
+        // kU dependent mma chains per chunk.
+        float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int j = 0; j < C::kKSteps; ++j) {
+          const uint32_t a[4] = {kf[0][2 * j], kf[1][2 * j], kf[0][2 * j + 1], kf[1][2 * j + 1]};
+          mma16816(acc[j & 1], a, q_reg[2 * j], q_reg[2 * j + 1], kF16);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s[u][i] = acc[0][i] + acc[1][i];
+      }
     }
-    // s[u][i]: token 16u + lane/4 + 8·(i/2) of the chunk, row 2·(lane % 4) + i % 2.
+    // s[u][i]: token 16u + lane/4 + 8·(i/2) of the chunk, row 2·(lane % 4) + i % 2 (paired
+    // tile: column 2·(lane % 4) + i % 2, row (2·(lane % 4) + i % 2) % 4 of head 2·warp + (lane % 4) / 2).
     float mx[2] = {m_run[0], m_run[1]};
     logits_to_log2(
         &s[0][0], std::integral_constant<int, C::kU * 4>{}, [](int j) { return j & 1; },
@@ -817,17 +865,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 
     // Oᵀ += Vᵀ·Pᵀ.
     const int g = lane >> 2, qq = lane & 3;
-    const uint8_t* v_rows = stage + kWarps * C::kChunk * C::kRow;  // swizzled (narrow_v_offset)
-    const uint8_t* v_sc = stage + C::kScaleOffset + kWarps * C::kChunk * C::kScaleRow;  // nvfp4 only
-#pragma unroll
-    for (int u = 0; u < C::kU; ++u) {
-      // Pᵀ B fragment: lane (g, q) gets row g, tokens 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1).
-      const uint32_t b0 = movmatrix_trans(pack2<T>(s[u][0], s[u][1]));
-      const uint32_t b1 = movmatrix_trans(pack2<T>(s[u][2], s[u][3]));
-      uint32_t vr[2][D / 8];  // [token pair][dim of the run]: (token 2q + 8·pr, + 1)
+    const uint8_t* v_rows = stage + C::kUnits * C::kChunk * C::kRow;  // swizzled (narrow_v_offset)
+    const uint8_t* v_sc = stage + C::kScaleOffset + C::kUnits * C::kChunk * C::kScaleRow;  // nvfp4 only
+    // Lane (g, q)'s V of subtile-head it, dequantized: vr[pr][e] = (token 2q + 8·pr, token
+    // 2q + 8·pr + 1) of dim pair e of dims 16g … 16g + 15 (stage rows ra, ra + 1).
+    auto v_dequant = [&](int it, uint32_t (&vr)[2][D / 8]) {
 #pragma unroll
       for (int pr = 0; pr < 2; ++pr) {
-        const int ra = warp * C::kChunk + 16 * u + 8 * pr + 2 * qq;  // stage rows ra, ra + 1
+        const int ra = sub_unit(it) * C::kChunk + 16 * sub_u(it) + 8 * pr + 2 * qq;  // stage rows ra, ra + 1
         if constexpr (FMT == kFmtFP8) {
           // Dims 16g … 16g + 15 = piece g of each row; PRMT interleaves the two tokens' bytes so
           // that one e4m3x2 conversion gives (token A, token B) of one dim.
@@ -861,10 +906,37 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           }
         }
       }
+    };
+    if constexpr (kPair) {
+      // Pᵀ B fragment (below): column g belongs to head g / 4; each head's product takes only
+      // its own columns (the other half of B is zero, so the other head's O columns are left as
+      // they are). Both heads' V dequantized first, then the products interleaved (as for K).
+      const uint32_t b0 = movmatrix_trans(pack2<T>(s[0][0], s[0][1]));
+      const uint32_t b1 = movmatrix_trans(pack2<T>(s[0][2], s[0][3]));
+      uint32_t vr[2][2][D / 8];
 #pragma unroll
-      for (int mt = 0; mt < kOTiles; ++mt) {
-        const uint32_t a[4] = {vr[0][2 * mt], vr[0][2 * mt + 1], vr[1][2 * mt], vr[1][2 * mt + 1]};
-        mma16816(o[mt], a, b0, b1, kF16);
+      for (int it = 0; it < 2; ++it) v_dequant(it, vr[it]);
+#pragma unroll
+      for (int mt = 0; mt < kOTiles; ++mt)
+#pragma unroll
+        for (int it = 0; it < 2; ++it) {
+          const bool mine = (lane >> 4) == it;
+          const uint32_t a[4] = {vr[it][0][2 * mt], vr[it][0][2 * mt + 1], vr[it][1][2 * mt], vr[it][1][2 * mt + 1]};
+          mma16816(o[mt], a, mine ? b0 : 0u, mine ? b1 : 0u, kF16);
+        }
+    } else {
+#pragma unroll
+      for (int u = 0; u < C::kU; ++u) {
+        // Pᵀ B fragment: lane (g, q) gets row g, tokens 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1).
+        const uint32_t b0 = movmatrix_trans(pack2<T>(s[u][0], s[u][1]));
+        const uint32_t b1 = movmatrix_trans(pack2<T>(s[u][2], s[u][3]));
+        uint32_t vr[2][D / 8];  // [token pair][dim of the run]: (token 2q + 8·pr, + 1)
+        v_dequant(u, vr);
+#pragma unroll
+        for (int mt = 0; mt < kOTiles; ++mt) {
+          const uint32_t a[4] = {vr[0][2 * mt], vr[0][2 * mt + 1], vr[1][2 * mt], vr[1][2 * mt + 1]};
+          mma16816(o[mt], a, b0, b1, kF16);
+        }
       }
     }
   };
@@ -931,13 +1003,15 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     auto ticket = [&](int k) { return kDyn ? tickets_s[k % kTk] : k; };
     constexpr int kParts = C::kRow / C::kCp;                          // cp.async pieces per data row
     constexpr int kRowStep = kThreads / kParts;                       // rows between a thread's pieces
-    constexpr int kDataPer = kWarps * C::kChunk / kRowStep;           // pieces per thread and K|V
-    static_assert(kDataPer >= 1 && kWarps * C::kChunk % kRowStep == 0, "data pieces per thread");
-    static_assert(kRowStep % kWarps == 0, "a thread's head must not change between its pieces");
+    constexpr int kDataPer = C::kUnits * C::kChunk / kRowStep;        // pieces per thread and K|V
+    static_assert(kDataPer >= 1 && C::kUnits * C::kChunk % kRowStep == 0, "data pieces per thread");
+    static_assert(kRowStep % C::kUnits == 0, "a thread's head must not change between its pieces");
+    static_assert(!kPair || (kRowStep / C::kUnits == 4 && kDataPer * 4 == C::kChunk),
+                  "paired tile: a thread's piece j is round-token rt0 + 4j of one head");
     // Thread i copies part i % kParts of rows r = i / kParts + j·kRowStep, j < kDataPer; row r is
     // head r % hpc of round-token r / hpc: consecutive threads copy consecutive bytes of one
-    // token's heads (NHD keeps them contiguous in memory). hpc is 1, 2 or 4: shifts, no divisions.
-    const int lg_hpc = hpc == 4 ? 2 : (hpc == 2 ? 1 : 0);
+    // token's heads (NHD keeps them contiguous in memory). hpc is 1, 2, 4 or 8: shifts, no divisions.
+    const int lg_hpc = kPair ? 3 : hpc == 4 ? 2 : (hpc == 2 ? 1 : 0);
     const int d_part = threadIdx.x % kParts;
     const int d_row0 = threadIdx.x / kParts;
     const int d_head = d_row0 & (hpc - 1);
@@ -948,11 +1022,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     const uint8_t* vd_base = p.v_data + (hg * hpc + d_head) * p.v_data_strides.head + d_part * C::kCp;
     const int32_t kd_page = static_cast<int32_t>(p.k_data_strides.page), kd_token = static_cast<int32_t>(p.k_data_strides.token);
     const int32_t vd_page = static_cast<int32_t>(p.v_data_strides.page), vd_token = static_cast<int32_t>(p.v_data_strides.token);
-    // Scale rows (FP4): thread i < kWarps·kChunk copies the whole scale row i (kScaleRow / 4
+    // Scale rows (FP4): thread i < kUnits·kChunk copies the whole scale row i (kScaleRow / 4
     // words) of K and of V: head i % hpc of round-token i / hpc (its own page lookup; a scale
     // copy folded into the data loop would diverge on the thread's part).
     constexpr int kSParts = C::kFp4 ? C::kScaleRow / 4 : 0;
-    const bool s_copier = C::kFp4 && threadIdx.x < kWarps * C::kChunk;
+    static_assert(!C::kFp4 || C::kUnits * C::kChunk <= kThreads, "one scale row per thread");
+    const bool s_copier = C::kFp4 && threadIdx.x < C::kUnits * C::kChunk;
     const int s_head = threadIdx.x & (hpc - 1);
     const int s_rt = threadIdx.x >> lg_hpc;
     const int s_row = (s_head + ((s_rt / C::kChunk) << lg_hpc)) * C::kChunk + s_rt % C::kChunk;
@@ -972,24 +1047,46 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     if constexpr (kNarrow) {
       static_assert(C::kCp == 16, "narrow_v_offset places 16-byte pieces");
 #pragma unroll
-      for (int j = 0; j < kDataPer; ++j) vdo[j] = kWarps * C::kChunk * C::kRow + narrow_v_offset<C::kRow>(srow[j], d_part);
+      for (int j = 0; j < kDataPer; ++j) vdo[j] = C::kUnits * C::kChunk * C::kRow + narrow_v_offset<C::kRow>(srow[j], d_part);
     }
     const uint32_t ring_s = smem_addr(ring);
     const int lin_ratio = p.lin_ratio;
     // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
-    auto issue_as = [&](int k, int slot, auto lin_views) {
+    // kOnePage (paired tile, one_page below): the round's 16 tokens lie in one page, looked up
+    // once per round instead of once per piece.
+    auto issue_as = [&](int k, int slot, auto lin_views, auto one_page_round) {
       constexpr bool kLin = decltype(lin_views)::value;
+      constexpr bool kOnePage = decltype(one_page_round)::value;
       const uint32_t stage = ring_s + slot * C::kStageBytes;
       const int tok_round = s_begin + k * round_tokens;
       auto addr = [&](const uint8_t* base, int pg, int off, int32_t page_stride, int32_t token_stride) {
         return kLin ? at_lin(base, pg * lin_ratio + off, token_stride) : at(base, pg, off, page_stride, token_stride);
       };
+      [[maybe_unused]] int pg0 = 0, off0 = 0;
+      [[maybe_unused]] bool ok0 = false;
+      if constexpr (kOnePage) ok0 = locate_tok(tok_round, &pg0, &off0);
+      // Page and offset of round-token rt (false: masked, never read).
+      auto locate_rt = [&](int rt, int* pg, int* off) {
+        if constexpr (kOnePage) {
+          *pg = pg0;
+          *off = off0 + rt;
+          return ok0 && tok_round + rt < s_end;
+        } else {
+          return locate_tok(tok_round + rt, pg, off);
+        }
+      };
 #pragma unroll
       for (int j = 0; j < kDataPer; ++j) {
         int pg = 0, off = 0;
-        const bool ok = locate_tok(tok_round + rt0 + j * rt_step, &pg, &off);
-        const uint32_t kd = stage + srow[j] * C::kRow + d_part * C::kCp;
-        const uint32_t vd = kNarrow ? stage + vdo[kNarrow ? j : 0] : kd + kWarps * C::kChunk * C::kRow;
+        const bool ok = locate_rt(rt0 + j * rt_step, &pg, &off);
+        // Paired tile (hpc = kUnits): piece j is stage row srow[0] + 4j, and the V swizzle repeats
+        // every 8 rows (narrow_v_offset(r + 8) = narrow_v_offset(r) + 512): offsets from two
+        // registers and immediates, not kDataPer live ones (ptxas recomputed those every round).
+        const uint32_t kd = kPair ? stage + srow[0] * C::kRow + d_part * C::kCp + j * 4 * C::kRow
+                                  : stage + srow[j] * C::kRow + d_part * C::kCp;
+        const uint32_t vd = kPair    ? stage + vdo[j & 1] + 512 * (j >> 1)
+                            : kNarrow ? stage + vdo[kNarrow ? j : 0]
+                                      : kd + C::kUnits * C::kChunk * C::kRow;
         const uint8_t* kp = addr(kd_base, pg, off, kd_page, kd_token);
         const uint8_t* vp = addr(vd_base, pg, off, vd_page, vd_token);
         if constexpr (C::kCp == 16) {
@@ -1003,9 +1100,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if constexpr (C::kFp4 && !NVFP4KV_DECODE_EXPERIMENT_NO_SCALE_COPIES) {
         if (s_copier) {
           int pg = 0, off = 0;
-          const bool ok = locate_tok(tok_round + s_rt, &pg, &off);
+          const bool ok = locate_rt(s_rt, &pg, &off);
           const uint32_t ksd = stage + C::kScaleOffset + s_row * C::kScaleRow;
-          const uint32_t vsd = ksd + kWarps * C::kChunk * C::kScaleRow;
+          const uint32_t vsd = ksd + C::kUnits * C::kChunk * C::kScaleRow;
           const uint8_t* ksp = addr(ks_base, pg, off, ks_page, ks_token);
           const uint8_t* vsp = addr(vs_base, pg, off, vs_page, vs_token);
 #pragma unroll
@@ -1017,9 +1114,19 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       }
     };
     // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
+    // Paired tile: a round is 16 tokens from a 16-aligned start; with page_size % 16 == 0 they
+    // share one page (uniform across the CTA).
+    [[maybe_unused]] const bool one_page = kPair && p.page_size % 16 == 0 && s_begin % 16 == 0;
     auto issue = [&](int k, int slot) {
-      if (lin_ratio > 0) issue_as(k, slot, std::true_type{});
-      else issue_as(k, slot, std::false_type{});
+      if constexpr (kPair) {
+        if (one_page) {
+          if (lin_ratio > 0) issue_as(k, slot, std::true_type{}, std::true_type{});
+          else issue_as(k, slot, std::false_type{}, std::true_type{});
+          return;
+        }
+      }
+      if (lin_ratio > 0) issue_as(k, slot, std::true_type{}, std::false_type{});
+      else issue_as(k, slot, std::false_type{}, std::false_type{});
     };
 #pragma unroll
     for (int k = 0; k < C::kStages - 1; ++k) {
@@ -1034,9 +1141,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       // were part of the last CTA's dependent chain before its stores (v14).
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const int row = row0 + 2 * (lane & 3) + c;
+        const int row = kPair ? (2 * (lane & 3) + c) & 3 : row0 + 2 * (lane & 3) + c;
         ep_t[c] = row / G;
-        ep_hq[c] = (hg * hpc + warp) * G + row % G;
+        ep_hq[c] = (kPair ? h + ((lane & 3) >> 1) : hg * hpc + warp) * G + row % G;
       }
     }
     int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
@@ -1067,7 +1174,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           compute_chunk_narrow(stage, chunk_mask(chunk_start), chunk_start);
         } else {
           compute_chunk(
-              [&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<T, D, FMT>(stage, u, sl, kv, raw, sc); },
+              [&](int u, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, warp, u, sl, kv, raw, sc); },
               chunk_mask(chunk_start), chunk_start);
         }
       }
@@ -1123,7 +1230,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     l_run[c] += __shfl_xor_sync(0xFFFFFFFFu, l_run[c], 16);
   };
   if constexpr (kNarrow) {
-    if (hpc == kWarps) {
+    if (kPair || hpc == kWarps) {
       const int g = lane >> 2, qq = lane & 3;
 #pragma unroll
       for (int c = 0; c < 2; ++c) sum_l_over_row_lanes(c);
@@ -1144,7 +1251,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       DECODE_TRACE(5);
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        if (2 * qq + c >= tile_rows) continue;
+        if ((kPair ? (2 * qq + c) & 3 : 2 * qq + c) >= tile_rows) continue;
         if (g == 0) store_lse(ep_t[c], ep_hq[c], lse2[c]);
         // Lane (g, qq) holds dims 16g … 16g + 15 of row r: dim 16g + 2mt + j is o[mt][c + 2j].
 #pragma unroll
@@ -1384,9 +1491,9 @@ Status cuda_status(cudaError_t e, const char* what) {
 template <int D, int FMT>
 inline constexpr bool kHasNarrow = (FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128;
 
-template <typename T, int D, int FMT, bool kNarrow>
+template <typename T, int D, int FMT, bool kNarrow, bool kPair = false>
 Status launch_kernel(const DecodeParams& params, Stream stream) {
-  using C = Config<T, D, FMT, kNarrow>;
+  using C = Config<T, D, FMT, kNarrow, kPair>;
   // Dynamic rounds (narrow tile) stage the request's whole page table: only where that keeps
   // the kernel's CTAs per SM (228 KB of shared memory, 1 KB reserved per CTA).
   DecodeParams p = params;
@@ -1395,7 +1502,7 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   const bool dyn = kNarrow && p.round_tickets != nullptr && p.num_splits > 1 &&
                    dyn_pages <= kDecodeMaxDynamicPages && kCtas * (C::smem_bytes(dyn_pages) + 1024) <= kSmemPerSm;
   if (!dyn) p.round_tickets = nullptr;
-  auto kernel = dyn ? decode_kernel<T, D, FMT, kNarrow, kNarrow> : decode_kernel<T, D, FMT, kNarrow, false>;
+  auto kernel = dyn ? decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair> : decode_kernel<T, D, FMT, kNarrow, false, kPair>;
   const int split_pages = dyn ? dyn_pages : static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
   const int smem = C::smem_bytes(split_pages);
   // Opt in to more than 48 KB of dynamic shared memory (a host-side attribute, not a stream
@@ -1407,9 +1514,12 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   const int m_tiles = (p.group_size * p.qo_len + 15) / 16;
   if (kNarrow && p.group_size * p.qo_len > 8)
     return Status(StatusCode::kInvalidArgument, "decode: the narrow tile takes at most 8 query rows per kv head");
+  if (kPair && p.group_size * p.qo_len > 4)
+    return Status(StatusCode::kInvalidArgument, "decode: the paired tile takes at most 4 query rows per kv head");
   const int hpc = C::kDirect ? 1 : p.heads_per_cta;
-  if (hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
-    return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 and num_kv_heads");
+  if (kPair ? hpc != 2 * kWarps || p.num_kv_heads % hpc != 0
+            : hpc < 1 || hpc > kWarps || kWarps % hpc != 0 || p.num_kv_heads % hpc != 0)
+    return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 (8: paired tile) and num_kv_heads");
   const dim3 grid = dyn ? dim3((p.num_kv_heads / hpc) * m_tiles, p.batch, p.num_splits)
                        : dim3(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
   // Dynamic rounds need the merge kernel (it resets the round counters) and one row tile per
@@ -1438,41 +1548,57 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   return Status();
 }
 
+template <int D, int FMT>
+inline constexpr bool kHasPair = FMT == kFmtNvfp4 && D == 128;
+
 template <typename T, int D, int FMT>
 Status launch_typed(const DecodeParams& p, Stream stream) {
   if constexpr (kHasNarrow<D, FMT>) {
+    if constexpr (kHasPair<D, FMT>) {
+      if (p.narrow && p.heads_per_cta == 2 * kWarps) return launch_kernel<T, D, FMT, true, true>(p, stream);
+    }
     if (p.narrow) return launch_kernel<T, D, FMT, true>(p, stream);
   }
   return launch_kernel<T, D, FMT, false>(p, stream);
 }
 
-template <typename T, int D, int FMT, bool kNarrow>
+template <typename T, int D, int FMT, bool kNarrow, bool kPair = false>
 int64_t resident_query() {
-  using C = Config<T, D, FMT, kNarrow>;
+  using C = Config<T, D, FMT, kNarrow, kPair>;
   // Occupancy at a typical page-table staging (256 pages = 1 KB; a split of a long context);
   // the largest (kDecodeMaxSplitPages, 8 KB) would cost the nvfp4 ring a third CTA per SM in
   // the estimate although real splits stage far fewer. The launch sizes its own smem.
   const int smem = C::smem_bytes(256);
   const int smem_max = C::smem_bytes(static_cast<int>(kDecodeMaxSplitPages));
-  auto kernel = decode_kernel<T, D, FMT, kNarrow>;
-  if (smem_max > 48 * 1024 &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max) != cudaSuccess)
-    return 0;
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) return 0;
+  // The narrow tile's two builds (fixed slices, dynamic rounds) differ in registers: the fewer
+  // CTAs of the two (the paired tile's dynamic build took 146 registers, its fixed one 128:
+  // asked for the fixed build alone, the split rule planned 4 CTAs per SM where 3 ran, 1.33
+  // waves: +13 % at 16 × 8K, +33 % at 16 × 1K).
+  int per_sm = INT_MAX;
+  for (auto kernel : {decode_kernel<T, D, FMT, kNarrow, false, kPair>, decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair>}) {
+    if (smem_max > 48 * 1024 &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max) != cudaSuccess)
+      return 0;
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem) != cudaSuccess) return 0;
+    per_sm = std::min(per_sm, n);
+  }
   return static_cast<int64_t>(per_sm) * current_device_sm_count();
 }
 
 // Cached per kernel (the occupancy query costs host time on every decode call otherwise).
-template <typename T, int D, int FMT, bool kNarrow>
+template <typename T, int D, int FMT, bool kNarrow, bool kPair = false>
 int64_t resident_kernel() {
-  static const int64_t resident = resident_query<T, D, FMT, kNarrow>();
+  static const int64_t resident = resident_query<T, D, FMT, kNarrow, kPair>();
   return resident;
 }
 
 template <typename T, int D, int FMT>
 int64_t resident_typed(const DecodeParams& p) {
   if constexpr (kHasNarrow<D, FMT>) {
+    if constexpr (kHasPair<D, FMT>) {
+      if (p.narrow && p.heads_per_cta == 2 * kWarps) return resident_kernel<T, D, FMT, true, true>();
+    }
     if (p.narrow) return resident_kernel<T, D, FMT, true>();
   }
   return resident_kernel<T, D, FMT, false>();

@@ -66,9 +66,10 @@ struct DecodeParams {
 /// Rows of one query tile (the m of mma.m16n8k16).
 inline constexpr int kDecodeRowsPerTile = 16;
 
-/// Most kv heads one decode CTA may cover for `num_kv_heads`: 4, 2 or 1 (a divisor).
+/// Most kv heads one decode CTA may cover for `num_kv_heads`: 8 (the paired tile,
+/// decode_use_pair_tile), 4, 2 or 1 (a divisor).
 inline int decode_max_heads_per_cta(int64_t num_kv_heads) {
-  return num_kv_heads % 4 == 0 ? 4 : (num_kv_heads % 2 == 0 ? 2 : 1);
+  return num_kv_heads % 8 == 0 ? 8 : num_kv_heads % 4 == 0 ? 4 : (num_kv_heads % 2 == 0 ? 2 : 1);
 }
 
 /// KV heads one decode CTA covers. The 16-bit caches at head_dim ≤ 128 load straight into
@@ -91,7 +92,7 @@ inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, 
   const bool direct = format <= 1 && head_dim <= 128;  // KvFormat kBF16 = 0, kF16 = 1
   if (direct) return 1;
   const int hmax = decode_max_heads_per_cta(num_kv_heads);
-  if (hmax == 4 && (narrow || batch * (num_kv_heads / 4) * m_tiles >= 128)) return 4;
+  if (hmax >= 4 && (narrow || batch * (num_kv_heads / 4) * m_tiles >= 128)) return 4;
   if (hmax >= 2 && max_kv_len >= 8192) return 2;
   return 1;
 }
@@ -103,6 +104,24 @@ inline int decode_heads_per_cta(int format, int head_dim, int64_t num_kv_heads, 
 /// false forces the wide tile.
 inline bool decode_use_narrow_tile(int format, int head_dim, int64_t group_size, int64_t qo_len, bool enabled = true) {
   return enabled && (format == 3 || format == 2) && head_dim == 128 && group_size * qo_len <= 8;
+}
+
+/// Whether the narrow nvfp4 tile runs paired: 8 kv heads per CTA, two per warp, each head's
+/// ≤ 4 query rows in one half of the mma's n = 8 (decode.cu, compute_chunk_narrow), so that a
+/// CTA's ring rounds hold whole NHD token rows (512 bytes at hd128) instead of halves, and the
+/// softmax and O-rescale work is shared by two heads. Needs the narrow tile, nvfp4 at hd128,
+/// group_size · qo_len ≤ 4 and 8 | num_kv_heads. `mode` (NVFP4KV_DECODE_PAIR): −1 the rule,
+/// 0 never, 1 wherever it can run. Rule: from 128 CTAs per split (batch · kv_heads / 8 ≥ 128).
+/// H100 A/B against 4 heads per CTA (bench/NOTES.md, decode v18; 32/8 heads, hd128, graph µs):
+/// the paired loop issues 6 % fewer instructions (16 × 8K: 33.2 M against 35.4 M) and 128 × 1K
+/// ran −6.4 %, 128 × 8K −1.3 %, 64 × 8K −0.6 %, 64 × 32K / 16 × 32K within ±0.5 %; but a CTA of
+/// 8 heads covers half the tokens of one of 4, so a call takes twice the splits and writes
+/// and merges twice the partial rows: 16 × 8K +3 %, 64 × 1K +5 %, 16 × 1K +18 %.
+inline bool decode_use_pair_tile(int format, int head_dim, int64_t group_size, int64_t qo_len, int64_t num_kv_heads,
+                                 int64_t batch, bool narrow, int mode = -1) {
+  if (mode == 0 || !narrow || format != 3 || head_dim != 128 || group_size * qo_len > 4 || num_kv_heads % 8 != 0)
+    return false;
+  return mode == 1 || batch * (num_kv_heads / 8) >= 128;
 }
 
 /// r > 0 if every given view has page stride = r × token stride (NHD: page_size, HND:
