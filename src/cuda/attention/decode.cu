@@ -1051,26 +1051,38 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     }
     const uint32_t ring_s = smem_addr(ring);
     const int lin_ratio = p.lin_ratio;
+    // Narrow tile with one unit per head (hpc = kUnits: 4 heads per CTA, or the paired tile's 8)
+    // on 16-aligned rounds of pages with page_size % 16 == 0 (`blocked` below): a round is
+    // kChunk / 16 blocks of 16 tokens, each inside one page, so the page table is read once per
+    // block instead of once per piece, and a thread's pieces sit at fixed offsets from its first
+    // (piece j: round-token rt0 + kRtStep·j, stage row srow[0] + kRtStep·j; the V swizzle repeats
+    // every 8 rows, narrow_v_offset(r + 8) = narrow_v_offset(r) + 8·kRow): immediates instead of
+    // kDataPer live registers (decode v18: the paired tile's ptxas recomputed those every round;
+    // the 4-head kernel's issue block was ~145 instructions per thread and round).
+    constexpr int kRtStep = kRowStep / C::kUnits;
+    constexpr int kBlocks = C::kChunk / 16;
+    static_assert(!kNarrow || (kRtStep <= 16 && 16 % kRtStep == 0 && C::kChunk % 16 == 0), "blocked issue");
     // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
-    // kOnePage (paired tile, one_page below): the round's 16 tokens lie in one page, looked up
-    // once per round instead of once per piece.
-    auto issue_as = [&](int k, int slot, auto lin_views, auto one_page_round) {
+    auto issue_as = [&](int k, int slot, auto lin_views, auto blocked_round) {
       constexpr bool kLin = decltype(lin_views)::value;
-      constexpr bool kOnePage = decltype(one_page_round)::value;
+      constexpr bool kBlocked = decltype(blocked_round)::value;
       const uint32_t stage = ring_s + slot * C::kStageBytes;
       const int tok_round = s_begin + k * round_tokens;
       auto addr = [&](const uint8_t* base, int pg, int off, int32_t page_stride, int32_t token_stride) {
         return kLin ? at_lin(base, pg * lin_ratio + off, token_stride) : at(base, pg, off, page_stride, token_stride);
       };
-      [[maybe_unused]] int pg0 = 0, off0 = 0;
-      [[maybe_unused]] bool ok0 = false;
-      if constexpr (kOnePage) ok0 = locate_tok(tok_round, &pg0, &off0);
-      // Page and offset of round-token rt (false: masked, never read).
-      auto locate_rt = [&](int rt, int* pg, int* off) {
-        if constexpr (kOnePage) {
-          *pg = pg0;
-          *off = off0 + rt;
-          return ok0 && tok_round + rt < s_end;
+      [[maybe_unused]] int blk_pg[kBlocks], blk_off[kBlocks];
+      [[maybe_unused]] bool blk_ok[kBlocks];
+      if constexpr (kBlocked) {
+#pragma unroll
+        for (int i = 0; i < kBlocks; ++i) blk_ok[i] = locate_tok(tok_round + 16 * i, &blk_pg[i], &blk_off[i]);
+      }
+      // Page and offset of round-token rt of block `blk` (false: masked, never read).
+      auto locate_rt = [&](int rt, int blk, int* pg, int* off) {
+        if constexpr (kBlocked) {
+          *pg = blk_pg[blk];
+          *off = blk_off[blk] + (rt - 16 * blk);
+          return blk_ok[blk] && tok_round + rt < s_end;
         } else {
           return locate_tok(tok_round + rt, pg, off);
         }
@@ -1078,15 +1090,16 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #pragma unroll
       for (int j = 0; j < kDataPer; ++j) {
         int pg = 0, off = 0;
-        const bool ok = locate_rt(rt0 + j * rt_step, &pg, &off);
-        // Paired tile (hpc = kUnits): piece j is stage row srow[0] + 4j, and the V swizzle repeats
-        // every 8 rows (narrow_v_offset(r + 8) = narrow_v_offset(r) + 512): offsets from two
-        // registers and immediates, not kDataPer live ones (ptxas recomputed those every round).
-        const uint32_t kd = kPair ? stage + srow[0] * C::kRow + d_part * C::kCp + j * 4 * C::kRow
-                                  : stage + srow[j] * C::kRow + d_part * C::kCp;
-        const uint32_t vd = kPair    ? stage + vdo[j & 1] + 512 * (j >> 1)
-                            : kNarrow ? stage + vdo[kNarrow ? j : 0]
-                                      : kd + C::kUnits * C::kChunk * C::kRow;
+        const bool ok = locate_rt(rt0 + j * rt_step, kRtStep * j / 16, &pg, &off);
+        uint32_t kd, vd;
+        if constexpr (kBlocked) {
+          const int r = kRtStep * j;  // stage-row offset of piece j (a constant after unrolling)
+          kd = stage + srow[0] * C::kRow + d_part * C::kCp + r * C::kRow;
+          vd = stage + vdo[(r % 8) / kRtStep] + (r / 8) * 8 * C::kRow;
+        } else {
+          kd = stage + srow[j] * C::kRow + d_part * C::kCp;
+          vd = kNarrow ? stage + vdo[kNarrow ? j : 0] : kd + C::kUnits * C::kChunk * C::kRow;
+        }
         const uint8_t* kp = addr(kd_base, pg, off, kd_page, kd_token);
         const uint8_t* vp = addr(vd_base, pg, off, vd_page, vd_token);
         if constexpr (C::kCp == 16) {
@@ -1100,7 +1113,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       if constexpr (C::kFp4 && !NVFP4KV_DECODE_EXPERIMENT_NO_SCALE_COPIES) {
         if (s_copier) {
           int pg = 0, off = 0;
-          const bool ok = locate_rt(s_rt, &pg, &off);
+          bool ok;
+          if constexpr (kBlocked && kBlocks == 2) {
+            // The scale row's token is in block s_rt / 16 (a thread constant): select, no lookup.
+            const bool hi = s_rt >= 16;
+            pg = hi ? blk_pg[1] : blk_pg[0];
+            off = (hi ? blk_off[1] : blk_off[0]) + (s_rt & 15);
+            ok = (hi ? blk_ok[1] : blk_ok[0]) && tok_round + s_rt < s_end;
+          } else {
+            static_assert(!kBlocked || kBlocks == 1 || kBlocks == 2, "scale rows: one or two blocks");
+            ok = locate_rt(s_rt, 0, &pg, &off);
+          }
           const uint32_t ksd = stage + C::kScaleOffset + s_row * C::kScaleRow;
           const uint32_t vsd = ksd + C::kUnits * C::kChunk * C::kScaleRow;
           const uint8_t* ksp = addr(ks_base, pg, off, ks_page, ks_token);
@@ -1113,13 +1136,11 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
         }
       }
     };
-    // issue(k, slot): round k into ring slot `slot` (= k % kStages, tracked by the caller).
-    // Paired tile: a round is 16 tokens from a 16-aligned start; with page_size % 16 == 0 they
-    // share one page (uniform across the CTA).
-    [[maybe_unused]] const bool one_page = kPair && p.page_size % 16 == 0 && s_begin % 16 == 0;
+    // Uniform across the CTA.
+    [[maybe_unused]] const bool blocked = kNarrow && hpc == C::kUnits && p.page_size % 16 == 0 && s_begin % 16 == 0;
     auto issue = [&](int k, int slot) {
-      if constexpr (kPair) {
-        if (one_page) {
+      if constexpr (kNarrow) {
+        if (blocked) {
           if (lin_ratio > 0) issue_as(k, slot, std::true_type{}, std::true_type{});
           else issue_as(k, slot, std::false_type{}, std::true_type{});
           return;
