@@ -6,7 +6,7 @@
 //
 // Mapping. Grid (num_splits, num_kv_heads / hpc × m_tiles, batch), 4 warps per CTA. A CTA owns
 // one request b, hpc = 1, 2 or 4 consecutive kv heads (decode_heads_per_cta; warp w computes
-// head w % hpc), one tile of 16 query rows (row = t·group_size + g over the qo_len tokens t and
+// head w % hpc; the paired tile: hpc = 8, warp w heads 2w and 2w + 1), one tile of 16 query rows (row = t·group_size + g over the qo_len tokens t and
 // the group's heads g; padded with zero rows) and one split of the request's visible KV range.
 // The split is cut into chunks of 16·U tokens dealt round-robin to the warps of a head; each
 // warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps are
@@ -27,7 +27,9 @@
 //
 // Narrow tile (kNarrow; nvfp4 and fp8 at hd128 with ≤ 8 query rows per kv head): the products
 // are transposed — Sᵀ = K·Qᵀ and Oᵀ = Vᵀ·Pᵀ, the rows as the mma's n = 8 — see
-// compute_chunk_narrow. The layout below is the wide tile's.
+// compute_chunk_narrow. Paired tile (kPair; nvfp4, ≤ 4 rows per kv head, decode_use_pair_tile):
+// the narrow tile with two heads per warp in the two halves of n. The layout below is the wide
+// tile's.
 //
 // Operand layout (no shared-memory round trip for dequantization): the k index of an mma is a free
 // relabelling as long as both operands agree. In S = Q·Kᵀ (B = K, k = head dim, n = token) the
