@@ -15,8 +15,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "attention/decode_fixture.h"
 #include "cuda/attention/decode_params.h"
@@ -257,6 +260,54 @@ struct ScopedEnv {
   ~ScopedEnv() { unsetenv(name.c_str()); }
 };
 
+// Pages of a cache for requests of `lens` tokens (each request starts on a fresh page) plus 4
+// spare pages.
+int64_t pages_for(const std::vector<int>& lens, int64_t page_size) {
+  int64_t pages = 4;
+  for (int l : lens) pages += (l + page_size - 1) / page_size;
+  return pages;
+}
+
+// One decode problem: a cache of spec `s` (host and device), requests of `lens` tokens in
+// shuffled pages, queries of `group` heads per kv head and the fp64 reference for options `o`.
+struct DecodeCase {
+  HostKv kv;
+  DeviceKv dkv;
+  int64_t qo_len, heads;
+  Requests r;
+  std::vector<uint16_t> q;
+  RefRun want;
+  DecodeCase(const CacheSpec& s, const std::vector<int>& lens, int64_t qo_len_, int64_t group, const DecodeOptions& o,
+             std::mt19937& rng)
+      : kv(make_host_kv(s, rng)), dkv(kv), qo_len(qo_len_), heads(group * s.num_kv_heads), r(make_requests(lens, s, rng)) {
+    q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
+    want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+  }
+};
+
+// Environment knobs for one run (a nullptr value unsets the variable).
+using EnvList = std::vector<std::pair<const char*, const char*>>;
+
+// One call under two kernel configurations, each set by its knobs: A twice on a workspace of
+// stale bytes (0xA5: the first call finds round counters it cannot trust, the second those its
+// merge reset), B once on another (0x5A); both against the reference and against each other.
+void expect_configs_agree(const DecodeCase& c, DType qt, const DecodeOptions& o, const std::string& what,
+                          const std::string& name_a, const EnvList& env_a, const std::string& name_b,
+                          const EnvList& env_b) {
+  auto run_with = [&](const EnvList& env, int fill, int calls) {
+    std::vector<std::unique_ptr<ScopedEnv>> scoped;
+    for (const auto& [n, v] : env) scoped.push_back(std::make_unique<ScopedEnv>(n, v));
+    return run_gpu(c.dkv, c.r, c.q, c.qo_len, c.heads, qt, o, fill, calls);
+  };
+  const GpuRun a = run_with(env_a, 0xA5, 2);
+  const GpuRun b = run_with(env_b, 0x5A, 1);
+  expect_close(a, c.want, qt, what + " " + name_a);
+  for (const GpuRun& e : a.earlier) expect_close(e, c.want, qt, what + " " + name_a + ", first call");
+  expect_close(b, c.want, qt, what + " " + name_b);
+  if (a.status.ok() && b.status.ok())
+    EXPECT_LE(rel_l2(a.out, b.out), tolerance(qt)) << what << " " << name_a << " vs " << name_b;
+}
+
 // Fixed slices (merge kernel) and dynamic rounds (counters zeroed by a memset node, merge in
 // the last CTA): both must follow the new values on every replay.
 class CudaDecodeGraph : public ::testing::TestWithParam<const char*> {};
@@ -424,9 +475,7 @@ TEST(CudaDecode, SmallDynamicAndFixedSplits) {
     s.page_size = c.page_size;
     s.num_kv_heads = c.kv_heads;
     s.layout = idx % 2 ? KvLayout::kHND : KvLayout::kNHD;
-    int64_t tokens = 0;
-    for (int l : c.lens) tokens += l;
-    s.num_pages = tokens / s.page_size + static_cast<int64_t>(c.lens.size()) + 4;
+    s.num_pages = pages_for(c.lens, s.page_size);
     HostKv kv = make_host_kv(s, rng);
     DeviceKv dkv(kv);
     const int64_t heads = c.group * s.num_kv_heads, qo_len = 1;
@@ -489,38 +538,20 @@ TEST(CudaDecode, SmallNarrowOneWarpPerHead) {
           s.num_kv_heads = 8;
           s.value_dtype = idx % 2 ? DType::kF16 : DType::kBF16;
           const std::vector<int> lens = {0, 1, 1500, 600 + idx, 2100};
-          int64_t tokens = 0;
-          for (int l : lens) tokens += l;
-          s.num_pages = tokens / s.page_size + static_cast<int64_t>(lens.size()) + 4;
+          s.num_pages = pages_for(lens, s.page_size);
           DecodeOptions o;
           o.window_left = idx % 5 == 3 ? 300 : -1;
           ++idx;
-          HostKv kv = make_host_kv(s, rng);
-          DeviceKv dkv(kv);
-          const int64_t heads = group * s.num_kv_heads;
-          Requests r = make_requests(lens, s, rng);
-          auto q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
-          RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+          const DecodeCase c(s, lens, qo_len, group, o, rng);
           const std::pair<int, const char*> modes[] = {{1, "0"}, {3, "0"}, {3, "1"}, {0, "1"}};
           for (const auto& [splits, dyn] : modes) {
             o.num_splits = splits;
             const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " +
                                      std::to_string(qo_len) + " splits " + std::to_string(splits) + " dynamic " + dyn;
             ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", dyn);
-            GpuRun four, two;
-            {
-              ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
-              four = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, 2);  // stale, then reset counters
-            }
-            {
-              ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "2");
-              two = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0x5A);
-            }
-            expect_close(four, want, s.value_dtype, what + " 4 heads per CTA");
-            for (const GpuRun& e : four.earlier) expect_close(e, want, s.value_dtype, what + " 4 heads per CTA, first call");
-            expect_close(two, want, s.value_dtype, what + " 2 heads per CTA");
-            if (four.status.ok() && two.status.ok())
-              EXPECT_LE(rel_l2(four.out, two.out), tolerance(s.value_dtype)) << what << " 4 vs 2 heads per CTA";
+            expect_configs_agree(c, s.value_dtype, o, what, "4 heads per CTA",
+                                 {{"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}}, "2 heads per CTA",
+                                 {{"NVFP4KV_DECODE_HEADS_PER_CTA", "2"}});
           }
         }
 }
@@ -552,19 +583,12 @@ TEST(CudaDecode, SmallPairedTile) {
     s.value_dtype = idx % 2 ? DType::kF16 : DType::kBF16;
     s.padded = idx % 5 == 1;
     const std::vector<int> lens = {0, 1, 1500, 600 + 7 * idx, 2100};
-    int64_t tokens = 0;
-    for (int l : lens) tokens += l;
-    s.num_pages = tokens / s.page_size + static_cast<int64_t>(lens.size()) + 4;
+    s.num_pages = pages_for(lens, s.page_size);
     DecodeOptions o;
     o.window_left = idx % 4 == 2 ? 300 : -1;
     o.logits_soft_cap = idx % 5 == 3 ? 5.f : 0.f;
     ++idx;
-    HostKv kv = make_host_kv(s, rng);
-    DeviceKv dkv(kv);
-    const int64_t heads = group * s.num_kv_heads;
-    Requests r = make_requests(lens, s, rng);
-    auto q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
-    RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+    const DecodeCase c(s, lens, qo_len, group, o, rng);
     const std::pair<int, const char*> modes[] = {{1, "0"}, {3, "0"}, {5, "1"}, {0, nullptr}};
     for (const auto& [splits, dyn] : modes) {
       o.num_splits = splits;
@@ -573,21 +597,8 @@ TEST(CudaDecode, SmallPairedTile) {
                                std::to_string(o.logits_soft_cap) + " splits " + std::to_string(splits) +
                                " dynamic " + (dyn ? dyn : "rule");
       ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", dyn);
-      GpuRun paired, four;
-      {
-        ScopedEnv e("NVFP4KV_DECODE_PAIR", "1");
-        paired = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, 2);  // stale, then reset counters
-      }
-      {
-        ScopedEnv e("NVFP4KV_DECODE_PAIR", "0");
-        ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
-        four = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0x5A);
-      }
-      expect_close(paired, want, s.value_dtype, what + " paired");
-      for (const GpuRun& e : paired.earlier) expect_close(e, want, s.value_dtype, what + " paired, first call");
-      expect_close(four, want, s.value_dtype, what + " 4 heads per CTA");
-      if (paired.status.ok() && four.status.ok())
-        EXPECT_LE(rel_l2(paired.out, four.out), tolerance(s.value_dtype)) << what << " paired vs 4 heads per CTA";
+      expect_configs_agree(c, s.value_dtype, o, what, "paired", {{"NVFP4KV_DECODE_PAIR", "1"}},
+                           "4 heads per CTA", {{"NVFP4KV_DECODE_PAIR", "0"}, {"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}});
     }
   }
 }
