@@ -6,8 +6,9 @@
 //
 // Mapping. Grid (num_splits, num_kv_heads / hpc × m_tiles, batch), 4 warps per CTA. A CTA owns
 // one request b, hpc = 1, 2 or 4 consecutive kv heads (decode_heads_per_cta; warp w computes
-// head w % hpc; the paired tile: hpc = 8, warp w heads 2w and 2w + 1), one tile of 16 query rows (row = t·group_size + g over the qo_len tokens t and
-// the group's heads g; padded with zero rows) and one split of the request's visible KV range.
+// head w % hpc; the paired tile: hpc = 8, warp w heads 2w and 2w + 1), one tile of 16 query rows
+// (row = t·group_size + g over the qo_len tokens t and the group's heads g; padded with zero
+// rows) and one split of the request's visible KV range.
 // The split is cut into chunks of 16·U tokens dealt round-robin to the warps of a head; each
 // warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps are
 // merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
@@ -225,7 +226,7 @@ struct Config {
   static constexpr bool kNarrow = kNarrowTile;
   // Paired narrow tile (nvfp4 at hd128, ≤ 4 query rows per kv head): each warp computes two kv
   // heads, their rows as columns 0-3 and 4-7 of the mma's n = 8, so a CTA of 4 warps covers 8
-  // heads — whole NHD token rows per ring round (see compute_chunk_pair).
+  // heads — whole NHD token rows per ring round (see compute_chunk_narrow).
   static constexpr bool kPair = kPairTile;
   static_assert(!kPair || (kNarrowTile && FMT == kFmtNvfp4 && D == 128), "the paired tile is nvfp4 hd128 narrow");
   static constexpr int kHeadsPerWarp = kPair ? 2 : 1;
@@ -272,9 +273,7 @@ struct Config {
   static constexpr int kSmemMerge = kWarps * 16 * kOStride * 4 + 3 * kWarps * 16 * 4;  // O, m, l, weights
   static constexpr int kSmemMain = kSmemRing > kSmemMerge ? kSmemRing : kSmemMerge;
   // Dynamic shared memory: Q fragments, the split's page ids (runtime count), ring | merge.
-  static int smem_bytes(int split_pages) {
-    return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain;
-  }
+  static int smem_bytes(int split_pages) { return kSmemQ + ((split_pages * 4 + 15) / 16) * 16 + kSmemMain; }
 };
 
 // Reads back this lane's raw run of (u, slot, k|v) — token 16u + 8s + lane/4 of ring unit
@@ -1008,8 +1007,6 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     constexpr int kDataPer = C::kUnits * C::kChunk / kRowStep;        // pieces per thread and K|V
     static_assert(kDataPer >= 1 && C::kUnits * C::kChunk % kRowStep == 0, "data pieces per thread");
     static_assert(kRowStep % C::kUnits == 0, "a thread's head must not change between its pieces");
-    static_assert(!kPair || (kRowStep / C::kUnits == 4 && kDataPer * 4 == C::kChunk),
-                  "paired tile: a thread's piece j is round-token rt0 + 4j of one head");
     // Thread i copies part i % kParts of rows r = i / kParts + j·kRowStep, j < kDataPer; row r is
     // head r % hpc of round-token r / hpc: consecutive threads copy consecutive bytes of one
     // token's heads (NHD keeps them contiguous in memory). hpc is 1, 2, 4 or 8: shifts, no divisions.
