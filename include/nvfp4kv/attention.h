@@ -71,12 +71,13 @@ bool can_run_decode(const TensorView& q, const KvCacheView& cache, const TensorV
 /// - `lse`: optional [batch, qo_len, num_qo_heads] f32 (an empty view, data == nullptr, means
 ///   none), natural-log sum of exp of the final logits.
 /// - `workspace`: ≥ decode_workspace_bytes(...) bytes of device memory (256-byte aligned), may
-///   be null when that is 0; its contents need no initialisation. Each call leaves the round
-///   counters it used (the first 8 bytes per output row) tagged and zeroed for the next call,
-///   so no memset precedes the kernel; a call that finds them untagged (fresh or reused
-///   memory) is correct and only loses the dynamic balance of its rounds. Keep the workspace for
-///   decode between calls to get it back. No allocation, no host synchronisation:
-///   graph-capturable.
+///   be null when that is 0; its contents need no initialisation. Each call leaves the
+///   counters it used (the first 16 bytes per output row: round counters of the dynamic
+///   rounds, arrival counters of the merge in the decode kernel) tagged and zeroed for the
+///   next call, so no memset precedes the kernel; a call that finds them untagged (fresh or
+///   reused memory) is correct and only loses the dynamic balance of its rounds (and takes
+///   one compare-and-swap more per arrival). Keep the workspace for decode between calls to
+///   get that back. No allocation, no host synchronisation: graph-capturable.
 /// CPU tensors run the fp64 reference (src/ref); CUDA tensors the tensor-core kernel on
 /// `stream`. All tensors must be on one device.
 Status decode_attention(const TensorView& q, const KvCacheView& cache,

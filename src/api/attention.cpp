@@ -324,6 +324,12 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
     p->partial_lse = reinterpret_cast<float*>(
         ws + cuda::decode_workspace_lse_offset(q.shape[0], q.shape[1], q.shape[2], c.head_dim, p->num_splits));
     if (dynamic) p->round_tickets = reinterpret_cast<unsigned long long*>(ws);
+    // The splits combined in the decode kernel (NVFP4KV_DECODE_FUSED_MERGE=0|1 forces the merge
+    // kernel / this wherever it can run); the arrival counters are the odd words of the region.
+    const int unit_rows = p->group_size * p->qo_len * (p->heads_per_cta == 8 ? 2 : 1);
+    if (cuda::decode_fused_merge(p->narrow != 0, p->heads_per_cta, unit_rows, p->num_splits,
+                                 env_switch("NVFP4KV_DECODE_FUSED_MERGE")))
+      p->done_counters = reinterpret_cast<unsigned long long*>(ws) + 1;
   }
   return Status();
 }

@@ -291,13 +291,14 @@ TEST(DecodeRef, WorkspaceSizing) {
   o.num_splits = 4;
   const size_t ws = decode_workspace_bytes(16, 1, 32, 8, 128, 512, 16, o);
   EXPECT_GE(ws, size_t(16) * 32 * 4 * (128 + 1) * sizeof(float));
-  // Round counters (8 bytes per output row, at offset 0), partial O, partial LSE: disjoint,
-  // 256-byte aligned, inside; the counters' place does not depend on the split count.
+  // Counters (16 bytes per output row: a round and an arrival counter, at offset 0), partial
+  // O, partial LSE: disjoint, 256-byte aligned, inside; the counters' place does not depend on
+  // the split count.
   const size_t out = cuda::decode_workspace_out_offset(16, 1, 32);
   const size_t lse = cuda::decode_workspace_lse_offset(16, 1, 32, 128, 4);
   EXPECT_EQ(out % 256, 0u);
   EXPECT_EQ(lse % 256, 0u);
-  EXPECT_GE(out, size_t(16) * 32 * sizeof(unsigned long long));
+  EXPECT_GE(out, size_t(16) * 32 * 2 * sizeof(unsigned long long));
   EXPECT_GE(lse, out + size_t(16) * 32 * 4 * 128 * sizeof(float));
   EXPECT_EQ(cuda::decode_workspace_for(16, 1, 32, 128, 4), lse + size_t(16) * 32 * 4 * sizeof(float));
   EXPECT_EQ(cuda::decode_workspace_out_offset(16, 1, 32), cuda::decode_workspace_lse_offset(16, 1, 32, 128, 4) -
@@ -367,6 +368,21 @@ TEST(DecodeRef, NarrowTileAndHeadsPerCtaRules) {
   EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 4, 512, true));  // 4 kv heads
   EXPECT_FALSE(cuda::decode_use_pair_tile(kFP8, 128, 4, 1, 8, 128, true));
   EXPECT_FALSE(cuda::decode_use_pair_tile(kNv, 128, 4, 1, 8, 128, false));  // wide tile
+  // The merge in the decode kernel: the one-warp-per-unit narrow epilogue (4 heads per CTA or
+  // the paired tile), 2-3 splits by the rule, up to 32 forced; NVFP4KV_DECODE_FUSED_MERGE=0
+  // never.
+  EXPECT_TRUE(cuda::decode_fused_merge(true, 4, 4, 2));
+  EXPECT_TRUE(cuda::decode_fused_merge(true, 4, 4, cuda::kDecodeFusedMergeMaxSplits));
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 4, 4, cuda::kDecodeFusedMergeMaxSplits + 1));
+  EXPECT_TRUE(cuda::decode_fused_merge(true, 8, 8, 3));  // paired tile, 4 rows per head
+  EXPECT_TRUE(cuda::decode_fused_merge(true, 4, 1, 3));
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 4, 9, 3, /*mode=*/1));  // > 8 rows: no narrow tile
+  EXPECT_TRUE(cuda::decode_fused_merge(true, 4, 4, cuda::kDecodeFusedMergeLimit, /*mode=*/1));
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 4, 4, cuda::kDecodeFusedMergeLimit + 1, /*mode=*/1));
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 4, 4, 1, /*mode=*/1));  // no split
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 4, 4, 3, /*mode=*/0));
+  EXPECT_FALSE(cuda::decode_fused_merge(true, 2, 4, 3, /*mode=*/1));  // shared-memory epilogue
+  EXPECT_FALSE(cuda::decode_fused_merge(false, 4, 4, 3, /*mode=*/1));  // wide tile
   // The narrow tile: 4 heads whenever they divide the kv heads (one warp per head, v12).
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 16, 1, 32768, /*narrow=*/true), 4);
   EXPECT_EQ(cuda::decode_heads_per_cta(kNv, 128, 8, 8, 1, 32768, /*narrow=*/true), 4);

@@ -308,22 +308,25 @@ void expect_configs_agree(const DecodeCase& c, DType qt, const DecodeOptions& o,
     EXPECT_LE(rel_l2(a.out, b.out), tolerance(qt)) << what << " " << name_a << " vs " << name_b;
 }
 
-// Fixed slices (merge kernel) and dynamic rounds (counters zeroed by a memset node, merge in
-// the last CTA): both must follow the new values on every replay.
-class CudaDecodeGraph : public ::testing::TestWithParam<const char*> {};
+// Fixed slices and dynamic rounds (round counters the previous replay reset), each with the
+// merge kernel (2 heads per CTA) and with the merge in the decode kernel (4 heads per CTA, one
+// warp per head: arrival counters the previous replay reset): all must follow the new values
+// on every replay.
+class CudaDecodeGraph : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
 
 TEST_P(CudaDecodeGraph, SmallCaptureReplayWithNewSeqLens) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  ScopedEnv mode("NVFP4KV_DECODE_DYNAMIC", GetParam());
+  ScopedEnv mode("NVFP4KV_DECODE_DYNAMIC", GetParam().first);
+  ScopedEnv hpc("NVFP4KV_DECODE_HEADS_PER_CTA", GetParam().second);
   std::mt19937 rng(4242);
   CacheSpec s;
   s.format = KvFormat::kNvfp4;
   s.page_size = 16;
-  s.num_kv_heads = 2;
+  s.num_kv_heads = 4;
   s.num_pages = 40;
   HostKv kv = make_host_kv(s, rng);
   DeviceKv dkv(kv);
-  const int64_t heads = 8, qo_len = 2, D = s.head_dim;
+  const int64_t heads = 16, qo_len = 2, D = s.head_dim;
   Requests r = make_requests({300, 40, 2}, s, rng, 4);
   auto q = make_queries(r.batch * qo_len * heads * D, DType::kBF16, rng);
   DeviceBuffer dq = to_device(q), dbt = to_device(r.block_tables), dsl = to_device(r.seq_lens);
@@ -376,8 +379,13 @@ TEST_P(CudaDecodeGraph, SmallCaptureReplayWithNewSeqLens) {
   cudaStreamDestroy(stream);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, CudaDecodeGraph, ::testing::Values("0", "1"),
-                         [](const auto& info) { return std::string(info.param[0] == '1' ? "Dynamic" : "Fixed"); });
+INSTANTIATE_TEST_SUITE_P(Modes, CudaDecodeGraph,
+                         ::testing::Values(std::pair{"0", "2"}, std::pair{"1", "2"}, std::pair{"0", "4"},
+                                           std::pair{"1", "4"}),
+                         [](const auto& info) {
+                           return std::string(info.param.first[0] == '1' ? "Dynamic" : "Fixed") +
+                                  (info.param.second[0] == '4' ? "FusedMerge" : "MergeKernel");
+                         });
 
 
 // The nvfp4 and fp8 hd128 caches with ≤ 8 query rows per kv head run the narrow tile (Sᵀ =
@@ -549,9 +557,15 @@ TEST(CudaDecode, SmallNarrowOneWarpPerHead) {
             const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " +
                                      std::to_string(qo_len) + " splits " + std::to_string(splits) + " dynamic " + dyn;
             ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", dyn);
-            expect_configs_agree(c, s.value_dtype, o, what, "4 heads per CTA",
-                                 {{"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}}, "2 heads per CTA",
-                                 {{"NVFP4KV_DECODE_HEADS_PER_CTA", "2"}});
+            if (idx % 2)
+              expect_configs_agree(c, s.value_dtype, o, what, "4 heads per CTA, merge in the kernel",
+                                   {{"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}, {"NVFP4KV_DECODE_FUSED_MERGE", "1"}},
+                                   "2 heads per CTA", {{"NVFP4KV_DECODE_HEADS_PER_CTA", "2"}});
+            else
+              expect_configs_agree(c, s.value_dtype, o, what, "4 heads per CTA, merge in the kernel",
+                                   {{"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}, {"NVFP4KV_DECODE_FUSED_MERGE", "1"}},
+                                   "4 heads per CTA, merge kernel",
+                                   {{"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}, {"NVFP4KV_DECODE_FUSED_MERGE", "0"}});
           }
         }
 }
@@ -597,17 +611,22 @@ TEST(CudaDecode, SmallPairedTile) {
                                std::to_string(o.logits_soft_cap) + " splits " + std::to_string(splits) +
                                " dynamic " + (dyn ? dyn : "rule");
       ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", dyn);
-      expect_configs_agree(c, s.value_dtype, o, what, "paired", {{"NVFP4KV_DECODE_PAIR", "1"}},
+      // The paired tile with the merge in the kernel (the rule; forced above its split limit)
+      // and with the merge kernel, alternating.
+      expect_configs_agree(c, s.value_dtype, o, what, "paired",
+                           {{"NVFP4KV_DECODE_PAIR", "1"}, {"NVFP4KV_DECODE_FUSED_MERGE", idx % 2 ? "0" : "1"}},
                            "4 heads per CTA", {{"NVFP4KV_DECODE_PAIR", "0"}, {"NVFP4KV_DECODE_HEADS_PER_CTA", "4"}});
     }
   }
 }
 
-// The merge kernel leaves each round counter it used at {count 0, tag kDecodeTicketTag} (so the
-// next call needs no memset) and writes nothing else of the counter region: after a call on a
-// workspace of 0xA5 bytes, counters (request, head group) of the 4-heads-per-CTA narrow tile
-// hold exactly that and the rest of the region keeps its bytes.
-TEST(CudaDecode, SmallRoundCountersResetByMerge) {
+// Every counter a call used is left at {count 0, tag kDecodeTicketTag} (so that the next call
+// needs no memset) and nothing else of the counter region is written: after calls on a
+// workspace of 0xA5 bytes with the 4-heads-per-CTA narrow tile and dynamic rounds, entry k
+// (16 bytes) holds round counter k (request, head group), reset by the merge kernel or by the
+// last warp of the merge in the decode kernel, and arrival counter k (request, kv head), used
+// only by the merge in the decode kernel.
+TEST(CudaDecode, SmallCountersResetAfterEveryCall) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   std::mt19937 rng(99);
   CacheSpec s;
@@ -624,18 +643,26 @@ TEST(CudaDecode, SmallRoundCountersResetByMerge) {
   RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
   ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", "1");
   ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
-  for (int calls : {1, 2}) {
-    std::vector<uint8_t> ws;
-    GpuRun got = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, calls, &ws);
-    expect_close(got, want, s.value_dtype, "calls " + std::to_string(calls));
-    const size_t region = cuda::decode_workspace_out_offset(r.batch, qo_len, heads);
-    ASSERT_GE(ws.size(), region);
-    const int64_t used = r.batch * (s.num_kv_heads / 4);
-    for (size_t i = 0; i < region; i += 8) {
-      uint64_t v;
-      std::memcpy(&v, ws.data() + i, 8);
-      const uint64_t expect = static_cast<int64_t>(i / 8) < used ? uint64_t{cuda::kDecodeTicketTag} << 32 : 0xA5A5A5A5A5A5A5A5ull;
-      EXPECT_EQ(v, expect) << "calls " << calls << " counter " << i / 8;
+  for (const char* fused : {"0", "1"}) {
+    ScopedEnv f("NVFP4KV_DECODE_FUSED_MERGE", fused);
+    for (int calls : {1, 2}) {
+      const std::string what = std::string("fused merge ") + fused + ", calls " + std::to_string(calls);
+      std::vector<uint8_t> ws;
+      GpuRun got = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, calls, &ws);
+      expect_close(got, want, s.value_dtype, what);
+      for (const GpuRun& e : got.earlier) expect_close(e, want, s.value_dtype, what + ", first call");
+      const size_t region = cuda::decode_workspace_out_offset(r.batch, qo_len, heads);
+      ASSERT_GE(ws.size(), region);
+      const int64_t rounds_used = r.batch * (s.num_kv_heads / 4);
+      const int64_t arrivals_used = fused[0] == '1' ? r.batch * s.num_kv_heads : 0;
+      constexpr uint64_t kReset = uint64_t{cuda::kDecodeTicketTag} << 32, kStale = 0xA5A5A5A5A5A5A5A5ull;
+      for (size_t i = 0; i < region; i += 8) {
+        uint64_t v;
+        std::memcpy(&v, ws.data() + i, 8);
+        const int64_t k = static_cast<int64_t>(i / 16);
+        const bool used = (i / 8) % 2 == 0 ? k < rounds_used : k < arrivals_used;
+        EXPECT_EQ(v, used ? kReset : kStale) << what << ", word " << i / 8;
+      }
     }
   }
 }

@@ -12,7 +12,9 @@
 // The split is cut into chunks of 16·U tokens dealt round-robin to the warps of a head; each
 // warp keeps its own running max / sum / O (FlashAttention-2 online softmax) and the warps are
 // merged through shared memory at the end. With num_splits > 1 the CTA writes a normalised
-// partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits.
+// partial O and its log2-sum-exp to the workspace and merge_kernel combines the splits; with
+// few splits and one warp per head (or head pair) the last warp of each to finish combines
+// them instead (decode_fused_merge, fused_merge_rows: no merge launch).
 // Dynamic rounds (kDyn, narrow tile; decode_dynamic_rounds): the grid is (head groups × row
 // tiles, batch, splits), the split index slowest, and the CTAs of a request and head group do
 // not take fixed slices but the request's ring rounds from a counter in the workspace (reset
@@ -368,6 +370,131 @@ __device__ __forceinline__ int trace_cta() {
 #define MERGE_TRACE(i) do {} while (0)
 #endif
 
+// Merge in the decode kernel (p.done_counters; decode_fused_merge). Counts the calling warp in
+// at its unit's arrival counter {count, tag} and returns its place, 0 … num_splits − 1; called
+// by one lane after a __syncwarp, so that the atomic's release (cumulative over what the warp's
+// barrier ordered before it) publishes the whole warp's partial rows and its acquire orders the
+// last warp's reads of the others' rows (after the place is shuffled to the warp): one lane's
+// MEMBAR.ALL.GPU, where __threadfence in every lane is a MEMBAR.SC.GPU per lane. A counter
+// without kDecodeTicketTag (a fresh or reused workspace: no earlier call reset it) is
+// taken over with a compare-and-swap: the first warp to succeed installs {1, tag}, and every
+// warp whose add found no tag counts itself in by CAS, so each warp counts exactly once either
+// way. (A 64-bit add of 1 to stale bytes can carry into the tag word only from a low word of
+// all ones under a high word of kDecodeTicketTag − 1.)
+__device__ __forceinline__ unsigned long long atomic_add_acq_rel(unsigned long long* a, unsigned long long v) {
+  unsigned long long old;
+  asm volatile("atom.acq_rel.gpu.global.add.u64 %0, [%1], %2;" : "=l"(old) : "l"(a), "l"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ unsigned long long atomic_cas_acq_rel(unsigned long long* a, unsigned long long cmp,
+                                                                 unsigned long long v) {
+  unsigned long long old;
+  asm volatile("atom.acq_rel.gpu.global.cas.b64 %0, [%1], %2, %3;" : "=l"(old) : "l"(a), "l"(cmp), "l"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ int fused_arrive(unsigned long long* ctr) {
+  constexpr unsigned long long kTagged = static_cast<unsigned long long>(kDecodeTicketTag) << 32;
+  const unsigned long long old = atomic_add_acq_rel(ctr, 1ull);
+  if (static_cast<uint32_t>(old >> 32) == kDecodeTicketTag) return static_cast<int>(static_cast<uint32_t>(old));
+  unsigned long long cur = old + 1;
+  for (;;) {
+    const unsigned long long want = static_cast<uint32_t>(cur >> 32) == kDecodeTicketTag ? cur + 1 : kTagged | 1ull;
+    const unsigned long long prev = atomic_cas_acq_rel(ctr, cur, want);
+    if (prev == cur) return static_cast<int>(static_cast<uint32_t>(want)) - 1;
+    cur = prev;
+  }
+}
+
+// The last warp of a unit (decode_fused_merge) combines the unit's rows over the splits, as
+// merge_kernel does: lse = log2 Σ 2^lse_s, out = Σ 2^(lse_s − max) · O_s / Σ 2^(lse_s − max) ·
+// v_scale. `n_rows` ≤ kRows unit rows: row u is query row u % rows_per_head of kv head h +
+// u / rows_per_head. Lane l takes float4 column l of every row (D = 128: one per lane) and the
+// LSE of split l. The loads go out in batches of kSplits splits × kRows rows (24 or 16 float4
+// per lane: kDecodeFusedMergeBatch), with no branch between them (rows past n_rows and splits past n_splits read row
+// n_rows − 1 and split n_splits − 1 again, with weight 0), so that a batch costs one L2 round
+// trip; the first batch is requested with the LSEs, before the weights are known. (A first
+// version with a `break` at n_rows between the loads waited one round trip per row and split:
+// +10 µs at 16 × 8K and 16 × 1K, 12 splits; bench/NOTES.md, decode v19.) Not inlined: inlined,
+// it changed the register allocation of the KV loop above its call (+170 SASS instructions in
+// the nvfp4 loop, 161 → 166 registers).
+template <typename T, int D, int kRows>
+__device__ __noinline__ void fused_merge_rows(const DecodeParams& p, int b, int h, int rows_per_head, int n_rows,
+                                              float v_scale, int lane) {
+  static_assert(D == 128, "one float4 column per lane");
+  constexpr int kSplits = kDecodeFusedMergeBatch(kRows);
+  const int n = p.num_splits;
+  const int G = p.group_size;
+  // Output row (t, hq) of unit row u.
+  auto out_row = [&](int u, int* t, int* hq) {
+    const int hh = h + u / rows_per_head, r = u % rows_per_head;
+    *t = r / G;
+    *hq = hh * G + r % G;
+  };
+  // Float4 column `lane` of split 0 of row u: col0 + cofs[u] (partial rows < 2^31 float4s:
+  // launch_kernel).
+  const float4* const col0 = reinterpret_cast<const float4*>(p.partial_out) + lane;
+  uint32_t cofs[kRows];
+  float lse[kRows];
+#pragma unroll
+  for (int u = 0; u < kRows; ++u) {
+    int t, hq;
+    out_row(min(u, n_rows - 1), &t, &hq);
+    const uint32_t prow = static_cast<uint32_t>(((b * p.qo_len + t) * p.num_qo_heads + hq) * n);
+    lse[u] = __ldcg(p.partial_lse + prow + min(lane, n - 1));
+    cofs[u] = prow * (D / 4);
+  }
+  float4 v[kSplits][kRows];
+  auto load_batch = [&](int s0) {
+#pragma unroll
+    for (int j = 0; j < kSplits; ++j)
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) v[j][u] = __ldcg(col0 + cofs[u] + min(s0 + j, n - 1) * (D / 4));
+  };
+  load_batch(0);
+  float w[kRows], l[kRows], m[kRows];
+  float4 acc[kRows];
+#pragma unroll
+  for (int u = 0; u < kRows; ++u) {
+    const float x = lane < n ? lse[u] : -INFINITY;
+    float mx = x;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+    const float m_use = mx == -INFINITY ? 0.f : mx;
+    w[u] = lane < n ? exp2f(x - m_use) : 0.f;
+    float sum = w[u];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+    l[u] = sum;
+    m[u] = mx;
+    acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int s0 = 0;;) {
+#pragma unroll
+    for (int j = 0; j < kSplits; ++j)
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) {
+        const float ws = __shfl_sync(0xFFFFFFFFu, w[u], (s0 + j) & 31);
+        const float wj = s0 + j < n ? ws : 0.f;
+        acc[u].x += wj * v[j][u].x, acc[u].y += wj * v[j][u].y, acc[u].z += wj * v[j][u].z, acc[u].w += wj * v[j][u].w;
+      }
+    s0 += kSplits;
+    if (s0 >= n) break;
+    load_batch(s0);
+  }
+#pragma unroll
+  for (int u = 0; u < kRows; ++u) {
+    if (u >= n_rows) break;
+    int t, hq;
+    out_row(u, &t, &hq);
+    const float f = l[u] > 0.f ? v_scale / l[u] : 0.f;
+    T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + 4 * lane;
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<T>(acc[u].x * f, acc[u].y * f), pack2<T>(acc[u].z * f, acc[u].w * f));
+    if (lane == 0 && p.lse)
+      p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] =
+          l[u] > 0.f ? (m[u] + log2f(l[u])) / kLog2e : -INFINITY;
+  }
+}
+
 // kDyn: dynamic rounds (p.round_tickets), instantiated for the narrow tile only: a runtime
 // switch in one kernel cost ~20 registers and 5-12 % at every shape (bench/NOTES.md, v10).
 template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false, bool kPair = false>
@@ -423,7 +550,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // round-robin rounds (split s: rounds s, s + S, s + 2S, …) and no late CTA joins. The tag is
   // only written by the merge kernel, after this grid: a plain load, by every thread (no
   // divergent region whose end would wait for it), read where rr_fixed is first used.
-  uint32_t* const tick_ctr = kDyn ? reinterpret_cast<uint32_t*>(p.round_tickets + (static_cast<int64_t>(b) * n_row_y + row_y)) : nullptr;
+  uint32_t* const tick_ctr = kDyn ? reinterpret_cast<uint32_t*>(p.round_tickets + 2 * (static_cast<int64_t>(b) * n_row_y + row_y)) : nullptr;
   [[maybe_unused]] const bool late = kDyn && split >= p.dyn_first_splits;
   [[maybe_unused]] constexpr int kTk = C::kStages + 1;
   [[maybe_unused]] const int dyn_base = p.dyn_first_splits * kTk;  // ticket of count 0
@@ -1284,6 +1411,29 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           store4(ep_t[c], ep_hq[c], g * (D / 8) + 4 * q4, acc);
         }
       }
+      if (p.done_counters != nullptr) {
+        // Merge in the decode kernel (decode_fused_merge): the warp's partial rows are out;
+        // count the warp in at its unit's counter (request b, first head h; fused_arrive
+        // releases the rows), and the last of the unit's num_splits warps combines them
+        // (fused_merge_rows, __ldcg reads after fused_arrive's acquire). It leaves
+        // the counter at {0, tag} for the next call and, with dynamic rounds, warp 0's unit
+        // resets the CTA's round counter: every CTA of the request and head group has left its
+        // KV loop once all of them counted in their warp 0.
+        __syncwarp();
+        unsigned long long* const done = p.done_counters + 2 * (static_cast<int64_t>(b) * p.num_kv_heads + h);
+        int place = 0;
+        if (lane == 0) place = fused_arrive(done);
+        if (__shfl_sync(0xFFFFFFFFu, place, 0) == p.num_splits - 1) {
+          if (lane == 0) {
+            constexpr unsigned long long kReset = static_cast<unsigned long long>(kDecodeTicketTag) << 32;
+            *done = kReset;
+            if (kDyn && warp == 0) *reinterpret_cast<unsigned long long*>(tick_ctr) = kReset;
+          }
+          const int unit_rows = kPair ? 2 * tile_rows : tile_rows;
+          if (unit_rows <= 4) fused_merge_rows<T, D, 4>(p, b, h, tile_rows, unit_rows, v_scale, lane);
+          else fused_merge_rows<T, D, 8>(p, b, h, tile_rows, unit_rows, v_scale, lane);
+        }
+      }
       DECODE_TRACE(6);
       return;
     }
@@ -1496,7 +1646,7 @@ __global__ void __launch_bounds__(128) merge_kernel(const __grid_constant__ Deco
   if (p.round_tickets != nullptr && threadIdx.x == 0 && slice == 0 && t == 0) {
     const int group_heads = p.group_size * p.heads_per_cta;
     if (hq % group_heads == 0)
-      p.round_tickets[static_cast<int64_t>(b) * (p.num_kv_heads / p.heads_per_cta) + hq / group_heads] =
+      p.round_tickets[2 * (static_cast<int64_t>(b) * (p.num_kv_heads / p.heads_per_cta) + hq / group_heads)] =
           static_cast<unsigned long long>(kDecodeTicketTag) << 32;
   }
   MERGE_TRACE(1);
@@ -1522,6 +1672,12 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   const bool dyn = kNarrow && p.round_tickets != nullptr && p.num_splits > 1 &&
                    dyn_pages <= kDecodeMaxDynamicPages && kCtas * (C::smem_bytes(dyn_pages) + 1024) <= kSmemPerSm;
   if (!dyn) p.round_tickets = nullptr;
+  // The merge in the decode kernel needs the one-warp-per-unit narrow epilogue.
+  // (fused_merge_rows indexes the partial rows in 32 bits, in float4 units.)
+  if (!(kNarrow && (kPair || p.heads_per_cta == kWarps) && p.num_splits > 1 &&
+        p.num_splits <= kDecodeFusedMergeLimit &&
+        static_cast<int64_t>(p.batch) * p.qo_len * p.num_qo_heads * p.num_splits * (D / 4) < (int64_t{1} << 31)))
+    p.done_counters = nullptr;
   auto kernel = dyn ? decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair> : decode_kernel<T, D, FMT, kNarrow, false, kPair>;
   const int split_pages = dyn ? dyn_pages : static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
   const int smem = C::smem_bytes(split_pages);
@@ -1550,7 +1706,7 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
                                   make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
       e != cudaSuccess)
     return cuda_status(e, "decode_kernel launch");
-  if (p.num_splits > 1) {
+  if (p.num_splits > 1 && p.done_counters == nullptr) {
     // Fewer output rows than ~one per SM (batch-1 long contexts): 4 CTAs per row; 8 below 64 rows
     // when 4 would leave a thread more splits than it preloads (kPre = 8 per column group:
     // 8 · 128 / (D / 16) splits; v14: 1 × 16K and 1 × 32K, 32 rows × 189 splits, −1.3 … −4 %;

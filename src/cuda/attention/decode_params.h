@@ -58,6 +58,12 @@ struct DecodeParams {
   // call needs no memset node; a counter with another tag (a fresh or reused workspace) makes
   // its request's CTAs take fixed round-robin rounds instead (decode.cu, "Round counters").
   unsigned long long* round_tickets = nullptr;
+  // Workspace: one arrival counter per (request, warp unit) for the merge in the decode kernel
+  // (decode_fused_merge), or null (the merge kernel combines the splits). Same {count, tag}
+  // words as the round counters; the last warp of a unit to arrive combines its rows and leaves
+  // the counter at {0, kDecodeTicketTag}. Round counter k is round_tickets[2k], arrival counter
+  // k is done_counters[2k] (= the region's word 2k + 1): the two share 16-byte entries.
+  unsigned long long* done_counters = nullptr;
   // Dynamic rounds: splits ≥ this start late (the launch grid has the split index slowest) and
   // join a request only while enough of it is left; = num_splits: none late.
   int dyn_first_splits = 1;
@@ -215,12 +221,14 @@ inline int64_t decode_split_pages(int64_t max_pages, int64_t page_size, int num_
 /// results in a reused workspace are not taken for a reset counter.
 inline constexpr uint32_t kDecodeTicketTag = 0x7FA5C0DEu;
 
-/// Workspace layout for `num_splits` > 1: the round counters first (8 bytes per output row, an
-/// upper bound of request × head group × row tile since m_tiles ≤ group · qo_len; at offset 0 so
-/// that a counter's place does not move when the batch or the split count changes between
-/// calls), then the partial O, then the partial LSEs; each region 256-byte aligned.
+/// Workspace layout for `num_splits` > 1: the counters first (16 bytes per output row: entry k
+/// holds round counter k and arrival counter k, 8 bytes each; the output rows bound both
+/// request × head group × row tile, since m_tiles ≤ group · qo_len, and request × kv head; at
+/// offset 0 so that a counter's place does not move when the batch or the split count changes
+/// between calls), then the partial O, then the partial LSEs; each region 256-byte aligned.
 inline std::size_t decode_workspace_out_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads) {
-  return ((static_cast<std::size_t>(batch * qo_len * num_qo_heads) * sizeof(unsigned long long) + 255) / 256) * 256;
+  return ((static_cast<std::size_t>(batch * qo_len * num_qo_heads) * 2 * sizeof(unsigned long long) + 255) / 256) *
+         256;
 }
 inline std::size_t decode_workspace_lse_offset(int64_t batch, int64_t qo_len, int64_t num_qo_heads,
                                                int64_t head_dim, int num_splits) {
@@ -271,6 +279,38 @@ inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t max
   (void)base_ctas;
   if (mode == 0 || num_splits < 2 || max_pages + 1 > kDecodeMaxDynamicPages) return false;
   return mode == 1 || max_pages * page_size >= 128 * static_cast<int64_t>(num_splits);
+}
+
+/// Splits per batch of loads of the merge in the decode kernel (fused_merge_rows, decode.cu)
+/// for units of ≤ `rows` rows (4 or 8): 24 or 16 float4 loads per lane in flight, the most
+/// that fit beside the rest without spills.
+inline constexpr int kDecodeFusedMergeBatch(int rows) { return rows <= 4 ? 6 : 2; }
+
+/// Most splits of the merge in the decode kernel at all (one split's LSE per lane).
+inline constexpr int kDecodeFusedMergeLimit = 32;
+
+/// Most splits the merge in the decode kernel takes by the rule (decode_fused_merge).
+inline constexpr int kDecodeFusedMergeMaxSplits = 3;
+
+/// Whether the splits are combined in the decode kernel instead of by the merge kernel: each
+/// warp of the one-warp-per-unit narrow epilogue (4 heads per CTA, or the paired tile) writes
+/// its partial rows, counts itself in at its (request, unit) counter, and the last of the
+/// unit's num_splits warps reads the others' rows and writes the output (no merge launch, no
+/// wait for the whole decode grid). `unit_rows`: query rows per warp (group_size · qo_len, twice
+/// that in the paired tile), ≤ 8. Rule: ≤ kDecodeFusedMergeMaxSplits splits. The last warp's
+/// path (its rows' store acknowledgements before the release, the atomic, a batch of loads per
+/// kDecodeFusedMergeBatch splits) is a few L2 round trips against the merge kernel's wait for
+/// the grid, one round trip and a CTA per row; H100 A/B, same calls (bench/NOTES.md, decode
+/// v19; 32/8 heads, hd128, graph µs): 2-3 splits gained — nvfp4 64 × 1K 41.0 → 39.9, paired
+/// 128 × 1K 75.5 → 72.7 (forced), fp8 128 × 1K 110.2 → 106.4, 64 × 1K 57.5 → 56.6 — 4 splits
+/// (48 × 8K) were even, 6 (32 × 8K, 32 × 1K) lost 2-4 % and 12 (16 × 8K) 4-5 %. `mode`
+/// (NVFP4KV_DECODE_FUSED_MERGE): −1 this rule, 0 never, 1 wherever it can run (up to
+/// kDecodeFusedMergeLimit splits).
+inline bool decode_fused_merge(bool narrow, int heads_per_cta, int unit_rows, int num_splits, int mode = -1) {
+  if (mode == 0 || !narrow || (heads_per_cta != 4 && heads_per_cta != 8) || unit_rows > 8 || num_splits < 2 ||
+      num_splits > kDecodeFusedMergeLimit)
+    return false;
+  return mode == 1 || num_splits <= kDecodeFusedMergeMaxSplits;
 }
 
 /// SM count of the current device (0 if none).
