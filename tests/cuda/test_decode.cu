@@ -523,10 +523,13 @@ TEST(CudaDecode, SmallDynamicAndFixedSplits) {
 
 // The narrow tile with one warp per kv head (4 heads per CTA, forced; the rule picks it from 8K
 // tokens) takes its own epilogue: each warp normalizes and stores its rows from registers, no
-// shared-memory merge. Against the reference and against 2 heads per CTA (the shared-memory
-// merge): nvfp4 and fp8, both layouts, group sizes 4 and 8 × qo_len 1-2, lengths 0 … 2100 mixed,
-// split off (outputs and LSE written directly), forced (fixed slices and dynamic rounds) and
-// automatic. Sized for the sanitizer runs of gpu_check (*Small*: ~10× slower there).
+// shared-memory merge, and with splits the last warp of each head combines them (the merge in
+// the decode kernel, forced here for every split count). Against the reference and, alternating,
+// against 2 heads per CTA (the shared-memory merge) or 4 heads with the merge kernel: nvfp4
+// and fp8, both layouts, group sizes 4 and 8 × qo_len 1-2, lengths 0 … 2100 mixed, split off
+// (outputs and LSE written directly), forced (fixed slices and dynamic rounds; on a stale
+// workspace, then on the counters the first call reset) and automatic. Sized for the sanitizer
+// runs of gpu_check (*Small*: ~10× slower there).
 TEST(CudaDecode, SmallNarrowOneWarpPerHead) {
   NVFP4KV_SKIP_WITHOUT_GPU();
   const unsigned seed = std::random_device{}();
