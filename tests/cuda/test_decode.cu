@@ -312,12 +312,20 @@ void expect_configs_agree(const DecodeCase& c, DType qt, const DecodeOptions& o,
 // merge kernel (2 heads per CTA) and with the merge in the decode kernel (4 heads per CTA, one
 // warp per head: arrival counters the previous replay reset): all must follow the new values
 // on every replay.
-class CudaDecodeGraph : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
+struct GraphMode {
+  const char* dynamic;        // NVFP4KV_DECODE_DYNAMIC
+  const char* heads_per_cta;  // NVFP4KV_DECODE_HEADS_PER_CTA: "4" merges in the decode kernel
+  friend void PrintTo(const GraphMode& m, std::ostream* os) {
+    *os << "dynamic " << m.dynamic << ", heads per CTA " << m.heads_per_cta;
+  }
+};
+class CudaDecodeGraph : public ::testing::TestWithParam<GraphMode> {};
 
 TEST_P(CudaDecodeGraph, SmallCaptureReplayWithNewSeqLens) {
   NVFP4KV_SKIP_WITHOUT_GPU();
-  ScopedEnv mode("NVFP4KV_DECODE_DYNAMIC", GetParam().first);
-  ScopedEnv hpc("NVFP4KV_DECODE_HEADS_PER_CTA", GetParam().second);
+  ScopedEnv mode("NVFP4KV_DECODE_DYNAMIC", GetParam().dynamic);
+  ScopedEnv hpc("NVFP4KV_DECODE_HEADS_PER_CTA", GetParam().heads_per_cta);
+  ScopedEnv fused("NVFP4KV_DECODE_FUSED_MERGE", GetParam().heads_per_cta[0] == '4' ? "1" : "0");  // 4 splits
   std::mt19937 rng(4242);
   CacheSpec s;
   s.format = KvFormat::kNvfp4;
@@ -380,11 +388,11 @@ TEST_P(CudaDecodeGraph, SmallCaptureReplayWithNewSeqLens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, CudaDecodeGraph,
-                         ::testing::Values(std::pair{"0", "2"}, std::pair{"1", "2"}, std::pair{"0", "4"},
-                                           std::pair{"1", "4"}),
+                         ::testing::Values(GraphMode{"0", "2"}, GraphMode{"1", "2"}, GraphMode{"0", "4"},
+                                           GraphMode{"1", "4"}),
                          [](const auto& info) {
-                           return std::string(info.param.first[0] == '1' ? "Dynamic" : "Fixed") +
-                                  (info.param.second[0] == '4' ? "FusedMerge" : "MergeKernel");
+                           return std::string(info.param.dynamic[0] == '1' ? "Dynamic" : "Fixed") +
+                                  (info.param.heads_per_cta[0] == '4' ? "FusedMerge" : "MergeKernel");
                          });
 
 

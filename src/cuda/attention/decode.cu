@@ -1360,11 +1360,10 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   };
   auto store4 = [&](int t, int hq, int dim, const float4& acc) {
     if (p.num_splits == 1) {
+      // One 8-byte store (out rows and strides are 16-byte aligned, dim % 4 == 0).
       T* dst = static_cast<T*>(p.out) + b * p.out_stride[0] + t * p.out_stride[1] + hq * p.out_stride[2] + dim;
-      dst[0] = from_float<T>(acc.x * v_scale);
-      dst[1] = from_float<T>(acc.y * v_scale);
-      dst[2] = from_float<T>(acc.z * v_scale);
-      dst[3] = from_float<T>(acc.w * v_scale);
+      *reinterpret_cast<uint2*>(dst) =
+          make_uint2(pack2<T>(acc.x * v_scale, acc.y * v_scale), pack2<T>(acc.z * v_scale, acc.w * v_scale));
     } else {
       const int64_t prow = (static_cast<int64_t>(b * p.qo_len + t) * p.num_qo_heads + hq) * p.num_splits + split;
       *reinterpret_cast<float4*>(p.partial_out + prow * D + dim) = acc;
@@ -1396,11 +1395,15 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
         lse2[c] = l > 0.f ? m + __log2f(l) : -INFINITY;
       }
       DECODE_TRACE(5);
+      // The rows leave through the warp's block of the merge area (no warp reads the ring
+      // after the loop): lane (g, qq) writes dims 16g … 16g + 15 of its rows 2qq + c (dim 16g +
+      // 2mt + j is o[mt][c + 2j]), then each row goes out in one store of the whole warp, lane
+      // l dims 4l … 4l + 3, instead of 16-byte pieces 64 bytes apart (decode v19b).
+      float* const rows_s = merge_o + warp * 16 * C::kOStride;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         if ((kPair ? (2 * qq + c) & 3 : 2 * qq + c) >= tile_rows) continue;
         if (g == 0) store_lse(ep_t[c], ep_hq[c], lse2[c]);
-        // Lane (g, qq) holds dims 16g … 16g + 15 of row r: dim 16g + 2mt + j is o[mt][c + 2j].
 #pragma unroll
         for (int q4 = 0; q4 < 4; ++q4) {
           float4 acc;
@@ -1408,8 +1411,16 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
           acc.y = 0.f + wgt[c] * o[2 * q4][c + 2];
           acc.z = 0.f + wgt[c] * o[2 * q4 + 1][c];
           acc.w = 0.f + wgt[c] * o[2 * q4 + 1][c + 2];
-          store4(ep_t[c], ep_hq[c], g * (D / 8) + 4 * q4, acc);
+          *reinterpret_cast<float4*>(rows_s + (2 * qq + c) * C::kOStride + g * (D / 8) + 4 * q4) = acc;
         }
+      }
+      __syncwarp();
+#pragma unroll
+      for (int rs = 0; rs < 8; ++rs) {  // row slot 2qq + c, held by lane qq (g = 0) before
+        if ((kPair ? rs & 3 : rs) >= tile_rows) continue;
+        const int t = __shfl_sync(0xFFFFFFFFu, rs & 1 ? ep_t[1] : ep_t[0], rs >> 1);
+        const int hq = __shfl_sync(0xFFFFFFFFu, rs & 1 ? ep_hq[1] : ep_hq[0], rs >> 1);
+        store4(t, hq, 4 * lane, *reinterpret_cast<const float4*>(rows_s + rs * C::kOStride + 4 * lane));
       }
       if (p.done_counters != nullptr) {
         // Merge in the decode kernel (decode_fused_merge): the warp's partial rows are out;
