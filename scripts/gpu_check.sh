@@ -69,7 +69,7 @@ if [ $do_tests -eq 1 ]; then
     # GPU test binary only; its gtest summary is the record.
     gargs=()
     [ -n "$test_regex" ] && gargs+=(--gtest_filter="$test_regex")
-    timeout 300 "$BIN/test_cuda" "${gargs[@]}" >"$OUT/tests.log" 2>&1
+    timeout 480 "$BIN/test_cuda" "${gargs[@]}" >"$OUT/tests.log" 2>&1
     trc=$?
     p=$(grep -Eo '\[  PASSED  \] [0-9]+ test' "$OUT/tests.log" | grep -Eo '[0-9]+' | tail -1)
     f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$OUT/tests.log" | grep -Eo '[0-9]+' | tail -1)
