@@ -410,9 +410,10 @@ __device__ __forceinline__ int fused_arrive(unsigned long long* ctr) {
 // v_scale. `n_rows` ≤ kRows unit rows: row u is query row u % rows_per_head of kv head h +
 // u / rows_per_head. Lane l takes float4 column l of every row (D = 128: one per lane) and the
 // LSE of split l. The loads go out in batches of kSplits splits × kRows rows (24 or 16 float4
-// per lane: kDecodeFusedMergeBatch), with no branch between them (rows past n_rows and splits past n_splits read row
-// n_rows − 1 and split n_splits − 1 again, with weight 0), so that a batch costs one L2 round
-// trip; the first batch is requested with the LSEs, before the weights are known. (A first
+// per lane: decode_fused_merge_batch), with no branch between them (rows past n_rows and
+// splits past n_splits read row n_rows − 1 and split n_splits − 1 again, with weight 0), so
+// that a batch costs one L2 round trip; the first batch is requested with the LSEs, before the
+// weights are known. (A first
 // version with a `break` at n_rows between the loads waited one round trip per row and split:
 // +10 µs at 16 × 8K and 16 × 1K, 12 splits; bench/NOTES.md, decode v19.) Not inlined: inlined,
 // it changed the register allocation of the KV loop above its call (+170 SASS instructions in
@@ -421,7 +422,7 @@ template <typename T, int D, int kRows>
 __device__ __noinline__ void fused_merge_rows(const DecodeParams& p, int b, int h, int rows_per_head, int n_rows,
                                               float v_scale, int lane) {
   static_assert(D == 128, "one float4 column per lane");
-  constexpr int kSplits = kDecodeFusedMergeBatch(kRows);
+  constexpr int kSplits = decode_fused_merge_batch(kRows);
   const int n = p.num_splits;
   const int G = p.group_size;
   // Output row (t, hq) of unit row u.

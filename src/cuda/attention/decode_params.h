@@ -284,7 +284,7 @@ inline bool decode_dynamic_rounds(int num_splits, int64_t base_ctas, int64_t max
 /// Splits per batch of loads of the merge in the decode kernel (fused_merge_rows, decode.cu)
 /// for units of ≤ `rows` rows (4 or 8): 24 or 16 float4 loads per lane in flight, the most
 /// that fit beside the rest without spills.
-inline constexpr int kDecodeFusedMergeBatch(int rows) { return rows <= 4 ? 6 : 2; }
+inline constexpr int decode_fused_merge_batch(int rows) { return rows <= 4 ? 6 : 2; }
 
 /// Most splits of the merge in the decode kernel at all (one split's LSE per lane).
 inline constexpr int kDecodeFusedMergeLimit = 32;
@@ -299,7 +299,7 @@ inline constexpr int kDecodeFusedMergeMaxSplits = 3;
 /// wait for the whole decode grid). `unit_rows`: query rows per warp (group_size · qo_len, twice
 /// that in the paired tile), ≤ 8. Rule: ≤ kDecodeFusedMergeMaxSplits splits. The last warp's
 /// path (its rows' store acknowledgements before the release, the atomic, a batch of loads per
-/// kDecodeFusedMergeBatch splits) is a few L2 round trips against the merge kernel's wait for
+/// decode_fused_merge_batch splits) is a few L2 round trips against the merge kernel's wait for
 /// the grid, one round trip and a CTA per row; H100 A/B, same calls (bench/NOTES.md, decode
 /// v19; 32/8 heads, hd128, graph µs): 2-3 splits gained — nvfp4 64 × 1K 41.0 → 39.9, paired
 /// 128 × 1K 75.5 → 72.7 (forced), fp8 128 × 1K 110.2 → 106.4, 64 × 1K 57.5 → 56.6 — 4 splits
