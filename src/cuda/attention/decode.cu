@@ -18,7 +18,8 @@
 // Dynamic rounds (kDyn, narrow tile; decode_dynamic_rounds): the grid is (head groups × row
 // tiles, batch, splits), the split index slowest, and the CTAs of a request and head group do
 // not take fixed slices but the request's ring rounds from a counter in the workspace (reset
-// by the previous call's merge kernel, so no memset node precedes the launch; a counter that
+// by the previous call's merge, in the merge kernel or in this kernel's last warp, so no memset
+// node precedes the launch; a counter that
 // was not reset falls back to fixed round-robin rounds), so faster CTAs take more and later
 // CTAs join the requests still running.
 //
@@ -545,12 +546,14 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   // a warp-aggregated atomic whose shuffle waited for it at once, so warp 0 issued its seq_lens
   // and page-table loads ~1 µs late and the prologue's barrier waited for it.) Round counters:
   // two 32-bit words {count, tag}; the tag is kDecodeTicketTag where the previous call's merge
-  // kernel reset the counter to {0, tag} (no memset node before the launch: v13). Any other
-  // tag (a fresh or reused workspace; the same for every CTA of the request, since no CTA
-  // changes it) means the count is not known to start at 0: then the first-wave CTAs take fixed
-  // round-robin rounds (split s: rounds s, s + S, s + 2S, …) and no late CTA joins. The tag is
-  // only written by the merge kernel, after this grid: a plain load, by every thread (no
-  // divergent region whose end would wait for it), read where rr_fixed is first used.
+  // (kernel, or fused: decode_fused_merge) reset the counter to {0, tag} (no memset node before
+  // the launch: v13). Any other tag (a fresh or reused workspace; the same for every CTA of the
+  // request, since no CTA changes it before all of them have read it) means the count is not
+  // known to start at 0: then the first-wave CTAs take fixed round-robin rounds (split s:
+  // rounds s, s + S, s + 2S, …) and no late CTA joins. The tag is only written by the merge
+  // kernel, after this grid, or by the fused merge's last warp, after every CTA of the group
+  // has counted in: a plain load, by every thread (no divergent region whose end would wait for
+  // it), read where rr_fixed is first used.
   uint32_t* const tick_ctr = kDyn ? reinterpret_cast<uint32_t*>(p.round_tickets + 2 * (static_cast<int64_t>(b) * n_row_y + row_y)) : nullptr;
   [[maybe_unused]] const bool late = kDyn && split >= p.dyn_first_splits;
   [[maybe_unused]] constexpr int kTk = C::kStages + 1;
@@ -1710,8 +1713,8 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
     return Status(StatusCode::kInvalidArgument, "decode: heads_per_cta must divide 4 (8: paired tile) and num_kv_heads");
   const dim3 grid = dyn ? dim3((p.num_kv_heads / hpc) * m_tiles, p.batch, p.num_splits)
                        : dim3(p.num_splits, (p.num_kv_heads / hpc) * m_tiles, p.batch);
-  // Dynamic rounds need the merge kernel (it resets the round counters) and one row tile per
-  // head group (the merge kernel's counter index).
+  // Dynamic rounds need a merge (the merge kernel or the fused one resets the round counters)
+  // and one row tile per head group (the counter index).
   if (dyn && (p.num_splits < 2 || m_tiles != 1))
     return Status(StatusCode::kInternal, "decode: dynamic rounds without a merge or with several row tiles");
   if (cudaError_t e = launch_pdl(kernel, grid, dim3(kThreads), smem, reinterpret_cast<cudaStream_t>(stream), p,
