@@ -345,6 +345,7 @@ constexpr int kTraceMax = 16384;
 __device__ unsigned long long g_trace[kTraceMax][13];
 __device__ unsigned int g_trace_sm[kTraceMax];
 __device__ unsigned long long g_trace_merge[kTraceMax][3];
+__device__ int g_trace_rounds[kTraceMax];  // ring rounds the CTA computed
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -1302,6 +1303,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     for (int k = 0;; ++k) {
       cp_async_wait<C::kStages - 2>();
       __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
+#ifdef NVFP4KV_DECODE_TRACE
+      if (tk >= n_rounds && threadIdx.x == 0 && trace_cta() < kTraceMax) g_trace_rounds[trace_cta()] = k;
+#endif
       if (tk >= n_rounds) break;  // uniform: every thread holds the same ticket
 #ifdef NVFP4KV_DECODE_TRACE
       if (k == 0) DECODE_TRACE(12);
@@ -1868,6 +1872,8 @@ void decode_trace_reset() {
   static unsigned long long zm[kTraceMax][3];
   cudaMemcpyToSymbol(g_trace, zero, sizeof(zero));
   cudaMemcpyToSymbol(g_trace_merge, zm, sizeof(zm));
+  static int zr[kTraceMax];
+  cudaMemcpyToSymbol(g_trace_rounds, zr, sizeof(zr));
 }
 
 void decode_trace_report(const char* label) {
@@ -1951,6 +1957,38 @@ void decode_trace_report(const char* label) {
   std::printf("trace %s: per SM (sm:ctas:mean loop us:last loop end us)", label);
   for (int m = 0; m < 1024; ++m)
     if (cnt[m] > 0) std::printf(" %d:%d:%.0f:%.0f", m, cnt[m], dsum[m] / cnt[m], lend[m]);
+  std::printf("\n");
+  // The end of the KV loops as lost throughput: CTA i computed rounds[i] ring rounds between its
+  // loop start and end; taken as a constant rate r_i over that time, the grid's rate is A(t) =
+  // Σ r_i over the CTAs in their loops. "Steady" is the median of A over the middle half of the
+  // call; the tail loses ∫ (1 − A / steady) dt from the first loop end to the last.
+  static int rounds[kTraceMax];
+  cudaMemcpyFromSymbol(rounds, g_trace_rounds, sizeof(rounds));
+  std::vector<double> rate(n);
+  double t_lo = 1e30, t_hi = 0;
+  for (int i = 0; i < n; ++i) {
+    rate[i] = e3[i] > e2[i] ? rounds[i] / (e3[i] - e2[i]) : 0.0;
+    t_lo = std::min(t_lo, e3[i]);
+    t_hi = std::max(t_hi, e3[i]);
+  }
+  auto grid_rate = [&](double x) {
+    double a = 0;
+    for (int i = 0; i < n; ++i)
+      if (e2[i] <= x && x < e3[i]) a += rate[i];
+    return a;
+  };
+  std::vector<double> mid;
+  for (double x = t_hi * 0.25; x < t_hi * 0.75; x += t_hi / 200) mid.push_back(grid_rate(x));
+  const double steady = mid.empty() ? 0.0 : pct(mid, 0.5);
+  double lost = 0;
+  const double dx = 0.02;
+  for (double x = t_lo; x < t_hi; x += dx) lost += steady > 0 ? (1.0 - std::min(1.0, grid_rate(x) / steady)) * dx : 0.0;
+  std::printf("trace %s: grid rate (rounds/us) steady %.1f; tail from %.1f to %.1f us loses %.2f us;", label, steady, t_lo,
+              t_hi, lost);
+  for (double q : {0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0}) {
+    const double x = t_lo + q * (t_hi - t_lo) - (q == 1.0 ? 1e-6 : 0.0);
+    std::printf(" A(%.1f) %.0f%%", x, steady > 0 ? 100.0 * grid_rate(x) / steady : 0.0);
+  }
   std::printf("\n");
 }
 #endif
