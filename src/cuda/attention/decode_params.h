@@ -326,7 +326,9 @@ Status launch_decode(const DecodeParams& params, Stream stream);
 #ifdef NVFP4KV_DECODE_TRACE
 /// Timeline experiment (built with -DNVFP4KV_DECODE_TRACE only): clears the CTA time stamps.
 void decode_trace_reset();
-/// Prints the spread of the CTA time stamps of the launches since the reset (synchronises).
+/// Prints the spread of the CTA time stamps of the launches since the reset, the CTAs per SM and
+/// the throughput the end of the KV loops loses (from the ring rounds each CTA computed; a model
+/// that takes each CTA's rate as constant over its loop) (synchronises).
 void decode_trace_report(const char* label);
 #endif
 
