@@ -267,6 +267,8 @@ Status build_params(const TensorView& q, const KvCacheView& c, const TensorView&
                                            env_switch("NVFP4KV_DECODE_NARROW") != 0)
                   ? 1
                   : 0;
+  // The ring filled by tensor copies where the kernel can take it (NVFP4KV_DECODE_TMA=0: cp.async).
+  p->tma = env_switch("NVFP4KV_DECODE_TMA") != 0 ? 1 : 0;
   const int64_t m_tiles = (p->group_size * p->qo_len + cuda::kDecodeRowsPerTile - 1) / cuda::kDecodeRowsPerTile;
   const int64_t max_kv_len = block_tables.shape[1] * c.page_size;
   p->heads_per_cta = cuda::decode_heads_per_cta(p->format, p->head_dim, c.num_kv_heads, q.shape[0], m_tiles,

@@ -631,6 +631,86 @@ TEST(CudaDecode, SmallPairedTile) {
   }
 }
 
+// The ring filled by tensor copies (TMA; the 4-heads-per-CTA nvfp4 narrow tile with dynamic
+// rounds on NHD views whose strides nest, pages of a multiple of 16 tokens, no window): against
+// the reference and bit for bit against the cp.async ring (NVFP4KV_DECODE_TMA=0), which runs the
+// same arithmetic on the same bytes (on the first call of a stale workspace, whose fixed rounds
+// give every CTA the same tokens). The tokens after each request's last one in its last page
+// get e4m3 NaN scale bytes (0xFF): the TMA ring reads whole 16-token blocks, and a stale slot may
+// hold anything, so those tokens must be masked out of the logits and reach P·V as zeros. Page
+// sizes 16 / 32 / 64, group sizes 1-8 × qo_len 1-2, 4 / 8 / 12 kv heads, lengths that end
+// inside a block, K and V in one buffer, both query types, soft cap, split forced (dynamic rounds
+// on a stale workspace, then on reset counters) and automatic. (A window, padded rows and HND
+// take the cp.async ring: there both knob values run the same kernel.)
+TEST(CudaDecode, SmallTmaRing) {
+  NVFP4KV_SKIP_WITHOUT_GPU();
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int64_t page_sizes[] = {16, 32, 64};
+  const std::pair<int64_t, int64_t> shapes[] = {{4, 1}, {8, 1}, {1, 1}, {2, 2}, {4, 2}, {5, 1}};
+  int idx = 0;
+  for (const auto& [group, qo_len] : shapes) {
+    CacheSpec s;
+    s.format = KvFormat::kNvfp4;
+    s.layout = KvLayout::kNHD;
+    s.head_dim = 128;
+    s.page_size = page_sizes[idx % 3];
+    s.num_kv_heads = idx % 3 == 1 ? 4 : (idx % 3 == 2 ? 12 : 8);
+    s.value_dtype = idx % 2 ? DType::kF16 : DType::kBF16;
+    s.combined = idx % 4 == 3;
+    const std::vector<int> lens = {0, 1, 17, 1500 + idx, 600 + 7 * idx, 2100, 33};
+    s.num_pages = pages_for(lens, s.page_size);
+    HostKv kv = make_host_kv(s, rng);
+    Requests r = make_requests(lens, s, rng);
+    // NaN scale bytes after each request's last token in its last page.
+    for (int64_t b = 0; b < r.batch; ++b) {
+      const int64_t len = lens[b];
+      if (len % s.page_size == 0) continue;
+      const int64_t page = r.block_tables[b * r.max_pages + len / s.page_size];
+      for (int64_t t = len % s.page_size; t < s.page_size; ++t)
+        for (int64_t h = 0; h < s.num_kv_heads; ++h)
+          for (int64_t j = 0; j < kv.sx; ++j)
+            for (int64_t off : {kv.k_scale_off, kv.v_scale_off})
+              kv.scales[off + page * kv.scale_strides[0] + t * kv.scale_strides[1] + h * kv.scale_strides[2] + j] = 0xFF;
+    }
+    const DeviceKv dkv(kv);
+    const int64_t heads = group * s.num_kv_heads;
+    std::vector<uint16_t> q = make_queries(r.batch * qo_len * heads * s.head_dim, s.value_dtype, rng);
+    DecodeOptions o;
+    o.logits_soft_cap = idx % 5 == 4 ? 5.f : 0.f;
+    const RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
+    for (int splits : {3, 7, 0}) {
+      o.num_splits = splits;
+      const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " + std::to_string(qo_len) +
+                               " cap " + std::to_string(o.logits_soft_cap) + " splits " + std::to_string(splits);
+      ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", "1");
+      ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
+      GpuRun a, b;
+      {
+        ScopedEnv t("NVFP4KV_DECODE_TMA", "1");
+        a = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0xA5, 2);
+      }
+      {
+        ScopedEnv t("NVFP4KV_DECODE_TMA", "0");
+        b = run_gpu(dkv, r, q, qo_len, heads, s.value_dtype, o, 0x5A, 1);
+      }
+      expect_close(a, want, s.value_dtype, what + " TMA ring");
+      for (const GpuRun& e : a.earlier) expect_close(e, want, s.value_dtype, what + " TMA ring, first call");
+      expect_close(b, want, s.value_dtype, what + " cp.async ring");
+      // The first call of each finds stale counters and takes fixed round-robin rounds: the
+      // same rounds per CTA, so the same bits; dynamic rounds deal them by arrival.
+      ASSERT_EQ(a.earlier.size(), 1u) << what;
+      ASSERT_EQ(a.earlier[0].out.size(), b.out.size()) << what;
+      size_t differ = 0;
+      for (size_t i = 0; i < b.out.size(); ++i) differ += a.earlier[0].out[i] != b.out[i];
+      EXPECT_EQ(differ, 0u) << what << ": outputs of the TMA and cp.async rings differ (fixed rounds)";
+      EXPECT_LE(rel_l2(a.out, b.out), tolerance(s.value_dtype)) << what << " TMA ring vs cp.async ring";
+    }
+    ++idx;
+  }
+}
+
 // Every counter a call used is left at {count 0, tag kDecodeTicketTag} (so that the next call
 // needs no memset) and nothing else of the counter region is written: after calls on a
 // workspace of 0xA5 bytes with the 4-heads-per-CTA narrow tile and dynamic rounds, entry k

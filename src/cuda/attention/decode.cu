@@ -55,6 +55,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -67,6 +68,7 @@
 #include "cuda/common/cp_async.cuh"
 #include "cuda/common/l2_flush.h"
 #include "cuda/common/pdl.cuh"
+#include "cuda/common/tma.cuh"
 
 namespace nvfp4kv::cuda {
 namespace {
@@ -328,6 +330,56 @@ __device__ __forceinline__ int narrow_v_offset(int row, int piece) {
   }
 }
 
+// Tensor maps of the TMA ring (decode v22), __grid_constant__ kernel parameters: K and V data as
+// bytes [pages][tokens of a page][head pairs][128] (the pair = two heads' 64-byte rows, which
+// NHD keeps adjacent), boxes of 16 tokens × the CTA's pairs; the scale pools as bytes [pages]
+// [tokens][heads × 8], boxes of 16 tokens × the CTA's heads. Unused (zero) on the other paths.
+struct DecodeTmaMaps {
+  CUtensorMap kd, vd, ks, vs;
+};
+
+// Stage layout of the TMA ring (4-head nvfp4 narrow tile, kChunk = 32 = kBlocks blocks of 16
+// tokens, each inside one page): K data [block][token 16][pair][128 B], V data likewise, then K
+// scales [block][token 16][head][8 B], V scales likewise — one tensor copy per block and view.
+// The data boxes land with the 128-byte swizzle: 16-byte chunk c of 128-byte line L is stored
+// at chunk c ^ (L % 8), line L = token · kPairs + pair, so that the K reads (8 tokens × 64
+// bytes of one head) and the V reads (rows 2q of a head) spread over all banks.
+template <typename C>
+struct TmaStage {
+  static constexpr int kPairs = C::kUnits / 2;
+  static constexpr int kBlocks = C::kChunk / 16;
+  static constexpr int kBlockData = 16 * kPairs * 128;          // one view's data box
+  static constexpr int kBlockScale = 16 * C::kUnits * C::kScaleRow;  // one view's scale box
+  static constexpr int kV = kBlocks * kBlockData;               // V data after K data
+  static constexpr int kScales = 2 * kBlocks * kBlockData;      // K scales, then V scales
+  static constexpr int kVScales = kScales + kBlocks * kBlockScale;
+  static constexpr int kBlockBytes = 2 * (kBlockData + kBlockScale);  // expect_tx per block
+  // Byte offset of 16-byte chunk `chunk` (0-3) of head `unit`'s 64-byte row of token r of a block.
+  static __device__ __forceinline__ int data_offset(int r, int unit, int chunk) {
+    const int line = r * kPairs + (unit >> 1);
+    return line * 128 + ((((unit & 1) << 2) | chunk) ^ (line & 7)) * 16;
+  }
+  static __device__ __forceinline__ int scale_offset(int r, int unit) { return (r * C::kUnits + unit) * C::kScaleRow; }
+};
+
+// read_run for the TMA stage layout (TmaStage): this lane's 16-byte run (chunk lane % 4 of the
+// head's row) of token 16u + 8s + lane/4 of ring unit `unit`, and its two scale bytes.
+template <typename C>
+__device__ __forceinline__ void read_run_tma(const uint8_t* stage, int unit, int u, int s, int kv, uint32_t* dst,
+                                             uint32_t* scale) {
+  using TS = TmaStage<C>;
+  static_assert(C::kWords == 4 && C::kScaleBytes == 2, "nvfp4 at hd128");
+  const int lane = threadIdx.x & 31;
+  const int r = 8 * s + (lane >> 2);
+  const uint4 v = *reinterpret_cast<const uint4*>(stage + kv * TS::kV + u * TS::kBlockData +
+                                                  TS::data_offset(r, unit, lane & 3));
+  dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
+  const int sb = (lane & 3) * C::kScaleBytes;
+  const uint32_t w = *reinterpret_cast<const uint32_t*>(stage + (kv ? TS::kVScales : TS::kScales) + u * TS::kBlockScale +
+                                                       TS::scale_offset(r, unit) + (sb & ~3));
+  *scale = w >> (8 * (sb & 3));
+}
+
 // nvfp4 at hd ≤ 128: capped at 168 registers = 3 CTAs per SM (without the cap ptxas takes 187
 // and only 2 fit); 4 CTAs (128 registers) spills and ran slower (bench/NOTES.md, v5).
 #ifndef NVFP4KV_DECODE_NVFP4_MIN_CTAS
@@ -500,10 +552,15 @@ __device__ __noinline__ void fused_merge_rows(const DecodeParams& p, int b, int 
 
 // kDyn: dynamic rounds (p.round_tickets), instantiated for the narrow tile only: a runtime
 // switch in one kernel cost ~20 registers and 5-12 % at every shape (bench/NOTES.md, v10).
-template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false, bool kPair = false>
+// kTma: the ring filled by tensor copies (decode v22; decode_tma_maps, TmaStage).
+template <typename T, int D, int FMT, bool kNarrow = false, bool kDyn = false, bool kPair = false, bool kTma = false>
 __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_kernel(const __grid_constant__ DecodeParams p,
-                                                          const FastDiv pdiv, const int split_pages) {
+                                                          const FastDiv pdiv, const int split_pages,
+                                                          const __grid_constant__ DecodeTmaMaps tm) {
   using C = Config<T, D, FMT, kNarrow, kPair>;
+  using TS = TmaStage<C>;
+  static_assert(!kTma || (kNarrow && kDyn && !kPair && FMT == kFmtNvfp4 && D == 128),
+                "the TMA ring is written for the 4-head nvfp4 narrow tile with dynamic rounds");
   static_assert(!kNarrow || ((FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128),
                 "the narrow tile is written for nvfp4 and fp8 at hd128");
   constexpr bool kF16 = std::is_same_v<T, __half>;
@@ -511,6 +568,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
   uint4* q_frag_all = reinterpret_cast<uint4*>(smem);  // [heads of the CTA][kKSteps][32]
   int32_t* split_page_ids = reinterpret_cast<int32_t*>(smem + C::kSmemQ);  // [split_pages]
   uint8_t* main_area = smem + C::kSmemQ + ((split_pages * 4 + 15) / 16) * 16;
+  // TMA ring: the stages (and the merge area that overlaps them) start 1024-byte aligned, as the
+  // 128-byte swizzle of the tensor copies needs; the stages' mbarriers sit just below.
+  if constexpr (kTma) {
+    const uint32_t a = smem_addr(main_area);
+    main_area += ((a + 32 + 1023) & ~1023u) - a;
+  }
+  [[maybe_unused]] const uint32_t full_bar = smem_addr(main_area) - 8 * C::kStages;  // TMA ring: [kStages] mbarriers
   float* merge_o = reinterpret_cast<float*>(main_area);  // [kWarps][16][kOStride]
   float* merge_m = merge_o + kWarps * 16 * C::kOStride;          // [kWarps][16]
   float* merge_l = merge_m + kWarps * 16;                        // [kWarps][16]
@@ -683,6 +747,18 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     if (threadIdx.x == 0) {
 #pragma unroll
       for (int i = 0; i < kTk; ++i) tickets_s[i] = rr_fixed && !late ? split + i * p.dyn_first_splits : first_ticket + i;
+    }
+  }
+  if constexpr (kTma) {
+    static_assert(C::kStages <= 4, "the mbarriers take the 32 bytes below the ring");
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int i = 0; i < C::kStages; ++i) mbar_init(full_bar + 8 * i, 1);
+      mbar_fence_init();
+      tma_prefetch_map(&tm.kd);
+      tma_prefetch_map(&tm.vd);
+      tma_prefetch_map(&tm.ks);
+      tma_prefetch_map(&tm.vs);
     }
   }
   __syncthreads();
@@ -940,8 +1016,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #pragma unroll
       for (int u = 0; u < C::kU; ++u) {
         uint32_t kf[2][C::kPairs];
-        dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, warp, uu, sl, kv, raw, sc); },
-                          u, kf);
+        dequant_k_subtile(
+            [&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) {
+              if constexpr (kTma) read_run_tma<C>(stage, warp, uu, sl, kv, raw, sc);
+              else read_run<C>(stage, warp, uu, sl, kv, raw, sc);
+            },
+            u, kf);
         // Two accumulator chains (even / odd k-steps): one chain per subtile would leave only
         // kU dependent mma chains per chunk.
         float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -998,6 +1078,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 
     // Oᵀ += Vᵀ·Pᵀ.
     const int g = lane >> 2, qq = lane & 3;
+    // TMA ring: bit τ = token chunk_start + τ is read (readable and inside the range).
+    [[maybe_unused]] uint32_t tok_ok = 0;
+    if constexpr (kTma) {
+      const int left = s_end - chunk_start;
+      tok_ok = vmask & (left >= 32 ? 0xFFFFFFFFu : (1u << left) - 1u);
+    }
     const uint8_t* v_rows = stage + C::kUnits * C::kChunk * C::kRow;  // swizzled (narrow_v_offset)
     const uint8_t* v_sc = stage + C::kScaleOffset + C::kUnits * C::kChunk * C::kScaleRow;  // nvfp4 only
     // Lane (g, q)'s V of subtile-head it, dequantized: vr[pr][e] = (token 2q + 8·pr, token
@@ -1021,11 +1107,29 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
             vr[pr][4 * w + 3] = fp8x2_pair<T>(hi >> 16);
           }
         } else {
-          const int off = narrow_v_offset<C::kRow>(ra, g >> 1) + 8 * (g & 1);
-          const uint2 va = *reinterpret_cast<const uint2*>(v_rows + off);
-          const uint2 vb = *reinterpret_cast<const uint2*>(v_rows + (off ^ 64));
-          const uint32_t s2 = scale_pair_mixed_exp<T>(static_cast<uint32_t>(v_sc[ra * C::kScaleRow + g]) |
-                                                      (static_cast<uint32_t>(v_sc[(ra + 1) * C::kScaleRow + g]) << 8));
+          uint2 va, vb;
+          uint32_t sab;
+          if constexpr (kTma) {
+            // TmaStage layout: token r = 8·pr + 2q (and r + 1) of block sub_u(it). Tokens the
+            // chunk does not read (past the range, unreadable pages) hold whatever the slot
+            // held before, not zeros: their scales are taken as 0, so that P = 0 meets a finite
+            // V (a stale scale byte may be an e4m3 NaN).
+            const int r = 8 * pr + 2 * qq, unit = sub_unit(it);
+            const uint8_t* blk = stage + TS::kV + sub_u(it) * TS::kBlockData + 8 * (g & 1);
+            va = *reinterpret_cast<const uint2*>(blk + TS::data_offset(r, unit, g >> 1));
+            vb = *reinterpret_cast<const uint2*>(blk + TS::data_offset(r + 1, unit, g >> 1));
+            const uint8_t* vs = stage + TS::kVScales + sub_u(it) * TS::kBlockScale + g;
+            const int tt = 16 * sub_u(it) + r;  // token of the chunk
+            sab = (((tok_ok >> tt) & 1u) ? static_cast<uint32_t>(vs[TS::scale_offset(r, unit)]) : 0u) |
+                  (((tok_ok >> (tt + 1)) & 1u) ? static_cast<uint32_t>(vs[TS::scale_offset(r + 1, unit)]) << 8 : 0u);
+          } else {
+            const int off = narrow_v_offset<C::kRow>(ra, g >> 1) + 8 * (g & 1);
+            va = *reinterpret_cast<const uint2*>(v_rows + off);
+            vb = *reinterpret_cast<const uint2*>(v_rows + (off ^ 64));
+            sab = static_cast<uint32_t>(v_sc[ra * C::kScaleRow + g]) |
+                  (static_cast<uint32_t>(v_sc[(ra + 1) * C::kScaleRow + g]) << 8);
+          }
+          const uint32_t s2 = scale_pair_mixed_exp<T>(sab);
           const uint32_t wa[2] = {va.x, va.y}, wb[2] = {vb.x, vb.y};
 #pragma unroll
           for (int w = 0; w < 2; ++w) {
@@ -1270,6 +1374,31 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     // Uniform across the CTA.
     [[maybe_unused]] const bool blocked = kNarrow && hpc == C::kUnits && p.page_size % 16 == 0 && s_begin % 16 == 0;
     auto issue = [&](int k, int slot) {
+      if constexpr (kTma) {
+        // One thread arms the slot's mbarrier with the round's bytes and issues a K, V, K-scale
+        // and V-scale copy per 16-token block that starts inside the range (the launch checked
+        // page_size % 16 == 0 and no window, so a block lies in one page). An unreadable page
+        // is read as page 0 and masked (chunk_mask).
+        if (threadIdx.x == 0) {
+          const int tok_round = s_begin + k * round_tokens;
+          const uint32_t bar = full_bar + 8 * slot;
+          const uint32_t stage = ring_s + slot * C::kStageBytes;
+          const int n_blk = min(TS::kBlocks, (s_end - tok_round + 15) / 16);
+          mbar_arrive_expect_tx(bar, static_cast<uint32_t>(n_blk * TS::kBlockBytes));
+#pragma unroll
+          for (int i = 0; i < TS::kBlocks; ++i) {
+            if (i < n_blk) {
+              int pg, off;
+              locate_tok(tok_round + 16 * i, &pg, &off);
+              tma_load_4d(stage + i * TS::kBlockData, &tm.kd, 0, hg * TS::kPairs, off, pg, bar);
+              tma_load_4d(stage + TS::kV + i * TS::kBlockData, &tm.vd, 0, hg * TS::kPairs, off, pg, bar);
+              tma_load_3d(stage + TS::kScales + i * TS::kBlockScale, &tm.ks, hg * C::kUnits * C::kScaleRow, off, pg, bar);
+              tma_load_3d(stage + TS::kVScales + i * TS::kBlockScale, &tm.vs, hg * C::kUnits * C::kScaleRow, off, pg, bar);
+            }
+          }
+        }
+        return;
+      }
       if constexpr (kNarrow) {
         if (blocked) {
           if (lin_ratio > 0) issue_as(k, slot, std::true_type{}, std::true_type{});
@@ -1301,8 +1430,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
     int slot = 0, fill = C::kStages - 1;  // ring slots of round k and of round k + kStages − 1
     int tk = ticket(0), tk_fill = ticket(C::kStages - 1);  // tickets of rounds k, k + kStages − 1
     for (int k = 0;; ++k) {
-      cp_async_wait<C::kStages - 2>();
-      __syncthreads();  // round k visible to every warp; slot (k − 1) % kStages free
+      if constexpr (!kTma) cp_async_wait<C::kStages - 2>();
+      __syncthreads();  // round k visible to every warp (TMA ring: below); slot (k − 1) % kStages free
 #ifdef NVFP4KV_DECODE_TRACE
       if (tk >= n_rounds && threadIdx.x == 0 && trace_cta() < kTraceMax) g_trace_rounds[trace_cta()] = k;
 #endif
@@ -1323,6 +1452,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       // compute, where the atomic's result is read (a select here would wait for it).
       if (kDyn && threadIdx.x == 0) drawn = static_cast<int>(atomicAdd(tick_ctr, 1u));
       const int chunk_start = chunk_start_of(tk);
+      if constexpr (kTma) mbar_wait(full_bar + 8 * slot, static_cast<uint32_t>(k / C::kStages) & 1u);
       if (chunk_start < s_end) {
         const uint8_t* stage = ring + slot * C::kStageBytes;
         if constexpr (kNarrow) {
@@ -1680,6 +1810,50 @@ Status cuda_status(cudaError_t e, const char* what) {
 template <int D, int FMT>
 inline constexpr bool kHasNarrow = (FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128;
 
+// L2 fetch size of the TMA ring's data copies (an experiment knob): CUtensorMapL2promotion, 2 = 128 B.
+#ifndef NVFP4KV_DECODE_TMA_L2
+#define NVFP4KV_DECODE_TMA_L2 2
+#endif
+
+// Whether this instantiation has a TMA-ring build (decode v22).
+template <int D, int FMT, bool kNarrow, bool kPair>
+inline constexpr bool kHasTma = FMT == kFmtNvfp4 && D == 128 && kNarrow && !kPair;
+
+// The TMA ring's tensor maps for `p` (4-head nvfp4 narrow tile, dynamic rounds), or false where
+// the views do not have the form it reads: each head's 64-byte data rows (8-byte scale rows)
+// adjacent in a token row (NHD), strides that nest (token row ≤ token stride, page ≤ page
+// stride) in multiples of 16 bytes, 16-byte aligned bases, pages of a multiple of 16 tokens and
+// no window (every ring round then starts on a 16-token block of one page).
+bool decode_tma_maps(const DecodeParams& p, DecodeTmaMaps* m) {
+  if (p.tma == 0 || p.heads_per_cta != 4 || p.window_left >= 0 || p.page_size % 16 != 0 || p.num_kv_heads % 4 != 0)
+    return false;
+  const int64_t nh = p.num_kv_heads;
+  auto fits = [&](const void* base, const KvStrides& s, int64_t row) {
+    return reinterpret_cast<uintptr_t>(base) % 16 == 0 && s.head == row && s.token % 16 == 0 &&
+           s.token >= nh * row && s.page % 16 == 0 && s.page >= s.token * p.page_size && s.page < (int64_t{1} << 40);
+  };
+  if (!fits(p.k_data, p.k_data_strides, 64) || !fits(p.v_data, p.v_data_strides, 64) ||
+      !fits(p.k_scales, p.k_scale_strides, 8) || !fits(p.v_scales, p.v_scale_strides, 8))
+    return false;
+  auto data_map = [&](CUtensorMap* map, const void* base, const KvStrides& s) {
+    const cuuint64_t dims[4] = {128, static_cast<cuuint64_t>(nh / 2), static_cast<cuuint64_t>(p.page_size),
+                                static_cast<cuuint64_t>(p.num_pages)};
+    const cuuint64_t strides[3] = {128, static_cast<cuuint64_t>(s.token), static_cast<cuuint64_t>(s.page)};
+    const cuuint32_t box[4] = {128, 2, 16, 1};
+    return encode_byte_map(map, base, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B,
+                           static_cast<CUtensorMapL2promotion>(NVFP4KV_DECODE_TMA_L2));
+  };
+  auto scale_map = [&](CUtensorMap* map, const void* base, const KvStrides& s) {
+    const cuuint64_t dims[3] = {static_cast<cuuint64_t>(nh * 8), static_cast<cuuint64_t>(p.page_size),
+                                static_cast<cuuint64_t>(p.num_pages)};
+    const cuuint64_t strides[2] = {static_cast<cuuint64_t>(s.token), static_cast<cuuint64_t>(s.page)};
+    const cuuint32_t box[3] = {32, 16, 1};
+    return encode_byte_map(map, base, 3, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
+  };
+  return data_map(&m->kd, p.k_data, p.k_data_strides) && data_map(&m->vd, p.v_data, p.v_data_strides) &&
+         scale_map(&m->ks, p.k_scales, p.k_scale_strides) && scale_map(&m->vs, p.v_scales, p.v_scale_strides);
+}
+
 template <typename T, int D, int FMT, bool kNarrow, bool kPair = false>
 Status launch_kernel(const DecodeParams& params, Stream stream) {
   using C = Config<T, D, FMT, kNarrow, kPair>;
@@ -1699,7 +1873,17 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
     p.done_counters = nullptr;
   auto kernel = dyn ? decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair> : decode_kernel<T, D, FMT, kNarrow, false, kPair>;
   const int split_pages = dyn ? dyn_pages : static_cast<int>(decode_split_pages(p.max_pages, p.page_size, p.num_splits));
-  const int smem = C::smem_bytes(split_pages);
+  int smem = C::smem_bytes(split_pages);
+  DecodeTmaMaps maps{};
+  if constexpr (kHasTma<D, FMT, kNarrow, kPair>) {
+    // The TMA ring: 1056 more bytes (the 1024-byte alignment and the mbarriers).
+    if (dyn && kCtas * (smem + 1056 + 1024) <= kSmemPerSm && decode_tma_maps(p, &maps)) {
+      kernel = decode_kernel<T, D, FMT, kNarrow, true, kPair, true>;
+      smem += 1056;
+      static const bool verbose = std::getenv("NVFP4KV_DECODE_TMA_VERBOSE") != nullptr;
+      if (verbose) std::fprintf(stderr, "decode: TMA ring (batch %d, kv heads %d, page %d, splits %d)\n", p.batch, p.num_kv_heads, p.page_size, p.num_splits);
+    }
+  }
   // Opt in to more than 48 KB of dynamic shared memory (a host-side attribute, not a stream
   // operation, so it is allowed while a graph is being captured; cheap enough per launch).
   if (smem > 48 * 1024) {
@@ -1722,7 +1906,7 @@ Status launch_kernel(const DecodeParams& params, Stream stream) {
   if (dyn && (p.num_splits < 2 || m_tiles != 1))
     return Status(StatusCode::kInternal, "decode: dynamic rounds without a merge or with several row tiles");
   if (cudaError_t e = launch_pdl(kernel, grid, dim3(kThreads), smem, reinterpret_cast<cudaStream_t>(stream), p,
-                                  make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages);
+                                  make_fastdiv(static_cast<uint32_t>(p.page_size)), split_pages, maps);
       e != cudaSuccess)
     return cuda_status(e, "decode_kernel launch");
   if (p.num_splits > 1 && p.done_counters == nullptr) {
@@ -1770,7 +1954,10 @@ int64_t resident_query() {
   // asked for the fixed build alone, the split rule planned 4 CTAs per SM where 3 ran, 1.33
   // waves: +13 % at 16 × 8K, +33 % at 16 × 1K).
   int per_sm = INT_MAX;
-  for (auto kernel : {decode_kernel<T, D, FMT, kNarrow, false, kPair>, decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair>}) {
+  auto kernels = {decode_kernel<T, D, FMT, kNarrow, false, kPair>, decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair>,
+                  kHasTma<D, FMT, kNarrow, kPair> ? decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair, kHasTma<D, FMT, kNarrow, kPair>>
+                                                  : decode_kernel<T, D, FMT, kNarrow, kNarrow, kPair>};
+  for (auto kernel : kernels) {
     if (smem_max > 48 * 1024 &&
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max) != cudaSuccess)
       return 0;
