@@ -631,8 +631,8 @@ TEST(CudaDecode, SmallPairedTile) {
   }
 }
 
-// The ring filled by tensor copies (TMA; the 4-heads-per-CTA nvfp4 narrow tile with dynamic
-// rounds on NHD views whose strides nest, pages of a multiple of 16 tokens, no window): against
+// The ring filled by tensor copies (TMA; the nvfp4 narrow tile of 4 heads per CTA, and the
+// paired tile where the shape allows it, with dynamic rounds on NHD views whose strides nest, pages of a multiple of 16 tokens, no window): against
 // the reference and bit for bit against the cp.async ring (NVFP4KV_DECODE_TMA=0), which runs the
 // same arithmetic on the same bytes (on the first call of a stale workspace, whose fixed rounds
 // give every CTA the same tokens). The tokens after each request's last one in its last page
@@ -680,12 +680,18 @@ TEST(CudaDecode, SmallTmaRing) {
     DecodeOptions o;
     o.logits_soft_cap = idx % 5 == 4 ? 5.f : 0.f;
     const RefRun want = run_ref(kv, r, q, qo_len, heads, s.value_dtype, o);
-    for (int splits : {3, 7, 0}) {
+    // The paired tile (8 heads per CTA, one box per head pair) where it can run.
+    const bool can_pair = s.num_kv_heads % 8 == 0 && group * qo_len <= 4;
+    for (int mode = 0; mode < (can_pair ? 6 : 3); ++mode) {
+      const int splits = mode % 3 == 0 ? 3 : (mode % 3 == 1 ? 7 : 0);
+      const bool pair = mode >= 3;
       o.num_splits = splits;
       const std::string what = describe(s) + " group " + std::to_string(group) + " qo_len " + std::to_string(qo_len) +
-                               " cap " + std::to_string(o.logits_soft_cap) + " splits " + std::to_string(splits);
+                               " cap " + std::to_string(o.logits_soft_cap) + " splits " + std::to_string(splits) +
+                               (pair ? " paired" : " 4 heads per CTA");
       ScopedEnv d("NVFP4KV_DECODE_DYNAMIC", "1");
-      ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", "4");
+      ScopedEnv h("NVFP4KV_DECODE_HEADS_PER_CTA", pair ? "8" : "4");
+      ScopedEnv pe("NVFP4KV_DECODE_PAIR", pair ? "1" : "0");
       GpuRun a, b;
       {
         ScopedEnv t("NVFP4KV_DECODE_TMA", "1");

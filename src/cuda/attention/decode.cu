@@ -335,7 +335,7 @@ __device__ __forceinline__ int narrow_v_offset(int row, int piece) {
 
 // Tensor maps of the TMA ring (decode v22), __grid_constant__ kernel parameters: K and V data as
 // bytes [pages][tokens of a page][head pairs][128] (the pair = two heads' 64-byte rows, which
-// NHD keeps adjacent), boxes of 16 tokens × the CTA's pairs; the scale pools as bytes [pages]
+// NHD keeps adjacent), boxes of 16 tokens × the CTA's pairs (paired tile: × one pair); the scale pools as bytes [pages]
 // [tokens][heads × 8], boxes of 16 tokens × the CTA's heads. Unused (zero) on the other paths.
 struct DecodeTmaMaps {
   CUtensorMap kd, vd, ks, vs;
@@ -347,8 +347,13 @@ struct DecodeTmaMaps {
 // The data boxes land with the 128-byte swizzle: 16-byte chunk c of 128-byte line L is stored
 // at chunk c ^ (L % 8), line L = token · kPairs + pair, so that the K reads (8 tokens × 64
 // bytes of one head) and the V reads (rows 2q of a head) spread over all banks.
+// The paired tile (8 heads, one 16-token block per round) takes one box per head pair instead,
+// [pair][token 16][128 B]: with all four pairs in a line's place, lines 2q of one pair would share
+// a bank half under the swizzle (a 2-way conflict on the V reads); here line L = 16·pair + token,
+// and the swizzle spreads the 8 tokens of a read.
 template <typename C>
 struct TmaStage {
+  static constexpr bool kBoxPerPair = C::kPair;
   static constexpr int kPairs = C::kUnits / 2;
   static constexpr int kBlocks = C::kChunk / 16;
   static constexpr int kBlockData = 16 * kPairs * 128;          // one view's data box
@@ -359,7 +364,7 @@ struct TmaStage {
   static constexpr int kBlockBytes = 2 * (kBlockData + kBlockScale);  // expect_tx per block
   // Byte offset of 16-byte chunk `chunk` (0-3) of head `unit`'s 64-byte row of token r of a block.
   static __device__ __forceinline__ int data_offset(int r, int unit, int chunk) {
-    const int line = r * kPairs + (unit >> 1);
+    const int line = kBoxPerPair ? (unit >> 1) * 16 + r : r * kPairs + (unit >> 1);
     return line * 128 + ((((unit & 1) << 2) | chunk) ^ (line & 7)) * 16;
   }
   static __device__ __forceinline__ int scale_offset(int r, int unit) { return (r * C::kUnits + unit) * C::kScaleRow; }
@@ -562,8 +567,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
                                                           const __grid_constant__ DecodeTmaMaps tm) {
   using C = Config<T, D, FMT, kNarrow, kPair>;
   using TS = TmaStage<C>;
-  static_assert(!kTma || (kNarrow && kDyn && !kPair && FMT == kFmtNvfp4 && D == 128),
-                "the TMA ring is written for the 4-head nvfp4 narrow tile with dynamic rounds");
+  static_assert(!kTma || (kNarrow && kDyn && FMT == kFmtNvfp4 && D == 128),
+                "the TMA ring is written for the nvfp4 narrow tiles with dynamic rounds");
   static_assert(!kNarrow || ((FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 128),
                 "the narrow tile is written for nvfp4 and fp8 at hd128");
   constexpr bool kF16 = std::is_same_v<T, __half>;
@@ -1000,8 +1005,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
       uint32_t kf[2][2][C::kPairs];
 #pragma unroll
       for (int it = 0; it < 2; ++it)
-        dequant_k_subtile([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc); },
-                          0, kf[it]);
+        dequant_k_subtile(
+            [&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) {
+              if constexpr (kTma) read_run_tma<C>(stage, sub_unit(it), uu, sl, kv, raw, sc);
+              else read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc);
+            },
+            0, kf[it]);
       float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
       for (int j = 0; j < C::kKSteps; ++j)
@@ -1393,8 +1402,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
             if (i < n_blk) {
               int pg, off;
               locate_tok(tok_round + 16 * i, &pg, &off);
-              tma_load_4d(stage + i * TS::kBlockData, &tm.kd, 0, hg * TS::kPairs, off, pg, bar);
-              tma_load_4d(stage + TS::kV + i * TS::kBlockData, &tm.vd, 0, hg * TS::kPairs, off, pg, bar);
+              if constexpr (TS::kBoxPerPair) {
+#pragma unroll
+                for (int pr = 0; pr < TS::kPairs; ++pr) {
+                  const uint32_t d = stage + i * TS::kBlockData + pr * 16 * 128;
+                  tma_load_4d(d, &tm.kd, 0, hg * TS::kPairs + pr, off, pg, bar);
+                  tma_load_4d(d + TS::kV, &tm.vd, 0, hg * TS::kPairs + pr, off, pg, bar);
+                }
+              } else {
+                tma_load_4d(stage + i * TS::kBlockData, &tm.kd, 0, hg * TS::kPairs, off, pg, bar);
+                tma_load_4d(stage + TS::kV + i * TS::kBlockData, &tm.vd, 0, hg * TS::kPairs, off, pg, bar);
+              }
               tma_load_3d(stage + TS::kScales + i * TS::kBlockScale, &tm.ks, hg * C::kUnits * C::kScaleRow, off, pg, bar);
               tma_load_3d(stage + TS::kVScales + i * TS::kBlockScale, &tm.vs, hg * C::kUnits * C::kScaleRow, off, pg, bar);
             }
@@ -1820,15 +1838,18 @@ inline constexpr bool kHasNarrow = (FMT == kFmtNvfp4 || FMT == kFmtFP8) && D == 
 
 // Whether this instantiation has a TMA-ring build (decode v22).
 template <int D, int FMT, bool kNarrow, bool kPair>
-inline constexpr bool kHasTma = FMT == kFmtNvfp4 && D == 128 && kNarrow && !kPair;
+inline constexpr bool kHasTma = FMT == kFmtNvfp4 && D == 128 && kNarrow;
 
-// The TMA ring's tensor maps for `p` (4-head nvfp4 narrow tile, dynamic rounds), or false where
+// The TMA ring's tensor maps for `p` (nvfp4 narrow tile of 4 heads per CTA or paired, dynamic
+// rounds), or false where
 // the views do not have the form it reads: each head's 64-byte data rows (8-byte scale rows)
 // adjacent in a token row (NHD), strides that nest (token row ≤ token stride, page ≤ page
 // stride) in multiples of 16 bytes, 16-byte aligned bases, pages of a multiple of 16 tokens and
 // no window (every ring round then starts on a 16-token block of one page).
 bool decode_tma_maps(const DecodeParams& p, DecodeTmaMaps* m) {
-  if (p.tma == 0 || p.heads_per_cta != 4 || p.window_left >= 0 || p.page_size % 16 != 0 || p.num_kv_heads % 4 != 0)
+  const int hpc = p.heads_per_cta;  // 4, or 8: the paired tile (one box per head pair)
+  if (p.tma == 0 || (hpc != 4 && hpc != 8) || p.window_left >= 0 || p.page_size % 16 != 0 ||
+      p.num_kv_heads % hpc != 0)
     return false;
   const int64_t nh = p.num_kv_heads;
   auto fits = [&](const void* base, const KvStrides& s, int64_t row) {
@@ -1842,7 +1863,7 @@ bool decode_tma_maps(const DecodeParams& p, DecodeTmaMaps* m) {
     const cuuint64_t dims[4] = {128, static_cast<cuuint64_t>(nh / 2), static_cast<cuuint64_t>(p.page_size),
                                 static_cast<cuuint64_t>(p.num_pages)};
     const cuuint64_t strides[3] = {128, static_cast<cuuint64_t>(s.token), static_cast<cuuint64_t>(s.page)};
-    const cuuint32_t box[4] = {128, 2, 16, 1};
+    const cuuint32_t box[4] = {128, hpc == 8 ? 1u : 2u, 16, 1};
     return encode_byte_map(map, base, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B,
                            static_cast<CUtensorMapL2promotion>(NVFP4KV_DECODE_TMA_L2));
   };
@@ -1850,7 +1871,7 @@ bool decode_tma_maps(const DecodeParams& p, DecodeTmaMaps* m) {
     const cuuint64_t dims[3] = {static_cast<cuuint64_t>(nh * 8), static_cast<cuuint64_t>(p.page_size),
                                 static_cast<cuuint64_t>(p.num_pages)};
     const cuuint64_t strides[2] = {static_cast<cuuint64_t>(s.token), static_cast<cuuint64_t>(s.page)};
-    const cuuint32_t box[3] = {32, 16, 1};
+    const cuuint32_t box[3] = {static_cast<cuuint32_t>(hpc * 8), 16, 1};
     return encode_byte_map(map, base, 3, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
   };
   return data_map(&m->kd, p.k_data, p.k_data_strides) && data_map(&m->vd, p.v_data, p.v_data_strides) &&
