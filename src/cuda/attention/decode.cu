@@ -27,8 +27,9 @@
 // (and hd ≤ 128) are then read straight into registers, one chunk per warp iteration; every other
 // cache goes through a CTA-wide cp.async ring of kStages rounds (a round = the next chunk of
 // every warp), consecutive threads copying consecutive 16-byte pieces of one token's rows over
-// the CTA's heads, one __syncthreads per round. The 4-head nvfp4 narrow tile with dynamic rounds
-// on NHD-form views fills the same ring with TMA tensor copies instead (kTma, decode v22): one
+// the CTA's heads, one __syncthreads per round. The nvfp4 narrow tiles (4 heads per CTA, paired)
+// with dynamic rounds on NHD-form views fill the same ring with TMA tensor copies instead (kTma,
+// decode v22, v22b): one
 // thread per round arms the slot's mbarrier and issues a K, V and two scale boxes per 16-token
 // block (TmaStage layout, 128-byte swizzle); the warps wait on the mbarrier after the barrier.
 //

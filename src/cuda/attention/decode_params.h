@@ -50,7 +50,7 @@ struct DecodeParams {
   int heads_per_cta = 1;      // kv heads per CTA: decode_heads_per_cta(format, head_dim, num_kv_heads)
   int lin_ratio = 0;          // > 0: every view's page stride = lin_ratio × its token stride (decode_lin_ratio)
   int narrow = 0;             // 1: the narrow tile (≤ 8 query rows per kv head; decode_use_narrow_tile)
-  int tma = 1;                // 1: the 4-head nvfp4 narrow tile's ring may be filled by TMA where its views allow (decode v22)
+  int tma = 1;                // 1: the nvfp4 narrow tiles' ring may be filled by TMA where the views allow (decode v22)
   float* partial_out = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits, head_dim]
   float* partial_lse = nullptr;  // workspace: [batch, qo_len, num_qo_heads, num_splits] (log2)
   // Workspace: one round counter per (request, head group, row tile), or null for fixed splits
