@@ -994,8 +994,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<D, FMT, kNarrow>) decode_ke
 #if NVFP4KV_DECODE_EXPERIMENT_LOADS_ONLY
 #pragma unroll
     for (int it = 0; it < C::kHeadsPerWarp; ++it)
-      loads_only([&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) { read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc); },
-                 vmask ^ static_cast<uint32_t>(chunk_start));
+      loads_only(
+          [&](int uu, int sl, int kv, uint32_t* raw, uint32_t* sc) {
+            if constexpr (kTma) read_run_tma<C>(stage, sub_unit(it), uu, sl, kv, raw, sc);
+            else read_run<C>(stage, sub_unit(it), uu, sl, kv, raw, sc);
+          },
+          vmask ^ static_cast<uint32_t>(chunk_start));
     return;
 #endif
     float s[C::kU][4];
